@@ -1,0 +1,165 @@
+"""VisionMamba: keys, shapes, parameter counts, official parity, API, init, checkpointing."""
+import math
+
+import pytest
+import torch
+
+import videomamba
+from videomamba import VisionMamba
+
+from conftest import load_official
+
+# official.md §1.5
+PARAMS = {
+    "videomamba_tiny": (192, 24, 7_148_008, 7_033_744),
+    "videomamba_small": (384, 24, 25_796_584, 25_568_656),
+    "videomamba_middle": (576, 32, 74_217_448, 73_875_856),
+    "videomamba_base": (768, 24, 97_598_440, None),
+}
+
+
+def official_keys(D, depth, video, num_classes, T=8):
+    """The official state_dict layout of official.md §1.6, written out independently."""
+    di, R, N = 2 * D, math.ceil(D / 16), 16
+    keys = [("cls_token", (1, 1, D)), ("pos_embed", (1, 197, D))]
+    if video:
+        keys.append(("temporal_pos_embedding", (1, T, D)))
+        keys.append(("patch_embed.proj.weight", (D, 3, 1, 16, 16)))
+    else:
+        keys.append(("patch_embed.proj.weight", (D, 3, 16, 16)))
+    keys += [("patch_embed.proj.bias", (D,)), ("head.weight", (num_classes, D)), ("head.bias", (num_classes,))]
+    for i in range(depth):
+        p = f"layers.{i}.mixer."
+        keys += [(p + "A_log", (di, N)), (p + "D", (di,)), (p + "A_b_log", (di, N)), (p + "D_b", (di,)),
+                 (p + "in_proj.weight", (2 * di, D))]
+        for s in ("", "_b"):
+            keys += [(p + f"conv1d{s}.weight", (di, 1, 4)), (p + f"conv1d{s}.bias", (di,)),
+                     (p + f"x_proj{s}.weight", (R + 2 * N, di)), (p + f"dt_proj{s}.weight", (di, R)),
+                     (p + f"dt_proj{s}.bias", (di,))]
+        keys += [(p + "out_proj.weight", (D, di)), (f"layers.{i}.norm.weight", (D,))]
+    keys.append(("norm_f.weight", (D,)))
+    return keys
+
+
+@pytest.mark.parametrize("name", list(PARAMS))
+@pytest.mark.parametrize("video", [False, True])
+def test_keys_shapes_and_param_counts(name, video):
+    D, depth, n_img, n_vid = PARAMS[name]
+    if video and n_vid is None:
+        n_vid = n_img - 600 * D - 600 + 8 * D   # base: 400-class head, plus temporal pos
+    with torch.device("meta"):
+        m = videomamba.create_model(name, num_frames=8 if video else None, num_classes=400 if video else 1000)
+    got = [(k, tuple(v.shape)) for k, v in m.state_dict().items()]
+    assert got == official_keys(D, depth, video, 400 if video else 1000)
+    assert sum(p.numel() for p in m.parameters()) == (n_vid if video else n_img)
+    assert len(list(m.buffers())) == 0
+
+
+@pytest.mark.parametrize("fixture", ["video_depth2_dim96_f4_64px", "image_depth2_dim96_64px"])
+def test_matches_official_logits(fixture):
+    fx = load_official(fixture)
+    m = VisionMamba(**fx["kwargs"]).eval()
+    m.load_state_dict(fx["state_dict"], strict=True)
+    with torch.no_grad():
+        out = m(fx["input"])
+    assert out.shape == fx["output"].shape
+    assert (out - fx["output"]).abs().max().item() <= 1e-5
+
+
+def _small(video=True, **kw):
+    return VisionMamba(img_size=32, depth=2, embed_dim=32, num_classes=5,
+                       num_frames=4 if video else None, **kw)
+
+
+def test_forward_features_and_head():
+    m = _small().eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        tokens = m.forward_features(x)
+        assert tokens.shape == (2, 1 + 4 * 4, 32)
+        torch.testing.assert_close(m.forward_head(tokens, pre_logits=True), tokens[:, 0])
+        torch.testing.assert_close(m.forward_head(tokens), m(x))
+        m.reset_classifier(7, global_pool="avg")
+        assert m(x).shape == (2, 7)
+        torch.testing.assert_close(m.forward_head(tokens, pre_logits=True), tokens[:, 1:].mean(1))
+        m.reset_classifier(0)
+        assert m(x).shape == (2, 32)
+
+
+def test_token_order_is_frame_major_with_cls_first():
+    m = _small().eval()
+    x = torch.randn(1, 3, 4, 32, 32)
+    x2 = x.clone()
+    x2[:, :, 2] += 1.0  # change frame 2 only
+    with torch.no_grad():
+        diff = (m.embed(x) - m.embed(x2)).abs().sum(-1)[0]
+    changed = (diff > 0).nonzero().flatten().tolist()
+    assert changed == list(range(1 + 2 * 4, 1 + 3 * 4))  # exactly frame 2's 4 patch tokens
+
+
+def test_video_temporal_pos_and_cls():
+    m = _small().eval()
+    with torch.no_grad():
+        m.temporal_pos_embedding.copy_(torch.arange(4.0).view(1, 4, 1))
+        x = torch.randn(1, 3, 4, 32, 32)
+        e = m.embed(x)
+        m.temporal_pos_embedding.zero_()
+        e0 = m.embed(x)
+    d = (e - e0)[0, :, 0]
+    assert d[0] == 0  # CLS gets no temporal embedding
+    torch.testing.assert_close(d[1:], torch.arange(4.0).repeat_interleave(4))
+
+
+def test_official_init():
+    m = videomamba.create_model("videomamba_tiny", num_frames=8)
+    assert torch.count_nonzero(m.cls_token) == 0 and torch.count_nonzero(m.temporal_pos_embedding) == 0
+    mixer = m.layers[3].mixer
+    assert torch.count_nonzero(mixer.dt_proj.bias) == 0 and torch.count_nonzero(mixer.dt_proj_b.bias) == 0
+    assert abs(mixer.dt_proj.weight.std().item() - 0.02) < 0.004     # segm init overrode Mamba's dt init
+    assert abs(m.pos_embed.std().item() - 0.02) < 0.002
+    # kaiming_uniform(a=sqrt 5) bound = 1/sqrt(fan_in), then / sqrt(depth)
+    bound = 1 / math.sqrt(mixer.d_inner) / math.sqrt(24)
+    assert mixer.out_proj.weight.abs().max() <= bound and mixer.out_proj.weight.abs().max() > 0.9 * bound
+    torch.testing.assert_close(mixer.A_log[:, 3], torch.full((384,), math.log(4.0)))
+    assert m.no_weight_decay() == {"pos_embed", "cls_token", "temporal_pos_embedding"}
+    assert m.get_num_layers() == 24
+
+
+def test_drop_path_schedule_is_the_official_shift():
+    m = VisionMamba(img_size=32, depth=4, embed_dim=32, drop_path_rate=0.3)
+    probs = [getattr(layer.drop_path, "drop_prob", 0.0) for layer in m.layers]
+    expect = [0.0] + torch.linspace(0, 0.3, 4).tolist()[:3]
+    assert probs == pytest.approx(expect)
+    assert m.drop_path.drop_prob == pytest.approx(0.3)
+
+
+def test_gradient_checkpointing_gives_identical_gradients():
+    torch.manual_seed(1)
+    ref = _small()
+    ckpt = _small(use_checkpoint=True, checkpoint_num=2)
+    ckpt.load_state_dict(ref.state_dict())
+    assert all(layer.use_checkpoint for layer in ckpt.layers)
+    x = torch.randn(2, 3, 4, 32, 32)
+    for m in (ref, ckpt):
+        m(x).logsumexp(-1).sum().backward()
+    for (n, p), (_, q) in zip(ref.named_parameters(), ckpt.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=n)
+
+
+def test_bad_input_shapes_give_clear_errors():
+    m = _small()
+    with pytest.raises(ValueError, match="num_frames=4"):
+        m(torch.randn(1, 3, 8, 32, 32))
+    with pytest.raises(ValueError, match="img_size"):
+        m(torch.randn(1, 3, 4, 48, 48))
+    with pytest.raises(ValueError, match="expects input"):
+        _small(video=False)(torch.randn(1, 3, 4, 32, 32))
+
+
+def test_tagged_names_set_checkpoint_shapes():
+    with torch.device("meta"):
+        m = videomamba.create_model("videomamba_small.k400_f16_res224")
+    assert m.num_frames == 16 and m.num_classes == 400
+    assert m.temporal_pos_embedding.shape == (1, 16, 384)
+    with pytest.raises(ValueError, match="unknown pretrained tag"):
+        videomamba.create_model("videomamba_small.nope")
