@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .report import LoadReport
 
-# Tried in this order; 'vision_encoder.' marks a UMT checkpoint, whose other keys belong to the text side.
+# Tried in this order; 'vision_encoder.' marks a UMT (video-text) checkpoint.
 KNOWN_PREFIXES = ("module.", "vision_encoder.", "backbone.", "encoder.")
 
 
@@ -30,11 +30,8 @@ def strip_prefixes(sd: dict[str, torch.Tensor], model_keys: set[str], report: Lo
         hits = [k for k in sd if k.startswith(p)]
         if not hits or any(k.startswith(p) for k in model_keys):
             continue
-        if p == "vision_encoder.":
-            sd = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)} | {
-                k: v for k, v in sd.items() if not k.startswith(p) and k in model_keys}
-        else:
-            sd = {(k[len(p):] if k.startswith(p) else k): v for k, v in sd.items()}
+        # Keys without the prefix stay (e.g. a UMT checkpoint's text encoder) and are reported as unexpected.
+        sd = {(k[len(p):] if k.startswith(p) else k): v for k, v in sd.items()}
         report.prefixes_stripped.append(p)
     return sd
 
