@@ -193,3 +193,21 @@ def test_bad_files_give_clear_errors(tmp_path):
         load_checkpoint(small(), tmp_path / "empty.pth")
     with pytest.raises(KeyError, match="ema"):
         load_checkpoint(small(), {"model": {"a": 1}, "epoch": 2}, model_key="ema")
+
+
+def test_pretrained_tag_loads_official_file_from_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDEOMAMBA_HOME", str(tmp_path))
+    src = videomamba.create_model("videomamba_tiny", num_frames=8, num_classes=400)
+    # The official K400 container, under the official file name.
+    torch.save({"model": src.state_dict(), "epoch": 69, "args": argparse.Namespace(model="videomamba_tiny")},
+               tmp_path / "videomamba_t16_k400_f8_res224.pth")
+    m = videomamba.create_model("videomamba_tiny.k400_f8_res224", pretrained=True)
+    assert m.load_report.clean and m.num_frames == 8 and m.num_classes == 400
+    assert_same_weights(src, m)
+
+
+def test_pretrained_without_file_or_hub_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDEOMAMBA_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="videomamba_s16_in1k_res224.pth"):
+        videomamba.create_model("videomamba_small.in1k_res224", pretrained=True)

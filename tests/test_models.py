@@ -163,3 +163,21 @@ def test_tagged_names_set_checkpoint_shapes():
     assert m.temporal_pos_embedding.shape == (1, 16, 384)
     with pytest.raises(ValueError, match="unknown pretrained tag"):
         videomamba.create_model("videomamba_small.nope")
+
+
+def test_bf16_autocast_and_bf16_weights_stay_close_to_fp32():
+    fx = load_official("video_depth2_dim96_f4_64px")
+    m = VisionMamba(**fx["kwargs"]).eval()
+    m.load_state_dict(fx["state_dict"])
+    x = fx["input"]
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            amp = m(x)
+        m_bf16 = VisionMamba(**fx["kwargs"]).eval()
+        m_bf16.load_state_dict(fx["state_dict"])
+        pure = m_bf16.to(torch.bfloat16)(x.to(torch.bfloat16))
+    ref = fx["output"]
+    scale = ref.abs().max()
+    for out in (amp, pure):
+        assert torch.isfinite(out).all()
+        assert (out.float() - ref).abs().max() < 0.05 * scale
