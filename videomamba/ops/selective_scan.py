@@ -1,13 +1,26 @@
-"""Public selective-scan entry point (mamba-ssm's calling convention).
+"""Public selective-scan entry point (mamba-ssm's calling convention) and backend dispatch.
 
-Today it validates shapes and runs the O(L) pure-PyTorch reference; the fast CPU/GPU kernels plug in
-behind this same function, so callers never change.
+Backends:
+  ``cpu``        native C++ kernel (OpenMP + SIMD), built on first use; CPU tensors.
+  ``triton``     Triton kernel; CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``, for tests).
+  ``mamba_ssm``  mamba-ssm's CUDA kernel, when that package is importable (optional).
+  ``reference``  the O(L) pure-PyTorch oracle; any device.
+``auto`` (default) picks cpu for CPU tensors and triton for CUDA tensors, falling back to the reference
+for inputs a kernel does not cover (e.g. constant B/C). Override per call with ``backend=`` or globally
+with ``VIDEOMAMBA_SCAN_BACKEND``; a backend that is asked for by name and cannot run raises.
 """
 from __future__ import annotations
+
+import functools
+import importlib.util
+import os
 
 import torch
 
 from .selective_scan_ref import selective_scan_ref
+
+BACKENDS = ("auto", "cpu", "triton", "mamba_ssm", "reference")
+ENV_VAR = "VIDEOMAMBA_SCAN_BACKEND"
 
 
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
@@ -39,14 +52,84 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
         raise ValueError(f"selective_scan_fn: z shape {tuple(z.shape)} != u shape {tuple(u.shape)}")
 
 
+@functools.lru_cache(maxsize=None)
+def _triton_importable() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _mamba_ssm_importable() -> bool:
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+def _kernel_covers(u, A, B, C) -> bool:
+    return not A.is_complex() and B.dim() >= 3 and C.dim() >= 3 and A.shape[1] <= 256
+
+
+def backend_available(name: str, device_type: str = "cpu") -> bool:
+    """Whether ``name`` can run on tensors of ``device_type`` in this process."""
+    if name == "reference":
+        return True
+    if name == "cpu":
+        from . import selective_scan_cpu
+
+        return device_type == "cpu" and selective_scan_cpu.available()
+    if name == "triton":
+        if not _triton_importable():
+            return False
+        return device_type == "cuda" or (device_type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+    if name == "mamba_ssm":
+        return device_type == "cuda" and _mamba_ssm_importable()
+    raise ValueError(f"unknown scan backend {name!r}; choose from {BACKENDS}")
+
+
+def resolve_backend(backend: str | None, u, A, B, C) -> str:
+    """The backend that will run: explicit argument, else ``$VIDEOMAMBA_SCAN_BACKEND``, else auto."""
+    name = backend or os.environ.get(ENV_VAR) or "auto"
+    if name not in BACKENDS:
+        source = "backend argument" if backend else ENV_VAR
+        raise ValueError(f"{source}={name!r} is not a scan backend; choose from {BACKENDS}")
+    dev = u.device.type
+    if name == "auto":
+        if not _kernel_covers(u, A, B, C):
+            return "reference"
+        if dev == "cpu" and backend_available("cpu", dev):
+            return "cpu"
+        if dev == "cuda":
+            if backend_available("triton", dev):
+                return "triton"
+            if backend_available("mamba_ssm", dev):
+                return "mamba_ssm"
+        return "reference"
+    if not backend_available(name, dev):
+        raise RuntimeError(f"scan backend {name!r} is not available for {dev} tensors here")
+    if name in ("cpu", "triton") and not _kernel_covers(u, A, B, C):
+        raise ValueError(f"scan backend {name!r} needs input-dependent B/C, real A and N <= 256")
+    return name
+
+
 def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                       C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                       delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
-                      return_last_state: bool = False):
+                      return_last_state: bool = False, backend: str | None = None):
     """Selective scan, ``out = scan(u, delta, A, B, C) + D*u``, gated by ``silu(z)``.
 
-    See :func:`videomamba.ops.selective_scan_ref.selective_scan_ref` for the exact semantics.
+    Semantics: :func:`videomamba.ops.selective_scan_ref.selective_scan_ref`. ``backend``: see module doc.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    return selective_scan_ref(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-                              delta_softplus=delta_softplus, return_last_state=return_last_state)
+    name = resolve_backend(backend, u, A, B, C)
+    if name == "reference":
+        return selective_scan_ref(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                                  delta_softplus=delta_softplus, return_last_state=return_last_state)
+    if name == "mamba_ssm":
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as mamba_fn
+
+        return mamba_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    from .scan_op import selective_scan_op
+
+    out, last = selective_scan_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, name)
+    return (out, last) if return_last_state else out

@@ -1,0 +1,115 @@
+"""Selective scan on CPU through the native kernel (``kernels/cpu/selective_scan.cpp``).
+
+Inputs of any float dtype are computed in fp32; B/C are passed time-major ``(batch, G, L, NP)`` so
+that each step reads one contiguous state vector, with the state size padded to the kernel's vector
+width (``LANES``) by zeros in A, B and C, which keeps the padded states at exactly 0.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from ._build import load_native
+
+_f = ctypes.POINTER(ctypes.c_float)
+_i64 = ctypes.c_int64
+_SOURCE = "cpu/selective_scan.cpp"
+MAX_STATE = 256
+LANES = 16
+
+
+def _lib():
+    lib = load_native(_SOURCE)
+    if lib is not None and not getattr(lib, "_vm_typed", False):
+        common = [_f, _f, _f, _f, _f, _f, _f, _f, ctypes.c_int, _i64, _i64, _i64, _i64, _i64]
+        lib.vm_selective_scan_fwd.argtypes = common + [_f, _f, ctypes.c_int]
+        lib.vm_selective_scan_bwd.argtypes = common + [_f, _f, _f, _f, _f, _f, _f, _f, _f, _f, ctypes.c_int]
+        lib.vm_selective_scan_fwd.restype = ctypes.c_int
+        lib.vm_selective_scan_bwd.restype = ctypes.c_int
+        lib._vm_typed = True
+    return lib
+
+
+def available() -> bool:
+    return _lib() is not None
+
+
+def supports(u, A, B, C) -> bool:
+    """What the kernel handles: CPU tensors, real A, input-dependent B/C, N <= 256."""
+    return (u.device.type == "cpu" and not A.is_complex() and B.dim() >= 3 and C.dim() >= 3
+            and A.shape[1] <= MAX_STATE and u.dtype in (torch.float32, torch.bfloat16, torch.float16))
+
+
+def _p(t: torch.Tensor | None):
+    return ctypes.cast(t.data_ptr(), _f) if t is not None else None
+
+
+def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().to(torch.float32).contiguous()
+
+
+def _padded(N: int) -> int:
+    return -(-N // LANES) * LANES
+
+
+def _time_major(BC: torch.Tensor, NP: int) -> torch.Tensor:
+    BC = BC.unsqueeze(1) if BC.dim() == 3 else BC                      # (b, G, N, L)
+    b, G, N, L = BC.shape
+    out = torch.zeros(b, G, L, NP, dtype=torch.float32)
+    out[..., :N] = BC.detach().transpose(-1, -2)
+    return out
+
+
+def _prepare(u, delta, A, B, C, D, z, delta_bias):
+    N = A.shape[1]
+    NP = _padded(N)
+    AA = _f32(A) if NP == N else torch.nn.functional.pad(A.detach().float(), (0, NP - N)).contiguous()
+    return (_f32(u), _f32(delta), AA, _time_major(B, NP), _time_major(C, NP), _f32(D), _f32(z),
+            _f32(delta_bias), NP)
+
+
+def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Returns ``(out in u's dtype, last_state fp32 (batch, dim, N))``."""
+    lib = _lib()
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    uu, dd, AA, BB, CC, DD, zz, bb, NP = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    G = BB.shape[1]
+    out = torch.empty(batch, dim, L, dtype=torch.float32)
+    last = torch.empty(batch, dim, NP, dtype=torch.float32)
+    rc = lib.vm_selective_scan_fwd(_p(uu), _p(dd), _p(AA), _p(BB), _p(CC), _p(DD), _p(zz), _p(bb),
+                                   int(delta_softplus), batch, dim, L, NP, G, _p(out), _p(last),
+                                   torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"selective scan CPU kernel failed (code {rc})")
+    return out.to(u.dtype), last[..., :N]
+
+
+def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, dlast=None):
+    """Gradients ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)`` shaped like the inputs (None where absent)."""
+    lib = _lib()
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    uu, dd, AA, BB, CC, DD, zz, bb, NP = _prepare(u, delta, A, B, C, D, z, delta_bias)
+    G = BB.shape[1]
+    g = _f32(dout)
+    gl = None if dlast is None else torch.nn.functional.pad(dlast.detach().float(), (0, NP - N)).contiguous()
+    du, ddelta = torch.empty_like(uu), torch.empty_like(uu)
+    dz = torch.empty_like(uu) if z is not None else None
+    dA = torch.empty(batch, dim, NP)
+    dD, dbias = torch.empty(batch, dim), torch.empty(batch, dim)
+    dB, dC = torch.zeros_like(BB), torch.zeros_like(CC)
+    rc = lib.vm_selective_scan_bwd(_p(uu), _p(dd), _p(AA), _p(BB), _p(CC), _p(DD), _p(zz), _p(bb),
+                                   int(delta_softplus), batch, dim, L, NP, G, _p(g), _p(gl), _p(du), _p(ddelta),
+                                   _p(dA), _p(dB), _p(dC), _p(dD), _p(dz), _p(dbias), torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"selective scan CPU kernel backward failed (code {rc})")
+
+    def bc_grad(grad, like):
+        grad = grad[..., :N].transpose(-1, -2)                          # (b, G, N, L)
+        return (grad.squeeze(1) if like.dim() == 3 else grad).to(like.dtype)
+
+    return (du.to(u.dtype), ddelta.to(delta.dtype), dA[..., :N].sum(0).to(A.dtype), bc_grad(dB, B), bc_grad(dC, C),
+            None if D is None else dD.sum(0).to(D.dtype), None if z is None else dz.to(z.dtype),
+            None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype))
