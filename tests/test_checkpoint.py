@@ -211,3 +211,22 @@ def test_pretrained_without_file_or_hub_says_where_it_looked(tmp_path, monkeypat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="videomamba_s16_in1k_res224.pth"):
         videomamba.create_model("videomamba_small.in1k_res224", pretrained=True)
+
+
+def test_masked_pretrain_dict_into_headless_model():
+    src = small()
+    sd = {k: v for k, v in src.state_dict().items() if not k.startswith("head.")}
+    sd["norm.weight"] = sd.pop("norm_f.weight")
+    dst = small(num_classes=0)
+    report = load_checkpoint(dst, sd, strict=True)
+    assert report.clean and report.renamed == {"norm.weight": "norm_f.weight"}
+
+
+def test_non_square_pos_embed_is_reported_not_raised():
+    src = VisionMamba(img_size=(32, 48), depth=1, embed_dim=32, num_classes=2)   # 6 positions
+    dst = VisionMamba(img_size=64, depth=1, embed_dim=32, num_classes=2)         # 16 positions
+    report = load_checkpoint(dst, src.state_dict())
+    assert "not a square grid" in report.dropped["pos_embed"]
+    same = VisionMamba(img_size=(48, 32), depth=1, embed_dim=32, num_classes=2)
+    report = load_checkpoint(same, src.state_dict())
+    assert any("assumed the same 3x2 grid" in n for n in report.notes)

@@ -181,3 +181,60 @@ def test_bf16_autocast_and_bf16_weights_stay_close_to_fp32():
     for out in (amp, pure):
         assert torch.isfinite(out).all()
         assert (out.float() - ref).abs().max() < 0.05 * scale
+
+
+def test_timm_route_with_tag_builds_the_checkpoint_model():
+    import timm
+
+    with torch.device("meta"):
+        m = timm.create_model("videomamba_tiny.k400_f16_res224")
+    assert m.is_video and m.num_frames == 16 and m.num_classes == 400
+
+
+def test_timm_filter_fn_unwraps_official_containers():
+    from videomamba.models import checkpoint_filter_fn
+
+    src, dst = _small(), _small()
+    sd = checkpoint_filter_fn({"model": src.state_dict(), "epoch": 3}, dst)
+    assert set(sd) == set(dst.state_dict())
+
+
+def test_layernorm_variant_loads_and_runs():
+    a = _small(rms_norm=False).eval()
+    b = _small(rms_norm=False).eval()
+    assert isinstance(a.norm_f, torch.nn.LayerNorm) and "norm_f.bias" in a.state_dict()
+    b.load_state_dict(a.state_dict(), strict=True)
+    x = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x))
+
+
+def test_non_square_images_and_constructor_options():
+    m = VisionMamba(img_size=(32, 48), depth=1, embed_dim=32, num_classes=3).eval()
+    assert m.pos_embed.shape == (1, 1 + 2 * 3, 32)
+    assert m(torch.randn(1, 3, 32, 48)).shape == (1, 3)
+    m = VisionMamba(img_size=32, depth=2, embed_dim=32, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in m.parameters())
+    m = VisionMamba(img_size=32, depth=2, embed_dim=32, initializer_cfg={"rescale_prenorm_residual": False})
+    # without the rescale, out_proj keeps segm's trunc-normal(0.02) init
+    assert abs(m.layers[0].mixer.out_proj.weight.std().item() - 0.02) < 0.005
+    assert VisionMamba(img_size=32, depth=1, embed_dim=32).layers[0].drop_path.__class__.__name__ == "Identity"
+    assert VisionMamba(img_size=32, depth=2, embed_dim=32).drop_path.drop_prob == pytest.approx(0.1)  # official default
+
+
+def test_checkpointed_mixers_are_recomputed_in_backward():
+    m = _small(use_checkpoint=True, checkpoint_num=1)
+    calls = [0, 0]
+    for i, layer in enumerate(m.layers):
+        layer.mixer.register_forward_pre_hook(lambda mod, inp, i=i: calls.__setitem__(i, calls[i] + 1))
+    m(torch.randn(1, 3, 4, 32, 32)).sum().backward()
+    assert calls == [2, 1]   # layer 0 ran again in backward, layer 1 did not
+
+
+def test_contract_official_layout_through_create_model():
+    fx = load_official("video_depth2_dim96_f4_64px")
+    kw = {k: v for k, v in fx["kwargs"].items() if k not in ("depth", "embed_dim", "patch_size")}
+    m = videomamba.create_model("videomamba_tiny", depth=2, embed_dim=96, **kw).eval()
+    m.load_state_dict(fx["state_dict"], strict=True)
+    with torch.no_grad():
+        assert (m(fx["input"]) - fx["output"]).abs().max() <= 1e-5

@@ -22,8 +22,13 @@ def test_add_norm_keeps_fp32_residual_and_input_dtype_output():
     torch.testing.assert_close(r, x.float() + res)  # exact fp32 sum, no bf16 rounding
     expect = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + 1e-5) * w
     torch.testing.assert_close(y.float(), expect, rtol=1e-2, atol=1e-2)
-    _, r16 = add_norm(x, w, residual=res, prenorm=True, residual_in_fp32=False)
-    assert r16.dtype == torch.bfloat16
+    # As mamba-ssm: an incoming residual keeps its dtype; a new one follows residual_in_fp32.
+    _, r_keep = add_norm(x, w, residual=res, prenorm=True, residual_in_fp32=False)
+    assert r_keep.dtype == torch.float32
+    _, r_new = add_norm(x, w, residual=None, prenorm=True, residual_in_fp32=False)
+    assert r_new.dtype == torch.bfloat16
+    _, r_new32 = add_norm(x, w, residual=None, prenorm=True, residual_in_fp32=True)
+    assert r_new32.dtype == torch.float32
 
 
 def test_norm_forward_layernorm_matches_torch():

@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model-key", default=None, help="container key(s), e.g. 'model|module' (default: auto)")
     c.add_argument("--vision-only", action="store_true", help="keep only a UMT checkpoint's vision encoder")
     c.add_argument("--strip-prefix", action="store_true", help="strip a prefix shared by every key")
-    c.add_argument("--trust", action="store_true", help="unpickle arbitrary objects without asking")
+    c.add_argument("--trust", action="store_true",
+                   help="unpickle the file fully without trying the safe loader first (and without the warning); "
+                        "only for files you trust")
     c.set_defaults(fn=cmd_convert)
     return p
 

@@ -59,7 +59,7 @@ def resize_spatial_pos_embed(pos: torch.Tensor, new_grid: tuple[int, int], num_p
     n = grid.shape[1]
     side = int(round(math.sqrt(n)))
     if side * side != n:
-        raise ValueError(f"pos_embed: cannot resize a non-square grid of {n} positions")
+        raise ValueError(f"cannot resize: {n} positions are not a square grid, so the source grid is unknown")
     D = grid.shape[-1]
     dtype = grid.dtype
     grid = grid.float().reshape(1, side, side, D).permute(0, 3, 1, 2)
@@ -103,6 +103,10 @@ def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: torch.nn.Module
         want = target[key].shape
         if value.shape == want:
             out[key] = value
+            grid = tuple(getattr(getattr(model, "patch_embed", None), "grid_size", (0, 0)))
+            if key == "pos_embed" and grid[0] != grid[1]:
+                report.notes.append(f"pos_embed: same token count, assumed the same {grid[0]}x{grid[1]} grid "
+                                    "(a checkpoint does not record its grid shape)")
             continue
         how = None
         if key == "patch_embed.proj.weight" and value.dim() in (4, 5) and len(want) in (4, 5) \
@@ -110,9 +114,12 @@ def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: torch.nn.Module
             value = inflate_patch_weight(value, want, center=(inflate == "center"))
             how = "2D->3D " + inflate if len(want) == 5 and sd[key].dim() == 4 else "temporal kernel folded"
         elif key == "pos_embed" and value.dim() == 3 and value.shape[-1] == want[-1]:
-            grid = tuple(model.patch_embed.grid_size)
-            value = resize_spatial_pos_embed(value, grid)
-            how = "bicubic, CLS kept"
+            try:
+                value = resize_spatial_pos_embed(value, tuple(model.patch_embed.grid_size))
+                how = "bicubic, CLS kept"
+            except ValueError as err:
+                report.dropped[key] = str(err)
+                continue
         elif key == "temporal_pos_embedding" and value.dim() == 3 and value.shape[-1] == want[-1]:
             value = resize_temporal_pos_embed(value, want[1])
             how = "linear"

@@ -14,6 +14,7 @@ class LoadReport:
     renamed: dict[str, str] = field(default_factory=dict)     # old key -> new key
     dropped: dict[str, str] = field(default_factory=dict)     # key -> why it was not loaded
     prefixes_stripped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -29,7 +30,8 @@ class LoadReport:
                              ("resized", [f"{k}: {v}" for k, v in self.resized.items()]),
                              ("dropped (model keeps its init)", [f"{k}: {v}" for k, v in self.dropped.items()]),
                              ("missing (model keeps its init)", self.missing),
-                             ("unexpected (ignored)", _summarise(self.unexpected))):
+                             ("unexpected (ignored)", _summarise(self.unexpected)),
+                             ("notes", self.notes)):
             if items:
                 lines.append(f"  {title}:")
                 lines.extend(f"    {s}" for s in items)

@@ -5,7 +5,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from .vision_mamba import VisionMamba
-from .zoo import HF_HUB_ID, zoo_entries
+from .zoo import HF_HUB_ID, ZOO, zoo_entries
 
 # Architecture of each variant (official.md §1.5); d_state 16, expand 2, d_conv 4, patch 16 for all.
 VARIANT_ARGS = {
@@ -38,13 +38,16 @@ default_cfgs = generate_default_cfgs(
 
 def checkpoint_filter_fn(state_dict, model):
     """timm hook: adapt an official checkpoint (any container/prefix/size) to ``model``."""
-    from ..checkpoint.adapt import adapt_state_dict
+    from ..checkpoint import adapt_state_dict, extract_state_dict
 
-    return adapt_state_dict(state_dict, model).state_dict
+    return adapt_state_dict(extract_state_dict(state_dict), model).state_dict
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> VisionMamba:
-    kwargs = {**VARIANT_ARGS[variant], **kwargs}
+    # timm passes the tag of 'variant.tag' as pretrained_cfg: the checkpoint fixes frames/size/classes.
+    tag = kwargs.get("pretrained_cfg")
+    entry = ZOO.get(f"{variant}.{tag}") if isinstance(tag, str) else None
+    kwargs = {**VARIANT_ARGS[variant], **(entry.kwargs() if entry else {}), **kwargs}
     return build_model_with_cfg(VisionMamba, variant, pretrained,
                                 pretrained_filter_fn=checkpoint_filter_fn, pretrained_strict=False, **kwargs)
 

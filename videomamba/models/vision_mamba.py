@@ -36,8 +36,8 @@ class VisionMamba(nn.Module):
     runs only: the official checkpoints use the plain sum); ``global_pool`` 'token' (official) or 'avg'.
     """
 
-    def __init__(self, img_size=224, patch_size=16, depth=24, embed_dim=192, in_chans=3,
-                 num_classes=1000, drop_rate=0.0, drop_path_rate=0.0, fc_drop_rate=0.0,
+    def __init__(self, img_size=224, patch_size=16, stride=None, depth=24, embed_dim=192, in_chans=3,
+                 num_classes=1000, drop_rate=0.0, drop_path_rate=0.1, fc_drop_rate=0.0,
                  ssm_cfg=None, norm_epsilon=1e-5, rms_norm=True, residual_in_fp32=True,
                  fused_add_norm=True, num_frames=None, kernel_size=1, use_checkpoint=False,
                  checkpoint_num=0, divide_output=False, global_pool="token", channels=None,
@@ -59,13 +59,15 @@ class VisionMamba(nn.Module):
         self.grad_checkpointing = False
 
         if self.is_video:
+            if stride is not None:
+                raise ValueError("VisionMamba: stride is only supported by the image layout")
             self.patch_embed = PatchEmbed3d(img_size, patch_size, kernel_size, in_chans, embed_dim)
             self.tubelet_size = self.patch_embed.tubelet_size
             if num_frames % self.tubelet_size:
                 raise ValueError(f"VisionMamba: num_frames={num_frames} is not a multiple of the "
                                  f"tubelet size kernel_size={kernel_size}")
         else:
-            self.patch_embed = PatchEmbed2d(img_size, patch_size, in_chans, embed_dim)
+            self.patch_embed = PatchEmbed2d(img_size, patch_size, in_chans, embed_dim, stride=stride)
             self.tubelet_size = 1
         num_patches = self.patch_embed.num_patches
 
@@ -91,21 +93,27 @@ class VisionMamba(nn.Module):
         self.norm_f = make_norm(embed_dim)
 
         self.set_checkpoint_layers(checkpoint_num if use_checkpoint else 0)
-        self._init_official_weights()
+        self._init_official_weights(**(initializer_cfg or {}))
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
 
     # ------------------------------------------------------------------ init
-    def _init_official_weights(self):
+    def _init_official_weights(self, rescale_prenorm_residual: bool = True, n_residuals_per_layer: int = 1,
+                               initializer_range: float = 0.02):
         """The official order: Mamba's own init, then segm_init over every Linear (which overrides
         dt_proj: weight TN(.02), bias 0), trunc-normal pos_embed, zero cls/temporal pos, then
-        out_proj.weight = kaiming_uniform(a=sqrt 5) / sqrt(depth)."""
+        out_proj.weight = kaiming_uniform(a=sqrt 5) / sqrt(n_residuals_per_layer * depth).
+        ``initializer_cfg`` of the official constructor maps onto the keyword arguments."""
         self.apply(_segm_init_weights)
         self.head.apply(_segm_init_weights)
         trunc_normal_(self.pos_embed, std=0.02)
+        if not rescale_prenorm_residual:
+            return
         for layer in self.layers:
             w = layer.mixer.out_proj.weight
             nn.init.kaiming_uniform_(w, a=math.sqrt(5))
             with torch.no_grad():
-                w /= math.sqrt(self.depth)
+                w /= math.sqrt(n_residuals_per_layer * self.depth)
 
     # ------------------------------------------------------------------ timm-style API
     def set_checkpoint_layers(self, num_layers: int):

@@ -24,7 +24,7 @@ class BiMamba(nn.Module):
                  dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
                  dt_init: str = "random", dt_scale: float = 1.0, dt_init_floor: float = 1e-4,
                  conv_bias: bool = True, bias: bool = False, divide_output: bool = False,
-                 layer_idx: int | None = None, device=None, dtype=None):
+                 use_fast_path: bool = True, layer_idx: int | None = None, device=None, dtype=None):
         super().__init__()
         fk = {"device": device, "dtype": dtype}
         self.d_model = d_model
@@ -35,6 +35,7 @@ class BiMamba(nn.Module):
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
         self.divide_output = divide_output
         self.layer_idx = layer_idx
+        self.use_fast_path = use_fast_path  # accepted for the official signature; every path is exact
 
         # Own parameters first: this fixes the official state_dict order.
         A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)

@@ -38,8 +38,12 @@ def add_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | 
     y = y.to(out_dtype)
     if not prenorm:
         return y
-    residual_out = r if residual_in_fp32 else r.to(out_dtype)
-    return y, residual_out
+    # mamba-ssm: an incoming residual keeps its dtype; a new one is fp32 or x's dtype.
+    if residual is not None:
+        res_dtype = residual.dtype
+    else:
+        res_dtype = torch.float32 if residual_in_fp32 and x.dtype != torch.float64 else out_dtype
+    return y, r.to(res_dtype)
 
 
 class RMSNorm(nn.Module):
