@@ -2,9 +2,10 @@
 from . import models, modules, ops  # noqa: F401  (registers the variants with timm)
 from .checkpoint import LoadReport, load_checkpoint, save_checkpoint
 from .factory import checkpoint_home, create_model, list_models
+from .flops import FlopReport, flops
 from .models import VisionMamba
 
 __version__ = "0.1.0"
 
-__all__ = ["create_model", "list_models", "load_checkpoint", "save_checkpoint", "LoadReport",
+__all__ = ["create_model", "list_models", "load_checkpoint", "save_checkpoint", "LoadReport", "flops", "FlopReport",
            "VisionMamba", "checkpoint_home", "__version__"]

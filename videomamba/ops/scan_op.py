@@ -37,7 +37,8 @@ def selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
 
 @selective_scan_op.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
-    return torch.empty_like(u), u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=torch.float32)
+    # Kernels return contiguous tensors whatever the input strides; the fake must say the same.
+    return u.new_empty(u.shape), u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=torch.float32)
 
 
 @torch.library.custom_op("videomamba::selective_scan_backward", mutates_args=())
@@ -48,12 +49,12 @@ def selective_scan_backward_op(dout: Tensor, dlast: Optional[Tensor], u: Tensor,
     grads = _kernel_module(backend).scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                              dlast=dlast)
     # custom ops cannot return None: absent inputs get a 0-element placeholder.
-    return [g if g is not None else u.new_empty(0) for g in grads]
+    return [g.contiguous() if g is not None else u.new_empty(0) for g in grads]
 
 
 @selective_scan_backward_op.register_fake
 def _(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
-    return [torch.empty_like(t) if t is not None else u.new_empty(0)
+    return [t.new_empty(t.shape) if t is not None else u.new_empty(0)
             for t in (u, delta, A, B, C, D, z, delta_bias)]
 
 

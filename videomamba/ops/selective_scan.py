@@ -70,6 +70,7 @@ def _kernel_covers(u, A, B, C) -> bool:
     return not A.is_complex() and B.dim() >= 3 and C.dim() >= 3 and A.shape[1] <= 256
 
 
+@torch.compiler.assume_constant_result   # torch.compile evaluates it once instead of tracing the build
 def backend_available(name: str, device_type: str = "cpu") -> bool:
     """Whether ``name`` can run on tensors of ``device_type`` in this process."""
     if name == "reference":

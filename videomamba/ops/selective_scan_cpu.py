@@ -83,7 +83,7 @@ def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
                                    torch.get_num_threads())
     if rc != 0:
         raise RuntimeError(f"selective scan CPU kernel failed (code {rc})")
-    return out.to(u.dtype), last[..., :N]
+    return out.to(u.dtype), last[..., :N].contiguous()
 
 
 def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, dlast=None):
@@ -108,7 +108,7 @@ def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
     def bc_grad(grad, like):
         grad = grad[..., :N].transpose(-1, -2)                          # (b, G, N, L)
-        return (grad.squeeze(1) if like.dim() == 3 else grad).to(like.dtype)
+        return (grad.squeeze(1) if like.dim() == 3 else grad).to(like.dtype).contiguous()
 
     return (du.to(u.dtype), ddelta.to(delta.dtype), dA[..., :N].sum(0).to(A.dtype), bc_grad(dB, B), bc_grad(dC, C),
             None if D is None else dD.sum(0).to(D.dtype), None if z is None else dz.to(z.dtype),

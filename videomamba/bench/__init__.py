@@ -1,0 +1,1 @@
+"""Benchmark baselines (e.g. the TimeSformer-Ti model of the efficiency comparison)."""
