@@ -12,7 +12,7 @@ from videomamba.ops import selective_scan_fn, selective_scan_ref
 from videomamba.ops.selective_scan import backend_available, resolve_backend
 
 CPU_KERNEL = backend_available("cpu", "cpu")
-TRITON = backend_available("triton", "cpu")   # CPU tensors need TRITON_INTERPRET=1
+TRITON = backend_available("triton", "cpu")   # CPU tensors: conftest sets TRITON_INTERPRET=1
 
 TOL = {torch.float32: (6e-4, 2e-3), torch.bfloat16: (3e-2, 5e-2)}
 
@@ -117,3 +117,22 @@ def test_model_uses_the_env_backend(monkeypatch):
 def test_triton_kernel_matches_reference_interpreted(L, groups, with_extras):
     assert os.environ.get("TRITON_INTERPRET") == "1"
     check_backend("triton", L, groups, torch.float32, with_extras)
+
+
+@pytest.mark.skipif(not TRITON, reason="needs triton and TRITON_INTERPRET=1 (CPU) or a GPU")
+def test_model_with_triton_backend_matches_reference(monkeypatch):
+    import videomamba
+
+    m = videomamba.VisionMamba(img_size=32, depth=1, embed_dim=16, num_classes=3, num_frames=2,
+                               drop_path_rate=0.0)
+    x = torch.randn(2, 3, 2, 32, 32)
+    results = {}
+    for name in ("reference", "triton"):
+        monkeypatch.setenv("VIDEOMAMBA_SCAN_BACKEND", name)
+        m.zero_grad()
+        out = m(x)
+        out.square().sum().backward()
+        results[name] = (out.detach(), {n: p.grad.clone() for n, p in m.named_parameters()})
+    torch.testing.assert_close(results["triton"][0], results["reference"][0], rtol=1e-4, atol=1e-5)
+    for n, g in results["reference"][1].items():
+        torch.testing.assert_close(results["triton"][1][n], g, rtol=1e-3, atol=1e-5, msg=n)

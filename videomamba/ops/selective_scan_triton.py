@@ -1,0 +1,238 @@
+"""Selective scan in Triton (CUDA GPUs; CPU tensors under ``TRITON_INTERPRET=1`` for tests).
+
+Each program owns one batch element and a block of channels that all use the same B/C group, holds
+the ``(BLOCK_D, N)`` state in registers and walks the sequence. The backward never stores the
+``batch*dim*L*N`` states: a first sweep keeps one state every ``CHUNK`` steps (``batch*dim*L*N/CHUNK``
+values, with CHUNK = 16 and N = 16 that is ``batch*dim*L``), then the reverse sweep recomputes one
+chunk at a time into a small per-program scratch buffer and runs the adjoint recurrence over it.
+B/C gradients are reduced over the channel block inside the program and over blocks by the caller,
+so the result is deterministic (no atomics).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+CHUNK = 16
+
+
+@triton.jit
+def _softplus(x):
+    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr,
+                     dim, L, N, G,
+                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < dim
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    g = (pid_d * BLOCK_D) // (dim // G)                     # the whole block is in one group
+    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK_D], tl.float32)
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK_D], tl.float32)
+    row = (pid_b * dim + offs_d) * L
+    bc = ((pid_b * G + g) * N + offs_n) * L
+    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    for t in range(0, L):
+        u = tl.load(u_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+        dt = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32) + bias
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        Bt = tl.load(B_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
+        h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+        y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
+        if HAS_Z:
+            zt = tl.load(z_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+            y = y * zt * _sigmoid(zt)
+        tl.store(out_ptr + row + t, y, mask=mask_d)
+    tl.store(last_ptr + (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :], h, mask=mask_dn)
+
+
+@triton.jit
+def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, dlast_ptr,
+                     ckpt_ptr, scratch_ptr,
+                     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
+                     dim, L, N, G, n_chunks, n_dblocks,
+                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr,
+                     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK_L: tl.constexpr):
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < dim
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    tile = tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + offs_n[None, :]
+    g = (pid_d * BLOCK_D) // (dim // G)
+    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK_D], tl.float32)
+    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK_D], tl.float32)
+    row = (pid_b * dim + offs_d) * L
+    bc = ((pid_b * G + g) * N + offs_n) * L
+    prog = pid_b * n_dblocks + pid_d
+    ckpt = ckpt_ptr + prog * n_chunks * BLOCK_D * BLOCK_N       # state entering each chunk
+    scratch = scratch_ptr + prog * CHUNK_L * BLOCK_D * BLOCK_N  # the states of one chunk
+    part = (pid_b * n_dblocks + pid_d) * N                      # this block's dB/dC partial sums
+
+    # Sweep 1: keep the state entering every chunk.
+    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    for t in range(0, L):
+        if t % CHUNK_L == 0:
+            tl.store(ckpt + (t // CHUNK_L) * BLOCK_D * BLOCK_N + tile, h)
+        u = tl.load(u_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+        dt = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32) + bias
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        Bt = tl.load(B_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
+        h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+    tl.debug_barrier()
+
+    # Sweep 2: chunks in reverse; recompute the chunk's states, then the adjoint recurrence.
+    if HAS_DLAST:
+        gst = tl.load(dlast_ptr + (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0)
+    else:
+        gst = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for ci in range(0, n_chunks):
+        c = n_chunks - 1 - ci
+        t0 = c * CHUNK_L
+        h = tl.load(ckpt + c * BLOCK_D * BLOCK_N + tile)
+        for k in range(0, CHUNK_L):
+            t = t0 + k
+            if t < L:
+                u = tl.load(u_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+                dt = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32) + bias
+                if SOFTPLUS:
+                    dt = _softplus(dt)
+                Bt = tl.load(B_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
+                h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+                tl.store(scratch + k * BLOCK_D * BLOCK_N + tile, h)
+        tl.debug_barrier()
+        for kk in range(0, CHUNK_L):
+            k = CHUNK_L - 1 - kk
+            t = t0 + k
+            if t < L:
+                u = tl.load(u_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+                raw = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32) + bias
+                dt = _softplus(raw) if SOFTPLUS else raw
+                Bt = tl.load(B_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
+                Ct = tl.load(C_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
+                ht = tl.load(scratch + k * BLOCK_D * BLOCK_N + tile)
+                if k > 0:
+                    hprev = tl.load(scratch + (k - 1) * BLOCK_D * BLOCK_N + tile)
+                else:
+                    hprev = tl.load(ckpt + c * BLOCK_D * BLOCK_N + tile)
+                dA_t = tl.exp(dt[:, None] * A)
+                dy = tl.load(dout_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+                if HAS_Z:
+                    zt = tl.load(z_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+                    s = _sigmoid(zt)
+                    y = tl.sum(ht * Ct[None, :], axis=1) + Dv * u
+                    tl.store(dz_ptr + row + t, dy * y * s * (1.0 + zt * (1.0 - s)), mask=mask_d)
+                    dy = dy * zt * s
+                dD_acc += dy * u
+                gn = gst + dy[:, None] * Ct[None, :]
+                gn = tl.where(mask_dn, gn, 0.0)
+                tl.store(dC_ptr + (part + offs_n) * L + t, tl.sum(dy[:, None] * ht, axis=0), mask=mask_n)
+                tl.store(dB_ptr + (part + offs_n) * L + t, tl.sum(gn * (dt * u)[:, None], axis=0), mask=mask_n)
+                gh = gn * dA_t * hprev
+                ddt = tl.sum(gn * (u[:, None] * Bt[None, :]) + gh * A, axis=1)
+                tl.store(du_ptr + row + t, dy * Dv + dt * tl.sum(gn * Bt[None, :], axis=1), mask=mask_d)
+                dA_acc += gh * dt[:, None]
+                gst = gn * dA_t
+                if SOFTPLUS:
+                    ddt = tl.where(raw > 20.0, ddt, ddt * _sigmoid(raw))
+                tl.store(ddelta_ptr + row + t, ddt, mask=mask_d)
+                dbias_acc += ddt
+        tl.debug_barrier()
+    tl.store(dA_ptr + (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :], dA_acc, mask=mask_dn)
+    tl.store(dD_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
+    tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
+
+
+def _block_d(dim: int, G: int) -> int:
+    """Largest power of two <= 64 dividing the channels of one group, so a block never spans groups."""
+    per_group = dim // G
+    b = 1
+    while b < 64 and per_group % (b * 2) == 0:
+        b *= 2
+    return b
+
+
+def _prep(u, delta, A, B, C, D, z, delta_bias):
+    f32 = lambda t: None if t is None else t.contiguous()  # noqa: E731  (kernels upcast on load)
+    Bg = B.unsqueeze(1) if B.dim() == 3 else B
+    Cg = C.unsqueeze(1) if C.dim() == 3 else C
+    return f32(u), f32(delta), A.float().contiguous(), Bg.contiguous(), Cg.contiguous(), \
+        None if D is None else D.float().contiguous(), f32(z), \
+        None if delta_bias is None else delta_bias.float().contiguous()
+
+
+def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    uu, dd, AA, BB, CC, DD, zz, bb = _prep(u, delta, A, B, C, D, z, delta_bias)
+    G = BB.shape[1]
+    out = torch.empty(batch, dim, L, device=u.device, dtype=torch.float32)
+    last = torch.empty(batch, dim, N, device=u.device, dtype=torch.float32)
+    BLOCK_D = _block_d(dim, G)
+    dummy = AA
+    grid = (batch, triton.cdiv(dim, BLOCK_D))
+    _scan_fwd_kernel[grid](uu, dd, AA, BB, CC, DD if DD is not None else dummy, zz if zz is not None else dummy,
+                           bb if bb is not None else dummy, out, last, dim, L, N, G,
+                           HAS_D=DD is not None, HAS_Z=zz is not None, HAS_BIAS=bb is not None,
+                           SOFTPLUS=bool(delta_softplus), BLOCK_D=BLOCK_D, BLOCK_N=triton.next_power_of_2(N))
+    return out.to(u.dtype), last
+
+
+def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, dlast=None):
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    uu, dd, AA, BB, CC, DD, zz, bb = _prep(u, delta, A, B, C, D, z, delta_bias)
+    G = BB.shape[1]
+    BLOCK_D = _block_d(dim, G)
+    BLOCK_N = triton.next_power_of_2(N)
+    n_dblocks = triton.cdiv(dim, BLOCK_D)
+    n_chunks = triton.cdiv(L, CHUNK)
+    dev = u.device
+    f = dict(device=dev, dtype=torch.float32)
+    ckpt = torch.empty(batch * n_dblocks * n_chunks * BLOCK_D * BLOCK_N, **f)
+    scratch = torch.empty(batch * n_dblocks * CHUNK * BLOCK_D * BLOCK_N, **f)
+    du, ddelta = torch.empty(batch, dim, L, **f), torch.empty(batch, dim, L, **f)
+    dz = torch.empty(batch, dim, L, **f) if zz is not None else None
+    dA, dD, dbias = torch.empty(batch, dim, N, **f), torch.empty(batch, dim, **f), torch.empty(batch, dim, **f)
+    dB_part = torch.empty(batch, n_dblocks, N, L, **f)
+    dC_part = torch.empty(batch, n_dblocks, N, L, **f)
+    dummy = AA
+    _scan_bwd_kernel[(batch, n_dblocks)](
+        uu, dd, AA, BB, CC, DD if DD is not None else dummy, zz if zz is not None else dummy,
+        bb if bb is not None else dummy, dout.contiguous(), dlast.contiguous().float() if dlast is not None else dummy,
+        ckpt, scratch, du, ddelta, dz if dz is not None else dummy, dA, dD, dbias, dB_part, dC_part,
+        dim, L, N, G, n_chunks, n_dblocks,
+        HAS_D=DD is not None, HAS_Z=zz is not None, HAS_BIAS=bb is not None, SOFTPLUS=bool(delta_softplus),
+        HAS_DLAST=dlast is not None, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK_L=CHUNK)
+    per_group = n_dblocks // G
+    dB = dB_part.view(batch, G, per_group, N, L).sum(2)
+    dC = dC_part.view(batch, G, per_group, N, L).sum(2)
+    if B.dim() == 3:
+        dB, dC = dB.squeeze(1), dC.squeeze(1)
+    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            None if D is None else dD.sum(0).to(D.dtype), None if z is None else dz.to(z.dtype),
+            None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype))
