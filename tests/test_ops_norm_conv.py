@@ -52,3 +52,15 @@ def test_causal_conv_matches_loop():
     x2 = x.clone()
     x2[..., 6:] += 1
     torch.testing.assert_close(causal_conv1d_fn(x2, w, b)[..., :6], causal_conv1d_fn(x, w, b)[..., :6])
+
+
+def test_reverse_conv_is_flipped_causal_conv():
+    from videomamba.ops import causal_conv1d_ref
+
+    x = torch.randn(2, 3, 9, dtype=torch.float64)
+    w = torch.randn(3, 4, dtype=torch.float64)
+    got = causal_conv1d_ref(x, w, None, reverse=True)
+    # anti-causal: y[t] = sum_k w[k] x[t + 3 - k]
+    pad = torch.nn.functional.pad(x, (0, 3))
+    expect = torch.stack([sum(w[:, k] * pad[..., t + 3 - k] for k in range(4)) for t in range(9)], dim=-1)
+    torch.testing.assert_close(got, expect)

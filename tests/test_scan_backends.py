@@ -75,7 +75,7 @@ def test_cpu_kernel_any_state_size(N):
 @pytest.mark.skipif(not CPU_KERNEL, reason="native CPU kernel could not be built here")
 def test_custom_op_passes_opcheck():
     t = make(11, 2, torch.float32, True)
-    args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True, "cpu")
+    args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True, True, "cpu")
     result = torch.library.opcheck(torch.ops.videomamba.selective_scan.default, args)
     assert all(v == "SUCCESS" for v in result.values()), result
 
@@ -136,3 +136,40 @@ def test_model_with_triton_backend_matches_reference(monkeypatch):
     torch.testing.assert_close(results["triton"][0], results["reference"][0], rtol=1e-4, atol=1e-5)
     for n, g in results["reference"][1].items():
         torch.testing.assert_close(results["triton"][1][n], g, rtol=1e-3, atol=1e-5, msg=n)
+
+
+@pytest.mark.skipif(not CPU_KERNEL, reason="native CPU kernel could not be built here")
+@pytest.mark.parametrize("L", [1, 7, 372])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_reverse_scan_equals_flipped_scan(L, groups):
+    """reverse=True is flip(scan(flip(x))) in every backend, gradients included."""
+    t = make(L, groups, torch.float32, True)
+    flip = lambda x: x.flip(-1) if x.dim() >= 3 else x  # noqa: E731
+    expect = selective_scan_ref(**{k: flip(v) for k, v in t.items()}, delta_softplus=True).flip(-1)
+    for backend in ("reference", "cpu"):
+        out = selective_scan_fn(**t, delta_softplus=True, reverse=True, backend=backend)
+        torch.testing.assert_close(out, expect, rtol=6e-4, atol=2e-3)
+        g = torch.autograd.grad(out.square().sum(), list(t.values()))
+        ge = torch.autograd.grad(expect.square().sum(), list(t.values()))
+        for name, a, b in zip(t, g, ge):
+            torch.testing.assert_close(a, b, rtol=6e-4, atol=2e-3 * max(1.0, b.abs().max().item() / 10), msg=name)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("L", [1, 3, 40])
+def test_causal_conv_native_matches_reference(reverse, L):
+    from videomamba.ops import causal_conv1d_fn, causal_conv1d_ref
+    from videomamba.ops.causal_conv1d import native_available
+
+    if not native_available():
+        pytest.skip("native CPU kernel could not be built here")
+    x = torch.randn(2, 5, L, requires_grad=True)
+    w = torch.randn(5, 4, requires_grad=True)
+    b = torch.randn(5, requires_grad=True)
+    y = causal_conv1d_fn(x, w, b, "silu", reverse=reverse, backend="cpu")
+    r = causal_conv1d_ref(x, w, b, "silu", reverse=reverse)
+    torch.testing.assert_close(y, r, rtol=1e-5, atol=1e-5)
+    for a, e in zip(torch.autograd.grad(y.sum(), (x, w, b)), torch.autograd.grad(r.sum(), (x, w, b))):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+    result = torch.library.opcheck(torch.ops.videomamba.causal_conv1d.default, (x, w, b, True, reverse))
+    assert all(v == "SUCCESS" for v in result.values()), result

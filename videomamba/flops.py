@@ -38,11 +38,11 @@ other          any further ``nn.Linear`` / ``nn.Conv*`` module called in the for
 Not counted (as in fvcore): activations (SiLU, softplus), ``exp(A_log)``, the ``dt`` bias add,
 flips, transposes, position-embedding adds, pooling, dropout.
 
-The mixers' inner work is computed from each mixer's own modules (``conv1d.kernel_size``,
-``x_proj.out_features``, ``dt_proj.in_features``, ``A_log.shape``), and by default (``fast=True``)
-the mixers run a shape-only forward during counting (``in_proj`` and ``out_proj`` are still called,
-so their hooks see the real shapes) — the reference selective scan is a Python loop over ``L`` that
-would otherwise dominate the time, notably on the ``meta`` device. Build the model on ``meta``
+Each mixer's work (its projections included: it uses its weights functionally, so module hooks would
+not see them) is computed from its input shape and its own modules (``in_proj``/``out_proj`` sizes,
+``conv1d.kernel_size``, ``x_proj.out_features``, ``dt_proj.in_features``, ``A_log.shape``). By default
+(``fast=True``) the mixers run a shape-only forward while counting, so nothing is computed, notably
+on the ``meta`` device. Build the model on ``meta``
 (``with torch.device("meta"): m = videomamba.create_model(...)``) to count without allocating or
 computing anything; a shape tuple as ``input`` is allocated on the model's device.
 """
@@ -114,10 +114,12 @@ def _norm_macs_per_element(norm: nn.Module) -> int:
 
 
 def _mixer_macs(mixer: BiMamba, hidden: torch.Tensor) -> dict[str, int]:
-    """Everything in one BiMamba except in_proj/out_proj (those are counted by their hooks)."""
+    """Everything in one BiMamba, from the shape of its input (the mixer uses its weights functionally,
+    so module hooks would not see these products)."""
     b, L = math.prod(hidden.shape[:-2]), hidden.shape[-2]
     di = mixer.d_inner
-    out: dict[str, int] = {}
+    out: dict[str, int] = {"in_proj": b * L * mixer.in_proj.in_features * mixer.in_proj.out_features,
+                           "out_proj": b * L * mixer.out_proj.in_features * mixer.out_proj.out_features}
     directions = ((mixer.conv1d, mixer.x_proj, mixer.dt_proj, mixer.A_log),
                   (mixer.conv1d_b, mixer.x_proj_b, mixer.dt_proj_b, mixer.A_b_log))
     elementwise = 0
@@ -170,9 +172,8 @@ def flops(model: nn.Module, input, mode: str = "full", fast: bool = True) -> Flo
     analytic: set[nn.Module] = set()
     mixers = [m for m in model.modules() if isinstance(m, BiMamba)]
     for m in mixers:
-        category[m.in_proj] = "in_proj"
-        category[m.out_proj] = "out_proj"
-        analytic.update((m.conv1d, m.x_proj, m.dt_proj, m.conv1d_b, m.x_proj_b, m.dt_proj_b))
+        analytic.update((m.in_proj, m.out_proj, m.conv1d, m.x_proj, m.dt_proj, m.conv1d_b, m.x_proj_b,
+                         m.dt_proj_b))
     patch_embed = getattr(model, "patch_embed", None)
     if isinstance(patch_embed, nn.Module):
         for m in patch_embed.modules():
@@ -200,7 +201,8 @@ def flops(model: nn.Module, input, mode: str = "full", fast: bool = True) -> Flo
         hidden = args[0] if args else kwargs["hidden_states"]
         tokens.append(hidden.shape[-2])
         for cat, n in _mixer_macs(m, hidden).items():
-            add(cat, n)
+            if mode == "full" or cat in PAPER_CATEGORIES:
+                add(cat, n)
 
     def block_pre_hook(m, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
@@ -225,20 +227,15 @@ def flops(model: nn.Module, input, mode: str = "full", fast: bool = True) -> Flo
                 handles.append(m.register_forward_hook(linear_hook))
             elif isinstance(m, _CONV_TYPES):
                 handles.append(m.register_forward_hook(conv_hook))
+        for m in mixers:
+            handles.append(m.register_forward_pre_hook(mixer_pre_hook, with_kwargs=True))
         if mode == "full":
-            for m in mixers:
-                handles.append(m.register_forward_pre_hook(mixer_pre_hook, with_kwargs=True))
             for m in model.modules():
                 if isinstance(m, Block):
                     handles.append(m.register_forward_pre_hook(block_pre_hook, with_kwargs=True))
             layers = getattr(model, "layers", None)
             if isinstance(getattr(model, "norm_f", None), nn.Module) and layers is not None and len(layers):
                 handles.append(layers[-1].register_forward_hook(final_norm_hook))
-        else:
-            for m in mixers:  # still record L
-                handles.append(m.register_forward_pre_hook(
-                    lambda m, a, k: tokens.append((a[0] if a else k["hidden_states"]).shape[-2]),
-                    with_kwargs=True))
         if fast:
             for m in mixers:
                 originals[m] = m.__dict__.get("forward")
@@ -267,12 +264,10 @@ def flops(model: nn.Module, input, mode: str = "full", fast: bool = True) -> Flo
 
 
 def _shape_only_forward(mixer: BiMamba):
-    """A stand-in for ``BiMamba.forward`` that calls in_proj and out_proj (so their hooks fire with
-    the real shapes) and skips the conv/scan work, which the mixer hook counts analytically."""
+    """A stand-in for ``BiMamba.forward`` that only produces an output of the right shape; the mixer
+    hook counts its work analytically."""
 
     def forward(hidden_states, *args, **kwargs):
-        xz = mixer.in_proj(hidden_states)
-        y = xz.new_zeros(*xz.shape[:-1], mixer.out_proj.in_features)
-        return mixer.out_proj(y)
+        return hidden_states.new_zeros(*hidden_states.shape[:-1], mixer.out_proj.out_features)
 
     return forward

@@ -6,6 +6,7 @@ Separate per direction: the causal depthwise conv, ``x_proj``, ``dt_proj``, ``A_
 time-reversed sequence; its result is flipped back and summed with the forward one::
 
     out = out_proj( silu(z) * (y_fwd + flip(y_bwd)) )          (divide_output=False, the checkpoints)
+  (computed without flips: the backward direction runs an anti-causal conv and a reversed scan)
     out = out_proj( silu(z) * (y_fwd + flip(y_bwd)) / 2 )      (divide_output=True, Vim's bf16 fix)
 """
 from __future__ import annotations
@@ -76,30 +77,44 @@ class BiMamba(nn.Module):
             dt_proj.bias.copy_(inv_dt)
         dt_proj.bias._no_reinit = True
 
-    def _scan_direction(self, x, z, conv1d, x_proj, dt_proj, A_log, D):
-        """One direction: causal conv + SiLU, input-dependent (dt, B, C), selective scan gated by z."""
-        L = x.shape[-1]
-        x = causal_conv1d_fn(x, conv1d.weight, conv1d.bias, activation="silu")
-        x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)                 # (b, L, R + 2N)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, dt_proj.weight).transpose(1, 2)                   # (b, Di, L); bias in scan
+    def _scan_direction(self, x, z, conv1d, x_proj, dt_proj, A_log, D, reverse: bool):
+        """One direction: depthwise conv + SiLU, input-dependent (dt, B, C), selective scan gated by z.
+
+        The backward direction (``reverse=True``) runs the anti-causal conv and the reversed scan on the
+        un-flipped sequence, which equals the official flip -> scan -> flip without the copies.
+        Channel-major matmuls keep every intermediate contiguous (no transposes to copy).
+        """
+        x = causal_conv1d_fn(x, conv1d.weight, conv1d.bias, activation="silu", reverse=reverse)  # (b, Di, L)
+        x_dbl = _weight_matmul(x_proj.weight, x)                              # (b, R + 2N, L)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
+        dt = _weight_matmul(dt_proj.weight, dt)                               # (b, Di, L); bias in the scan
         A = -torch.exp(A_log.float())
-        return selective_scan_fn(x, dt, A, B.transpose(1, 2), C.transpose(1, 2), D.float(), z=z,
-                                 delta_bias=dt_proj.bias.float(), delta_softplus=True)
+        return selective_scan_fn(x, dt, A, B, C, D.float(), z=z, delta_bias=dt_proj.bias.float(),
+                                 delta_softplus=True, reverse=reverse)
 
     def forward(self, hidden_states: torch.Tensor, inference_params=None, T: int = 1) -> torch.Tensor:
         """``(batch, L, d_model) -> (batch, L, d_model)``. ``inference_params``/``T`` are accepted
         for signature compatibility with the official mixer and ignored: both directions always run."""
-        xz = self.in_proj(hidden_states).transpose(1, 2)                    # (b, 2Di, L)
-        x, z = xz.chunk(2, dim=1)
-        y_fwd = self._scan_direction(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
-        y_bwd = self._scan_direction(x.flip(-1), z.flip(-1), self.conv1d_b, self.x_proj_b,
-                                     self.dt_proj_b, self.A_b_log, self.D_b)
-        y = y_fwd + y_bwd.flip(-1)
+        h_t = hidden_states.transpose(1, 2)                                   # (b, D, L) view
+        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
+        x, z = _weight_matmul(w_x, h_t), _weight_matmul(w_z, h_t)             # (b, Di, L) each, contiguous
+        if self.in_proj.bias is not None:
+            b_x, b_z = self.in_proj.bias.chunk(2)
+            x, z = x + b_x[:, None], z + b_z[:, None]
+        y = self._scan_direction(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D, reverse=False)
+        y = y + self._scan_direction(x, z, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b,
+                                     reverse=True)
         if self.divide_output:
             y = y / 2
-        return self.out_proj(y.transpose(1, 2))
+        out = torch.matmul(y.transpose(1, 2), self.out_proj.weight.t())       # (b, L, D)
+        return out if self.out_proj.bias is None else out + self.out_proj.bias
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, "
                 f"dt_rank={self.dt_rank}, divide_output={self.divide_output}")
+
+
+def _weight_matmul(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``weight (out, in) @ x (b, in, L) -> (b, out, L)`` as one bmm writing a contiguous result
+    (``torch.matmul`` of a 2-D by a 3-D tensor computes the transpose and copies it)."""
+    return torch.bmm(weight.unsqueeze(0).expand(x.shape[0], -1, -1), x)

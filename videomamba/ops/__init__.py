@@ -1,8 +1,8 @@
 """Low-level ops: selective scan, causal depthwise conv, fused add+norm. Every op runs on any device."""
-from .causal_conv1d import causal_conv1d_fn
+from .causal_conv1d import causal_conv1d_fn, causal_conv1d_ref
 from .norm import RMSNorm, add_norm, norm_forward, rms_norm_ref
 from .selective_scan import selective_scan_fn
 from .selective_scan_ref import linear_recurrence, selective_scan_ref
 
-__all__ = ["selective_scan_fn", "selective_scan_ref", "linear_recurrence", "causal_conv1d_fn",
+__all__ = ["selective_scan_fn", "selective_scan_ref", "linear_recurrence", "causal_conv1d_fn", "causal_conv1d_ref",
            "RMSNorm", "add_norm", "norm_forward", "rms_norm_ref"]

@@ -78,7 +78,9 @@ def _build_and_load(relpath: str) -> ctypes.CDLL:
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX)")
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
-    key = hashlib.sha256("\n".join([src.read_text(), " ".join(FLAGS), *version, _cpu_flags()]).encode()).hexdigest()[:16]
+    headers = [h.read_text() for h in sorted(src.parent.glob("*.h"))]   # local includes count too
+    key = hashlib.sha256("\n".join([src.read_text(), *headers, " ".join(FLAGS), *version, _cpu_flags()])
+                         .encode()).hexdigest()[:16]
     out = cache_dir() / f"{src.stem}-{key}.so"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,26 +1,134 @@
-"""Depthwise causal 1-D convolution (causal-conv1d's ``causal_conv1d_fn``), pure PyTorch."""
+"""Depthwise causal 1-D convolution (causal-conv1d's ``causal_conv1d_fn``): reference, native CPU
+kernel (``kernels/cpu/causal_conv1d.cpp``) registered as a torch custom op, and dispatch.
+
+``reverse=True`` gives the anti-causal convolution ``flip(conv(flip(x)))``, which the backward scan
+direction needs; the native kernel computes it in place without the two flip copies.
+Backends: ``auto`` (native for CPU float tensors when it builds, else reference), ``cpu``,
+``reference``; per call with ``backend=`` or globally with ``VIDEOMAMBA_CONV_BACKEND``.
+"""
 from __future__ import annotations
+
+import ctypes
+import os
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
+from ._build import load_native
+
+ENV_VAR = "VIDEOMAMBA_CONV_BACKEND"
+_f = ctypes.POINTER(ctypes.c_float)
+_i64 = ctypes.c_int64
 
 
-def causal_conv1d_fn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                     activation: str | None = None) -> torch.Tensor:
-    """``y[:, c, t] = bias[c] + sum_k weight[c, k] * x[:, c, t - (K-1) + k]`` (zero left padding).
-
-    Args:
-        x: ``(batch, dim, L)``. weight: ``(dim, K)`` or ``(dim, 1, K)``. bias: ``(dim,)``.
-        activation: ``None`` or ``"silu"``/``"swish"``.
-    """
+def causal_conv1d_ref(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None,
+                      reverse: bool = False) -> Tensor:
+    """``y[:, c, t] = bias[c] + sum_k weight[c, k] * x[:, c, t - (K-1) + k]`` (zero left padding)."""
     if weight.dim() == 3:
         weight = weight.squeeze(1)
+    if reverse:
+        return causal_conv1d_ref(x.flip(-1), weight, bias, activation).flip(-1)
     dim, K = weight.shape
-    if x.dim() != 3 or x.shape[1] != dim:
-        raise ValueError(f"causal_conv1d_fn: x must be (batch, {dim}, L), got {tuple(x.shape)}")
-    if activation not in (None, "silu", "swish"):
-        raise ValueError(f"causal_conv1d_fn: activation must be None, 'silu' or 'swish', got {activation!r}")
     L = x.shape[-1]
     y = F.conv1d(x, weight.unsqueeze(1).to(x.dtype), None if bias is None else bias.to(x.dtype),
                  padding=K - 1, groups=dim)[..., :L]
     return F.silu(y) if activation is not None else y
+
+
+def _lib():
+    lib = load_native("cpu/causal_conv1d.cpp")
+    if lib is not None and not getattr(lib, "_vm_typed", False):
+        head = [_f, _f, _f, ctypes.c_int, ctypes.c_int, _i64, _i64, _i64, _i64]
+        lib.vm_causal_conv1d_fwd.argtypes = head + [_f, ctypes.c_int]
+        lib.vm_causal_conv1d_bwd.argtypes = head + [_f, _f, _f, _f, ctypes.c_int]
+        lib._vm_typed = True
+    return lib
+
+
+@torch.compiler.assume_constant_result
+def native_available() -> bool:
+    return _lib() is not None
+
+
+def _p(t: Tensor | None):
+    return None if t is None else ctypes.cast(t.data_ptr(), _f)
+
+
+def _f32(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach().to(torch.float32).contiguous()
+
+
+@torch.library.custom_op("videomamba::causal_conv1d", mutates_args=())
+def causal_conv1d_op(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, reverse: bool) -> Tensor:
+    batch, dim, L = x.shape
+    K = weight.shape[-1]
+    xx, ww, bb = _f32(x), _f32(weight.reshape(dim, K)), _f32(bias)
+    y = torch.empty(batch, dim, L, dtype=torch.float32)
+    _lib().vm_causal_conv1d_fwd(_p(xx), _p(ww), _p(bb), int(silu), int(reverse), batch, dim, L, K, _p(y),
+                                torch.get_num_threads())
+    return y.to(x.dtype)
+
+
+@causal_conv1d_op.register_fake
+def _(x, weight, bias, silu, reverse):
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("videomamba::causal_conv1d_backward", mutates_args=())
+def causal_conv1d_backward_op(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool,
+                              reverse: bool) -> list[Tensor]:
+    batch, dim, L = x.shape
+    K = weight.shape[-1]
+    xx, ww, bb, gg = _f32(x), _f32(weight.reshape(dim, K)), _f32(bias), _f32(dy)
+    dx = torch.empty(batch, dim, L, dtype=torch.float32)
+    dw = torch.empty(batch, dim, K, dtype=torch.float32)
+    db = torch.empty(batch, dim, dtype=torch.float32)
+    _lib().vm_causal_conv1d_bwd(_p(xx), _p(ww), _p(bb), int(silu), int(reverse), batch, dim, L, K, _p(gg),
+                                _p(dx), _p(dw), _p(db), torch.get_num_threads())
+    dbias = db.sum(0).to(bias.dtype) if bias is not None else x.new_empty(0)
+    return [dx.to(x.dtype), dw.sum(0).reshape(weight.shape).to(weight.dtype), dbias]
+
+
+@causal_conv1d_backward_op.register_fake
+def _(dy, x, weight, bias, silu, reverse):
+    return [x.new_empty(x.shape), weight.new_empty(weight.shape),
+            bias.new_empty(bias.shape) if bias is not None else x.new_empty(0)]
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, silu, reverse = inputs
+    ctx.save_for_backward(x, weight, bias)
+    ctx.silu, ctx.reverse = silu, reverse
+
+
+def _backward(ctx, dy):
+    x, weight, bias = ctx.saved_tensors
+    dx, dw, db = causal_conv1d_backward_op(dy.contiguous(), x, weight, bias, ctx.silu, ctx.reverse)
+    return dx, dw, (db if bias is not None else None), None, None
+
+
+causal_conv1d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None,
+                     reverse: bool = False, backend: str | None = None) -> Tensor:
+    """Depthwise causal conv of ``x (batch, dim, L)`` with ``weight (dim, K)`` or ``(dim, 1, K)``.
+
+    ``activation``: ``None`` or ``"silu"``/``"swish"``. ``reverse``: anti-causal (see module doc).
+    """
+    w2 = weight.squeeze(1) if weight.dim() == 3 else weight
+    dim, K = w2.shape
+    if x.dim() != 3 or x.shape[1] != dim:
+        raise ValueError(f"causal_conv1d_fn: x must be (batch, {dim}, L), got {tuple(x.shape)}")
+    if activation not in (None, "silu", "swish"):
+        raise ValueError(f"causal_conv1d_fn: activation must be None, 'silu' or 'swish', got {activation!r}")
+    name = backend or os.environ.get(ENV_VAR) or "auto"
+    if name not in ("auto", "cpu", "reference"):
+        raise ValueError(f"causal_conv1d_fn: backend must be auto, cpu or reference, got {name!r}")
+    usable = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    if name == "cpu" and not (usable and native_available()):
+        raise RuntimeError("causal_conv1d_fn: the native CPU kernel is not available for these inputs")
+    if name == "reference" or not (usable and native_available()):
+        return causal_conv1d_ref(x, w2, bias, activation, reverse)
+    return causal_conv1d_op(x, w2, bias, activation is not None, reverse)

@@ -30,13 +30,13 @@ def _kernel_module(backend: str):
 @torch.library.custom_op("videomamba::selective_scan", mutates_args=())
 def selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                       z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
-                      backend: str) -> tuple[Tensor, Tensor]:
-    out, last = _kernel_module(backend).scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+                      reverse: bool, backend: str) -> tuple[Tensor, Tensor]:
+    out, last = _kernel_module(backend).scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
     return out, last
 
 
 @selective_scan_op.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
     # Kernels return contiguous tensors whatever the input strides; the fake must say the same.
     return u.new_empty(u.shape), u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=torch.float32)
 
@@ -44,25 +44,24 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
 @torch.library.custom_op("videomamba::selective_scan_backward", mutates_args=())
 def selective_scan_backward_op(dout: Tensor, dlast: Optional[Tensor], u: Tensor, delta: Tensor, A: Tensor,
                                B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
-                               delta_bias: Optional[Tensor], delta_softplus: bool,
+                               delta_bias: Optional[Tensor], delta_softplus: bool, reverse: bool,
                                backend: str) -> list[Tensor]:
     grads = _kernel_module(backend).scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                             dlast=dlast)
+                                             dlast=dlast, reverse=reverse)
     # custom ops cannot return None: absent inputs get a 0-element placeholder.
     return [g.contiguous() if g is not None else u.new_empty(0) for g in grads]
 
 
 @selective_scan_backward_op.register_fake
-def _(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
+def _(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend):
     return [t.new_empty(t.shape) if t is not None else u.new_empty(0)
             for t in (u, delta, A, B, C, D, z, delta_bias)]
 
 
 def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend = inputs
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend = inputs
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
-    ctx.delta_softplus = delta_softplus
-    ctx.backend = backend
+    ctx.delta_softplus, ctx.reverse, ctx.backend = delta_softplus, reverse, backend
 
 
 def _backward(ctx, dout, dlast):
@@ -70,9 +69,9 @@ def _backward(ctx, dout, dlast):
     if dout is None:
         dout = torch.zeros_like(u)
     grads = selective_scan_backward_op(dout.contiguous(), dlast, u, delta, A, B, C, D, z, delta_bias,
-                                       ctx.delta_softplus, ctx.backend)
+                                       ctx.delta_softplus, ctx.reverse, ctx.backend)
     present = (u, delta, A, B, C, D, z, delta_bias)
-    return (*[g if t is not None else None for g, t in zip(grads, present)], None, None)
+    return (*[g if t is not None else None for g, t in zip(grads, present)], None, None, None)
 
 
 selective_scan_op.register_autograd(_backward, setup_context=_setup_context)

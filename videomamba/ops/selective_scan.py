@@ -116,21 +116,28 @@ def resolve_backend(backend: str | None, u, A, B, C) -> str:
 def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                       C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                       delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
-                      return_last_state: bool = False, backend: str | None = None):
+                      return_last_state: bool = False, backend: str | None = None, reverse: bool = False):
     """Selective scan, ``out = scan(u, delta, A, B, C) + D*u``, gated by ``silu(z)``.
 
     Semantics: :func:`videomamba.ops.selective_scan_ref.selective_scan_ref`. ``backend``: see module doc.
+    ``reverse`` (our extension) scans from the last position to the first without flipping copies.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend(backend, u, A, B, C)
     if name == "reference":
         return selective_scan_ref(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-                                  delta_softplus=delta_softplus, return_last_state=return_last_state)
+                                  delta_softplus=delta_softplus, return_last_state=return_last_state,
+                                  reverse=reverse)
     if name == "mamba_ssm":
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as mamba_fn
 
+        if reverse:
+            flip = lambda t: None if t is None or t.dim() < 3 else t.flip(-1)  # noqa: E731
+            res = mamba_fn(flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias, delta_softplus,
+                           return_last_state)
+            return (res[0].flip(-1), res[1]) if return_last_state else res.flip(-1)
         return mamba_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     from .scan_op import selective_scan_op
 
-    out, last = selective_scan_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, name)
+    out, last = selective_scan_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, name)
     return (out, last) if return_last_state else out

@@ -22,7 +22,7 @@ LANES = 16
 def _lib():
     lib = load_native(_SOURCE)
     if lib is not None and not getattr(lib, "_vm_typed", False):
-        common = [_f, _f, _f, _f, _f, _f, _f, _f, ctypes.c_int, _i64, _i64, _i64, _i64, _i64]
+        common = [_f, _f, _f, _f, _f, _f, _f, _f, ctypes.c_int, ctypes.c_int, _i64, _i64, _i64, _i64, _i64]
         lib.vm_selective_scan_fwd.argtypes = common + [_f, _f, ctypes.c_int]
         lib.vm_selective_scan_bwd.argtypes = common + [_f, _f, _f, _f, _f, _f, _f, _f, _f, _f, ctypes.c_int]
         lib.vm_selective_scan_fwd.restype = ctypes.c_int
@@ -69,7 +69,7 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias):
             _f32(delta_bias), NP)
 
 
-def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False):
     """Returns ``(out in u's dtype, last_state fp32 (batch, dim, N))``."""
     lib = _lib()
     batch, dim, L = u.shape
@@ -79,14 +79,15 @@ def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
     out = torch.empty(batch, dim, L, dtype=torch.float32)
     last = torch.empty(batch, dim, NP, dtype=torch.float32)
     rc = lib.vm_selective_scan_fwd(_p(uu), _p(dd), _p(AA), _p(BB), _p(CC), _p(DD), _p(zz), _p(bb),
-                                   int(delta_softplus), batch, dim, L, NP, G, _p(out), _p(last),
+                                   int(delta_softplus), int(reverse), batch, dim, L, NP, G, _p(out), _p(last),
                                    torch.get_num_threads())
     if rc != 0:
         raise RuntimeError(f"selective scan CPU kernel failed (code {rc})")
     return out.to(u.dtype), last[..., :N].contiguous()
 
 
-def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, dlast=None):
+def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, dlast=None,
+             reverse=False):
     """Gradients ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)`` shaped like the inputs (None where absent)."""
     lib = _lib()
     batch, dim, L = u.shape
@@ -101,7 +102,7 @@ def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     dD, dbias = torch.empty(batch, dim), torch.empty(batch, dim)
     dB, dC = torch.zeros_like(BB), torch.zeros_like(CC)
     rc = lib.vm_selective_scan_bwd(_p(uu), _p(dd), _p(AA), _p(BB), _p(CC), _p(DD), _p(zz), _p(bb),
-                                   int(delta_softplus), batch, dim, L, NP, G, _p(g), _p(gl), _p(du), _p(ddelta),
+                                   int(delta_softplus), int(reverse), batch, dim, L, NP, G, _p(g), _p(gl), _p(du), _p(ddelta),
                                    _p(dA), _p(dB), _p(dC), _p(dD), _p(dz), _p(dbias), torch.get_num_threads())
     if rc != 0:
         raise RuntimeError(f"selective scan CPU kernel backward failed (code {rc})")

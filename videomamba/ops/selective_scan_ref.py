@@ -61,7 +61,7 @@ def _state_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                       delta_softplus=False, return_last_state=False):
+                       delta_softplus=False, return_last_state=False, reverse=False):
     """Reference selective scan (see module docstring).
 
     Args:
@@ -70,10 +70,17 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         B, C: input-dependent ``(batch, N, L)`` or grouped ``(batch, G, N, L)`` (G divides dim),
             or constant ``(dim, N)``.
         D: ``(dim,)`` skip connection; z: ``(batch, dim, L)`` gate; delta_bias: ``(dim,)``.
+        reverse: scan from the last position to the first (``flip(scan(flip(inputs)))``); the last
+            state is then the one after position 0.
     Returns:
         ``out (batch, dim, L)`` in u's dtype, and with ``return_last_state`` also the final state
         ``(batch, dim, N)`` in the state dtype (fp32, or fp64 for fp64 inputs).
     """
+    if reverse:
+        flip = lambda t: None if t is None or t.dim() < 3 else t.flip(-1)  # noqa: E731  (time is last)
+        res = selective_scan_ref(flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias,
+                                 delta_softplus, return_last_state)
+        return (res[0].flip(-1), res[1]) if return_last_state else res.flip(-1)
     dtype_in = u.dtype
     sd = _state_dtype(u)
     batch, dim, L = u.shape

@@ -185,7 +185,14 @@ def _prep(u, delta, A, B, C, D, z, delta_bias):
         None if delta_bias is None else delta_bias.float().contiguous()
 
 
-def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+def _flip(t):
+    return None if t is None or t.dim() < 3 else t.flip(-1)
+
+
+def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False):
+    if reverse:   # the GPU kernel scans forward only; flips are cheap next to the scan there
+        out, last = scan_fwd(_flip(u), _flip(delta), A, _flip(B), _flip(C), D, _flip(z), delta_bias, delta_softplus)
+        return out.flip(-1), last
     batch, dim, L = u.shape
     N = A.shape[1]
     uu, dd, AA, BB, CC, DD, zz, bb = _prep(u, delta, A, B, C, D, z, delta_bias)
@@ -202,7 +209,12 @@ def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
     return out.to(u.dtype), last
 
 
-def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, dlast=None):
+def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, dlast=None,
+             reverse=False):
+    if reverse:
+        g = scan_bwd(_flip(dout), _flip(u), _flip(delta), A, _flip(B), _flip(C), D, _flip(z), delta_bias,
+                     delta_softplus, dlast)
+        return tuple(_flip(x) if x is not None and x.dim() >= 3 else x for x in g)
     batch, dim, L = u.shape
     N = A.shape[1]
     uu, dd, AA, BB, CC, DD, zz, bb = _prep(u, delta, A, B, C, D, z, delta_bias)
