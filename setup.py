@@ -17,7 +17,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(include=["videomamba", "videomamba.*"]),
+    packages=find_packages(include=["videomamba", "videomamba.*"]) + ["videomamba._kernels"],
+    # The native kernel sources live in kernels/ and ship inside the package for non-editable installs.
+    package_dir={"videomamba._kernels": "kernels"},
+    package_data={"videomamba._kernels": ["cpu/*.cpp", "cpu/*.h", "baselines/*.cpp"]},
     install_requires=[
         "torch>=2.1",
         "timm>=1.0",
@@ -33,6 +36,7 @@ setup(
         "text": ["transformers"],
         "deepspeed": ["deepspeed"],
         "dev": ["pytest", "av", "scikit-video", "scikit-learn"],
+        "bench": ["matplotlib", "mambapy"],
     },
     entry_points={"console_scripts": ["videomamba=videomamba.cli:main"]},
     classifiers=[

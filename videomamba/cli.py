@@ -84,6 +84,24 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    if args.what == "scan":
+        from .bench import scan
+
+        shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else scan.SHAPES
+        scan.run(device=args.device, shapes=shapes, repeats=args.repeats, out_dir=args.out)
+    elif args.what == "model":
+        from .bench import model
+
+        model.run(device=args.device, frames=tuple(args.frames), modes=tuple(args.modes), batch=args.batch,
+                  repeats=args.repeats, out_dir=args.out, mem_limit_gb=args.mem_limit_gb)
+    else:
+        from .bench import flops_table
+
+        flops_table.run(out_dir=args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="videomamba", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--pretrained", action="store_true", help="also list the official checkpoint tags")
     m.set_defaults(fn=cmd_models)
 
+    b = sub.add_parser("bench", help="benchmarks: scan kernels, VideoMamba vs TimeSformer, FLOPs (table + JSON + PNG)")
+    b.add_argument("what", choices=["scan", "model", "flops"])
+    b.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    b.add_argument("--out", default="bench_results", help="folder for the JSON and PNG files")
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--shapes", nargs="*", help="scan shapes as B,D,L,N (default: the four of the issue)")
+    b.add_argument("--frames", type=int, nargs="*", default=[8, 16, 32, 64])
+    b.add_argument("--modes", nargs="*", default=["infer", "train"], choices=["infer", "train"])
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--mem-limit-gb", type=float, default=20.0, help="address-space cap per CPU measurement")
+    b.set_defaults(fn=cmd_bench)
+
     c = sub.add_parser("convert", help="convert a .pth checkpoint to .safetensors")
     c.add_argument("input")
     c.add_argument("output")
@@ -114,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "only for files you trust")
     c.set_defaults(fn=cmd_convert)
     return p
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def main(argv=None) -> int:
