@@ -42,6 +42,27 @@ inline void row_dt(const Args& a, int64_t d, const float* delta, float* dt) {
     });
 }
 
+// The state recurrence of one row: h = exp(dt*A) * h + dt*u*B, y = <C, h> (summed into ysum at each
+// position); states are also kept in scan-step order when hs is given (for the backward). Loads A.
+template <int NV>
+inline void recurrence(const Args& a, int64_t d, const float* Bp, const float* Cp, const float* u, const float* dt,
+                       vf* A, vf* h, RowSums& ysum, float* hs) {
+    const int64_t nv = NV > 0 ? NV : a.NP / W, NP = a.NP;
+    for (int64_t k = 0; k < nv; ++k) { A[k] = load(a.A + d * NP + k * W); h[k] = splat(0.0f); }
+    for (int64_t s = 0; s < a.L; ++s) {
+        const int64_t t = a.pos(s);
+        const float dtt = dt[t], dtu = dt[t] * u[t];
+        vf acc = splat(0.0f);
+        for (int64_t k = 0; k < nv; ++k) {
+            h[k] = vexp(A[k] * dtt) * h[k] + load(Bp + t * NP + k * W) * dtu;
+            if (hs) store(hs + s * NP + k * W, h[k]);
+            acc += h[k] * load(Cp + t * NP + k * W);
+        }
+        ysum.push(acc, t);
+    }
+    ysum.flush();
+}
+
 template <int NV>
 void fwd_row(const Args& a, int64_t bi, int64_t d, float* dt, float* out, float* last) {
     const int64_t nv = NV > 0 ? NV : a.NP / W, NP = a.NP, L = a.L;
@@ -53,19 +74,8 @@ void fwd_row(const Args& a, int64_t bi, int64_t d, float* dt, float* out, float*
     const float Dd = a.D ? a.D[d] : 0.0f;
     row_dt(a, d, a.delta + row, dt);
     vf A[NV > 0 ? NV : 16], h[NV > 0 ? NV : 16];
-    for (int64_t k = 0; k < nv; ++k) { A[k] = load(a.A + d * NP + k * W); h[k] = splat(0.0f); }
     RowSums y(out + row);
-    for (int64_t s = 0; s < L; ++s) {
-        const int64_t t = a.pos(s);
-        const float dtt = dt[t], dtu = dt[t] * u[t];
-        vf acc = splat(0.0f);
-        for (int64_t k = 0; k < nv; ++k) {
-            h[k] = vexp(A[k] * dtt) * h[k] + load(Bp + t * NP + k * W) * dtu;
-            acc += h[k] * load(Cp + t * NP + k * W);
-        }
-        y.push(acc, t);
-    }
-    y.flush();
+    recurrence<NV>(a, d, Bp, Cp, u, dt, A, h, y, nullptr);
     // out = (y + D*u) * silu(z)
     const float* z = a.z ? a.z + row : nullptr;
     for_blocks(L, [&](int64_t t, int64_t n) {
@@ -97,20 +107,8 @@ void bwd_row(const Args& a, int64_t bi, int64_t d, const float* dout, const floa
     row_dt(a, d, a.delta + row, dt);
 
     vf A[NV > 0 ? NV : 16], h[NV > 0 ? NV : 16];
-    for (int64_t k = 0; k < nv; ++k) { A[k] = load(a.A + d * NP + k * W); h[k] = splat(0.0f); }
     RowSums ysum(dy);  // y_t before D*u and the gate, turned into dy just below
-    for (int64_t s = 0; s < L; ++s) {
-        const int64_t t = a.pos(s);
-        const float dtt = dt[t], dtu = dt[t] * u[t];
-        vf acc = splat(0.0f);
-        for (int64_t k = 0; k < nv; ++k) {
-            h[k] = vexp(A[k] * dtt) * h[k] + load(Bp + t * NP + k * W) * dtu;
-            store(hs + s * NP + k * W, h[k]);
-            acc += h[k] * load(Cp + t * NP + k * W);
-        }
-        ysum.push(acc, t);
-    }
-    ysum.flush();
+    recurrence<NV>(a, d, Bp, Cp, u, dt, A, h, ysum, hs);
     // Gate: out = y * silu(z)  =>  dz = dout * y * silu'(z), dy = dout * silu(z).
     for_blocks(L, [&](int64_t t, int64_t n) {
         vf go = load_n(dout + row + t, n);

@@ -28,10 +28,9 @@ def _sigmoid(x):
 
 
 @triton.jit
-def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr,
-                     dim, L, N, G,
-                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+def _block_setup(A_ptr, D_ptr, bias_ptr, dim, L, N, G, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's batch element, channel block (all in one B/C group), masks and per-channel params."""
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -39,21 +38,43 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
     mask_d = offs_d < dim
     mask_n = offs_n < N
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    g = (pid_d * BLOCK_D) // (dim // G)                     # the whole block is in one group
+    g = (pid_d * BLOCK_D) // (dim // G)
     A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
-    Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK_D], tl.float32)
-    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK_D], tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    else:
+        Dv = tl.zeros([BLOCK_D], tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    else:
+        bias = tl.zeros([BLOCK_D], tl.float32)
     row = (pid_b * dim + offs_d) * L
     bc = ((pid_b * G + g) * N + offs_n) * L
+    return pid_b, pid_d, offs_d, offs_n, mask_d, mask_n, mask_dn, A, Dv, bias, row, bc
+
+
+@triton.jit
+def _step(h, t, u_ptr, delta_ptr, B_ptr, A, bias, row, bc, mask_d, mask_n, SOFTPLUS: tl.constexpr):
+    """One recurrence step at position t: returns the new state and u_t."""
+    u = tl.load(u_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+    dt = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32) + bias
+    if SOFTPLUS:
+        dt = _softplus(dt)
+    Bt = tl.load(B_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
+    return tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :], u
+
+
+@triton.jit
+def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr,
+                     dim, L, N, G,
+                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_b, pid_d, offs_d, offs_n, mask_d, mask_n, mask_dn, A, Dv, bias, row, bc = _block_setup(
+        A_ptr, D_ptr, bias_ptr, dim, L, N, G, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     for t in range(0, L):
-        u = tl.load(u_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
-        dt = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32) + bias
-        if SOFTPLUS:
-            dt = _softplus(dt)
-        Bt = tl.load(B_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
+        h, u = _step(h, t, u_ptr, delta_ptr, B_ptr, A, bias, row, bc, mask_d, mask_n, SOFTPLUS)
         Ct = tl.load(C_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
-        h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
         y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
         if HAS_Z:
             zt = tl.load(z_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
@@ -70,20 +91,9 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr,
                      BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK_L: tl.constexpr):
-    pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < dim
-    mask_n = offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
+    pid_b, pid_d, offs_d, offs_n, mask_d, mask_n, mask_dn, A, Dv, bias, row, bc = _block_setup(
+        A_ptr, D_ptr, bias_ptr, dim, L, N, G, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
     tile = tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + offs_n[None, :]
-    g = (pid_d * BLOCK_D) // (dim // G)
-    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
-    Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_D else tl.zeros([BLOCK_D], tl.float32)
-    bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else tl.zeros([BLOCK_D], tl.float32)
-    row = (pid_b * dim + offs_d) * L
-    bc = ((pid_b * G + g) * N + offs_n) * L
     prog = pid_b * n_dblocks + pid_d
     ckpt = ckpt_ptr + prog * n_chunks * BLOCK_D * BLOCK_N       # state entering each chunk
     scratch = scratch_ptr + prog * CHUNK_L * BLOCK_D * BLOCK_N  # the states of one chunk
@@ -94,12 +104,7 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
     for t in range(0, L):
         if t % CHUNK_L == 0:
             tl.store(ckpt + (t // CHUNK_L) * BLOCK_D * BLOCK_N + tile, h)
-        u = tl.load(u_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
-        dt = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32) + bias
-        if SOFTPLUS:
-            dt = _softplus(dt)
-        Bt = tl.load(B_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
-        h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+        h, u = _step(h, t, u_ptr, delta_ptr, B_ptr, A, bias, row, bc, mask_d, mask_n, SOFTPLUS)
     tl.debug_barrier()
 
     # Sweep 2: chunks in reverse; recompute the chunk's states, then the adjoint recurrence.
@@ -117,12 +122,7 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         for k in range(0, CHUNK_L):
             t = t0 + k
             if t < L:
-                u = tl.load(u_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
-                dt = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32) + bias
-                if SOFTPLUS:
-                    dt = _softplus(dt)
-                Bt = tl.load(B_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
-                h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+                h, u = _step(h, t, u_ptr, delta_ptr, B_ptr, A, bias, row, bc, mask_d, mask_n, SOFTPLUS)
                 tl.store(scratch + k * BLOCK_D * BLOCK_N + tile, h)
         tl.debug_barrier()
         for kk in range(0, CHUNK_L):
