@@ -14,7 +14,7 @@ from videomamba.ops.selective_scan import backend_available, resolve_backend
 CPU_KERNEL = backend_available("cpu", "cpu")
 TRITON = backend_available("triton", "cpu")   # CPU tensors: conftest sets TRITON_INTERPRET=1
 
-TOL = {torch.float32: (6e-4, 2e-3), torch.bfloat16: (3e-2, 5e-2)}
+TOL = {torch.float32: (6e-4, 2e-3), torch.bfloat16: (3e-2, 5e-2), torch.float16: (3e-2, 5e-2)}
 
 
 def make(L, groups, dtype, with_extras, batch=2, dim=4, N=8, seed=0):
@@ -173,3 +173,9 @@ def test_causal_conv_native_matches_reference(reverse, L):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
     result = torch.library.opcheck(torch.ops.videomamba.causal_conv1d.default, (x, w, b, True, reverse))
     assert all(v == "SUCCESS" for v in result.values()), result
+
+
+@pytest.mark.skipif(not CPU_KERNEL, reason="native CPU kernel could not be built here")
+@pytest.mark.parametrize("L", [7, 372])
+def test_cpu_kernel_fp16_inputs(L):
+    check_backend("cpu", L, 2, torch.float16, True)
