@@ -146,7 +146,7 @@ def test_reverse_scan_equals_flipped_scan(L, groups):
     t = make(L, groups, torch.float32, True)
     flip = lambda x: x.flip(-1) if x.dim() >= 3 else x  # noqa: E731
     expect = selective_scan_ref(**{k: flip(v) for k, v in t.items()}, delta_softplus=True).flip(-1)
-    for backend in ("reference", "cpu"):
+    for backend in ("reference", "cpu") + (("triton",) if TRITON and L < 64 else ()):
         out = selective_scan_fn(**t, delta_softplus=True, reverse=True, backend=backend)
         torch.testing.assert_close(out, expect, rtol=6e-4, atol=2e-3)
         g = torch.autograd.grad(out.square().sum(), list(t.values()))
@@ -179,3 +179,107 @@ def test_causal_conv_native_matches_reference(reverse, L):
 @pytest.mark.parametrize("L", [7, 372])
 def test_cpu_kernel_fp16_inputs(L):
     check_backend("cpu", L, 2, torch.float16, True)
+
+
+def test_fp64_goes_to_the_reference_and_explicit_kernel_refuses(monkeypatch):
+    monkeypatch.delenv("VIDEOMAMBA_SCAN_BACKEND", raising=False)
+    t = make(9, 1, torch.float64, True)
+    t = {k: v.detach().double().requires_grad_(True) for k, v in t.items()}
+    assert resolve_backend(None, t["u"], t["A"], t["B"], t["C"]) == "reference"
+    assert torch.autograd.gradcheck(lambda *a: selective_scan_fn(*a, delta_softplus=True),
+                                    tuple(t.values()), eps=1e-6, atol=1e-5)
+    if CPU_KERNEL:
+        with pytest.raises(ValueError, match="fp32/bf16/fp16"):
+            selective_scan_fn(**t, backend="cpu")
+
+
+@pytest.mark.skipif(not CPU_KERNEL, reason="native CPU kernel could not be built here")
+def test_kernel_gradients_do_not_depend_on_the_default_dtype():
+    t = make(13, 2, torch.float32, True)
+    expect = torch.autograd.grad(selective_scan_ref(**t, delta_softplus=True).sum(), list(t.values()))
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = torch.autograd.grad(selective_scan_fn(**t, delta_softplus=True, backend="cpu").sum(), list(t.values()))
+    finally:
+        torch.set_default_dtype(old)
+    for name, a, b in zip(t, got, expect):
+        torch.testing.assert_close(a, b, rtol=6e-4, atol=2e-3 * max(1.0, b.abs().max().item() / 10), msg=name)
+
+
+@pytest.mark.skipif(not CPU_KERNEL, reason="native CPU kernel could not be built here")
+@pytest.mark.parametrize("option", ["D", "z", "delta_bias", "softplus"])
+def test_each_optional_input_alone(option):
+    t = make(37, 1, torch.float32, True)
+    kw = {k: t[k] for k in ("u", "delta", "A", "B", "C")}
+    if option == "softplus":
+        extra = dict(delta_softplus=True)
+    else:
+        kw[option] = t[option]
+        extra = {}
+    out = selective_scan_fn(**kw, **extra, backend="cpu")
+    ref = selective_scan_ref(**kw, **extra)
+    torch.testing.assert_close(out, ref, rtol=6e-4, atol=2e-3)
+    for a, b in zip(torch.autograd.grad(out.sum(), list(kw.values())), torch.autograd.grad(ref.sum(), list(kw.values()))):
+        torch.testing.assert_close(a, b, rtol=6e-4, atol=2e-3 * max(1.0, b.abs().max().item() / 10))
+
+
+@pytest.mark.skipif(not CPU_KERNEL, reason="native CPU kernel could not be built here")
+def test_softplus_is_accurate_for_very_negative_delta():
+    """softplus(x) ~ exp(x) for x << 0; log(1 + exp(x)) in fp32 would round it to 0 below about -17."""
+    L = 8
+    delta = torch.full((1, 1, L), -15.0)
+    B = torch.zeros(1, 1, L)
+    B[..., 0] = 1.0
+    args = (torch.ones(1, 1, L), delta, torch.zeros(1, 1), B, torch.zeros(1, 1, L))
+    _, last = selective_scan_fn(*args, delta_softplus=True, return_last_state=True, backend="cpu")
+    _, ref = selective_scan_ref(*args, delta_softplus=True, return_last_state=True)
+    torch.testing.assert_close(last, ref, rtol=1e-4, atol=0)
+
+
+def test_reverse_with_constant_bc():
+    t = make(6, 1, torch.float32, True)
+    B2, C2 = t["B"][0, :, 0].detach().expand(4, 8), t["C"][0, :, 0].detach().expand(4, 8)
+    out = selective_scan_fn(t["u"], t["delta"], t["A"], B2, C2, reverse=True)
+    expect = selective_scan_ref(t["u"].flip(-1), t["delta"].flip(-1), t["A"], B2, C2).flip(-1)
+    torch.testing.assert_close(out, expect)
+
+
+def test_op_falls_back_to_the_reference_where_its_kernel_cannot_run(monkeypatch):
+    """An exported graph keeps its backend name; run where that kernel is missing it must still be right."""
+    from videomamba.ops import scan_op, selective_scan as dispatch
+
+    t = make(11, 2, torch.float32, True)
+    monkeypatch.setattr(dispatch, "backend_available", lambda name, dev="cpu": name == "reference")
+    out, last = scan_op.selective_scan_op(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"],
+                                          t["delta_bias"], True, True, "cpu")
+    ref, ref_last = selective_scan_ref(**t, delta_softplus=True, return_last_state=True, reverse=True)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(last, ref_last)
+    got = torch.autograd.grad(out.sum() + last.sum(), list(t.values()))
+    expect = torch.autograd.grad(ref.sum() + ref_last.sum(), list(t.values()))
+    for a, b in zip(got, expect):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_without_a_compiler_the_model_warns_once_and_uses_the_reference(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import warnings, torch, videomamba\n"
+            "m = videomamba.VisionMamba(img_size=32, depth=1, embed_dim=16, num_classes=3, num_frames=2)\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    y = m(torch.randn(1, 3, 2, 32, 32)); y.sum().backward()\n"
+            "from videomamba.ops.selective_scan import resolve_backend\n"
+            "t = torch.randn(1, 4, 5)\n"
+            "print('backend', resolve_backend(None, t, torch.randn(4, 8), torch.randn(1, 8, 5), torch.randn(1, 8, 5)))\n"
+            "print('warnings', sum('native kernel' in str(x.message) for x in w), 'finite', bool(torch.isfinite(y).all()))\n")
+    env = {"PATH": str(tmp_path), "CXX": "/nonexistent/c++", "VIDEOMAMBA_KERNEL_CACHE": str(tmp_path / "cache"),
+           "HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "backend reference" in r.stdout
+    assert "finite True" in r.stdout
+    n = int(r.stdout.split("warnings ")[1].split()[0])
+    assert 1 <= n <= 2   # one per native library (scan, conv), each said once

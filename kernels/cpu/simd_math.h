@@ -112,7 +112,18 @@ inline vf vlog(vf x) {  // x > 0, finite
 }
 
 // torch.nn.functional.softplus (beta 1, threshold 20) and the logistic sigmoid, on vectors.
-inline vf vsoftplus(vf x) { return x > 20.0f ? x : vlog(1.0f + vexp(x)); }
+// log(1 + y) accurate for small y (Goldberg's trick: the rounding of 1 + y cancels in the ratio).
+inline vf vlog1p(vf y) {
+    const vf u = 1.0f + y, d = u - 1.0f;
+    const vf r = vlog(u) * (y / (d == 0.0f ? splat(1.0f) : d));
+    return d == 0.0f ? y : r;
+}
+// softplus = max(x, 0) + log1p(exp(-|x|)): no cancellation for very negative x (where it is ~exp(x)).
+inline vf vsoftplus(vf x) {
+    const vf ax = x < 0.0f ? -x : x;
+    const vf sp = (x > 0.0f ? x : splat(0.0f)) + vlog1p(vexp(-ax));
+    return x > 20.0f ? x : sp;
+}
 inline vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
 
 // Apply f to [0, n) in vector blocks; the tail goes through a zero-padded vector.

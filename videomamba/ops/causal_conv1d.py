@@ -61,6 +61,8 @@ def _f32(t: Tensor | None) -> Tensor | None:
 
 @torch.library.custom_op("videomamba::causal_conv1d", mutates_args=())
 def causal_conv1d_op(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, reverse: bool) -> Tensor:
+    if x.device.type != "cpu" or not native_available():   # e.g. an exported graph run elsewhere
+        return causal_conv1d_ref(x, weight.reshape(weight.shape[0], -1), bias, "silu" if silu else None, reverse)
     batch, dim, L = x.shape
     K = weight.shape[-1]
     xx, ww, bb = _f32(x), _f32(weight.reshape(dim, K)), _f32(bias)
@@ -78,6 +80,8 @@ def _(x, weight, bias, silu, reverse):
 @torch.library.custom_op("videomamba::causal_conv1d_backward", mutates_args=())
 def causal_conv1d_backward_op(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool,
                               reverse: bool) -> list[Tensor]:
+    if x.device.type != "cpu" or not native_available():  # _backward routes around this op then
+        raise RuntimeError(f"causal_conv1d_backward: the native kernel cannot run on {x.device.type} here")
     batch, dim, L = x.shape
     K = weight.shape[-1]
     xx, ww, bb, gg = _f32(x), _f32(weight.reshape(dim, K)), _f32(bias), _f32(dy)
@@ -104,6 +108,14 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy):
     x, weight, bias = ctx.saved_tensors
+    if x.device.type != "cpu" or not native_available():
+        # e.g. an exported graph run where the kernel cannot build: differentiate the reference.
+        xs, ws = x.detach().requires_grad_(True), weight.detach().requires_grad_(True)
+        bs = bias.detach().requires_grad_(True) if bias is not None else None
+        with torch.enable_grad():
+            y = causal_conv1d_ref(xs, ws.reshape(ws.shape[0], -1), bs, "silu" if ctx.silu else None, ctx.reverse)
+            g = torch.autograd.grad(y, [t for t in (xs, ws, bs) if t is not None], dy)
+        return g[0], g[1], (g[2] if bias is not None else None), None, None
     dx, dw, db = causal_conv1d_backward_op(dy.contiguous(), x, weight, bias, ctx.silu, ctx.reverse)
     return dx, dw, (db if bias is not None else None), None, None
 

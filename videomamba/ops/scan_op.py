@@ -13,25 +13,58 @@ import torch
 from torch import Tensor
 
 from . import selective_scan_cpu
+from .selective_scan_ref import selective_scan_ref
 
 _EMPTY = "absent"   # marker shape for optional outputs: a 0-element tensor
 
 
-def _kernel_module(backend: str):
-    if backend == "cpu":
-        return selective_scan_cpu
-    if backend == "triton":
+def _kernel_module(backend: str, device_type: str):
+    """The kernel module for ``backend`` on this device, or None to fall back to the reference.
+
+    The backend name is baked into traced / exported graphs, so a graph may later run where that
+    kernel cannot (no compiler, another device): it then computes the same result with the reference.
+    """
+    from .selective_scan import backend_available
+
+    if backend in ("cpu", "triton") and backend_available(backend, device_type):
+        if backend == "cpu":
+            return selective_scan_cpu
         from . import selective_scan_triton
 
         return selective_scan_triton
-    raise ValueError(f"selective_scan op: unknown backend {backend!r}")
+    if backend not in ("cpu", "triton"):
+        raise ValueError(f"selective_scan op: unknown backend {backend!r}")
+    return None
+
+
+def _reference_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    out, last = selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state=True,
+                                   reverse=reverse)
+    return out.contiguous(), last.float().contiguous()
+
+
+def _reference_bwd(dout, dlast, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+    inputs = [t.detach().requires_grad_(True) if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
+    with torch.enable_grad():
+        out, last = selective_scan_ref(*inputs, delta_softplus, return_last_state=True, reverse=reverse)
+        loss = (out.float() * dout.float()).sum()
+        if dlast is not None:
+            loss = loss + (last * dlast.float()).sum()
+        present = [t for t in inputs if t is not None]
+        grads = iter(torch.autograd.grad(loss, present, allow_unused=True))
+    return tuple(None if t is None else (g if (g := next(grads)) is not None else torch.zeros_like(t))
+                 for t in inputs)
 
 
 @torch.library.custom_op("videomamba::selective_scan", mutates_args=())
 def selective_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                       z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
                       reverse: bool, backend: str) -> tuple[Tensor, Tensor]:
-    out, last = _kernel_module(backend).scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    kernel = _kernel_module(backend, u.device.type)
+    if kernel is None:
+        with torch.no_grad():
+            return _reference_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    out, last = kernel.scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
     return out, last
 
 
@@ -46,8 +79,11 @@ def selective_scan_backward_op(dout: Tensor, dlast: Optional[Tensor], u: Tensor,
                                B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
                                delta_bias: Optional[Tensor], delta_softplus: bool, reverse: bool,
                                backend: str) -> list[Tensor]:
-    grads = _kernel_module(backend).scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                             dlast=dlast, reverse=reverse)
+    kernel = _kernel_module(backend, u.device.type)
+    if kernel is None:  # _backward routes around this op when the kernel is missing
+        raise RuntimeError(f"selective_scan_backward: backend {backend!r} cannot run on {u.device.type} here")
+    grads = kernel.scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, dlast=dlast,
+                            reverse=reverse)
     # custom ops cannot return None: absent inputs get a 0-element placeholder.
     return [g.contiguous() if g is not None else u.new_empty(0) for g in grads]
 
@@ -68,8 +104,12 @@ def _backward(ctx, dout, dlast):
     u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
     if dout is None:
         dout = torch.zeros_like(u)
-    grads = selective_scan_backward_op(dout.contiguous(), dlast, u, delta, A, B, C, D, z, delta_bias,
-                                       ctx.delta_softplus, ctx.reverse, ctx.backend)
+    if _kernel_module(ctx.backend, u.device.type) is None:
+        # Autograd works here (unlike inside an op implementation): differentiate the reference.
+        grads = _reference_bwd(dout, dlast, u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, ctx.reverse)
+    else:
+        grads = selective_scan_backward_op(dout.contiguous(), dlast, u, delta, A, B, C, D, z, delta_bias,
+                                           ctx.delta_softplus, ctx.reverse, ctx.backend)
     present = (u, delta, A, B, C, D, z, delta_bias)
     return (*[g if t is not None else None for g, t in zip(grads, present)], None, None, None)
 

@@ -66,8 +66,13 @@ def _mamba_ssm_importable() -> bool:
         return False
 
 
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def _kernel_covers(u, A, B, C) -> bool:
-    return not A.is_complex() and B.dim() >= 3 and C.dim() >= 3 and A.shape[1] <= 256
+    """What the fast kernels compute: fp32 math (so no fp64), real A, input-dependent B/C, N <= 256."""
+    return (u.dtype in KERNEL_DTYPES and not A.is_complex() and B.dim() >= 3 and C.dim() >= 3
+            and A.shape[1] <= 256)
 
 
 @torch.compiler.assume_constant_result   # torch.compile evaluates it once instead of tracing the build
@@ -107,9 +112,13 @@ def resolve_backend(backend: str | None, u, A, B, C) -> str:
                 return "mamba_ssm"
         return "reference"
     if not backend_available(name, dev):
-        raise RuntimeError(f"scan backend {name!r} is not available for {dev} tensors here")
+        why = {"cpu": "needs CPU tensors and a C++ compiler to build the kernel (see the warning above)",
+               "triton": "needs the triton package and CUDA tensors (or TRITON_INTERPRET=1 on CPU)",
+               "mamba_ssm": "needs the mamba_ssm package and CUDA tensors"}.get(name, "")
+        raise RuntimeError(f"scan backend {name!r} is not available for {dev} tensors here: {why}")
     if name in ("cpu", "triton") and not _kernel_covers(u, A, B, C):
-        raise ValueError(f"scan backend {name!r} needs input-dependent B/C, real A and N <= 256")
+        raise ValueError(f"scan backend {name!r} needs fp32/bf16/fp16 inputs, input-dependent B/C, real A and "
+                         f"N <= 256 (got {u.dtype}, B {tuple(B.shape)}); use backend='reference'")
     return name
 
 
@@ -132,7 +141,7 @@ def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as mamba_fn
 
         if reverse:
-            flip = lambda t: None if t is None or t.dim() < 3 else t.flip(-1)  # noqa: E731
+            flip = lambda t: t if t is None or t.dim() < 3 else t.flip(-1)  # noqa: E731
             res = mamba_fn(flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias, delta_softplus,
                            return_last_state)
             return (res[0].flip(-1), res[1]) if return_last_state else res.flip(-1)

@@ -98,8 +98,9 @@ def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     gl = None if dlast is None else torch.nn.functional.pad(dlast.detach().float(), (0, NP - N)).contiguous()
     du, ddelta = torch.empty_like(uu), torch.empty_like(uu)
     dz = torch.empty_like(uu) if z is not None else None
-    dA = torch.empty(batch, dim, NP)
-    dD, dbias = torch.empty(batch, dim), torch.empty(batch, dim)
+    f32 = dict(dtype=torch.float32)   # the C code writes fp32 whatever torch's default dtype is
+    dA = torch.empty(batch, dim, NP, **f32)
+    dD, dbias = torch.empty(batch, dim, **f32), torch.empty(batch, dim, **f32)
     dB, dC = torch.zeros_like(BB), torch.zeros_like(CC)
     rc = lib.vm_selective_scan_bwd(_p(uu), _p(dd), _p(AA), _p(BB), _p(CC), _p(DD), _p(zz), _p(bb),
                                    int(delta_softplus), int(reverse), batch, dim, L, NP, G, _p(g), _p(gl), _p(du), _p(ddelta),

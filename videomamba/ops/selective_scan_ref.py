@@ -77,7 +77,7 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         ``(batch, dim, N)`` in the state dtype (fp32, or fp64 for fp64 inputs).
     """
     if reverse:
-        flip = lambda t: None if t is None or t.dim() < 3 else t.flip(-1)  # noqa: E731  (time is last)
+        flip = lambda t: t if t is None or t.dim() < 3 else t.flip(-1)  # noqa: E731  (time is last)
         res = selective_scan_ref(flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias,
                                  delta_softplus, return_last_state)
         return (res[0].flip(-1), res[1]) if return_last_state else res.flip(-1)

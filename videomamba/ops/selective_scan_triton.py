@@ -19,7 +19,12 @@ CHUNK = 16
 
 @triton.jit
 def _softplus(x):
-    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+    # max(x, 0) + log1p(exp(-|x|)), with log1p by Goldberg's trick (accurate for very negative x)
+    y = tl.exp(-tl.abs(x))
+    u = 1.0 + y
+    d = u - 1.0
+    l1p = tl.where(d == 0.0, y, tl.log(u) * (y / tl.where(d == 0.0, 1.0, d)))
+    return tl.where(x > 20.0, x, tl.maximum(x, 0.0) + l1p)
 
 
 @triton.jit
@@ -186,7 +191,7 @@ def _prep(u, delta, A, B, C, D, z, delta_bias):
 
 
 def _flip(t):
-    return None if t is None or t.dim() < 3 else t.flip(-1)
+    return t if t is None or t.dim() < 3 else t.flip(-1)
 
 
 def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False):
@@ -198,7 +203,7 @@ def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
     uu, dd, AA, BB, CC, DD, zz, bb = _prep(u, delta, A, B, C, D, z, delta_bias)
     G = BB.shape[1]
     out = torch.empty(batch, dim, L, device=u.device, dtype=torch.float32)
-    last = torch.empty(batch, dim, N, device=u.device, dtype=torch.float32)
+    last = torch.empty(batch, dim, N, device=u.device, dtype=torch.float32)  # explicit: default dtype may differ
     BLOCK_D = _block_d(dim, G)
     dummy = AA
     grid = (batch, triton.cdiv(dim, BLOCK_D))
