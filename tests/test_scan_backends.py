@@ -283,3 +283,10 @@ def test_without_a_compiler_the_model_warns_once_and_uses_the_reference(tmp_path
     assert "finite True" in r.stdout
     n = int(r.stdout.split("warnings ")[1].split()[0])
     assert 1 <= n <= 2   # one per native library (scan, conv), each said once
+
+
+def test_forward_mode_ad_is_refused_not_silently_zero():
+    t = make(5, 1, torch.float32, False)
+    u, rest = t["u"].detach(), [t[k].detach() for k in ("delta", "A", "B", "C")]
+    with pytest.raises(NotImplementedError, match="reverse-mode"):
+        torch.func.jvp(lambda x: selective_scan_fn(x, *rest), (u,), (torch.ones_like(u),))

@@ -52,6 +52,21 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
         raise ValueError(f"selective_scan_fn: z shape {tuple(z.shape)} != u shape {tuple(u.shape)}")
 
 
+def _refuse_forward_mode_ad(*tensors):
+    """The kernels (and the reference's recurrence) define reverse-mode gradients only; torch.func
+    transforms and forward-mode AD would otherwise see a silent zero tangent."""
+    from torch.autograd import forward_ad
+
+    for t in tensors:
+        if t is None:
+            continue
+        if torch._C._functorch.is_functorch_wrapped_tensor(t) or (
+                forward_ad._current_level >= 0 and forward_ad.unpack_dual(t).tangent is not None):
+            raise NotImplementedError("selective_scan_fn supports reverse-mode autograd only (backward(), "
+                                      "torch.autograd.grad); torch.func transforms and forward-mode AD are not "
+                                      "implemented")
+
+
 @functools.lru_cache(maxsize=None)
 def _triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
@@ -132,6 +147,8 @@ def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
     ``reverse`` (our extension) scans from the last position to the first without flipping copies.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    if not torch.compiler.is_compiling():
+        _refuse_forward_mode_ad(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend(backend, u, A, B, C)
     if name == "reference":
         return selective_scan_ref(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
