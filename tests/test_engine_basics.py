@@ -1,0 +1,88 @@
+"""Engine building blocks: configs with overrides, parameter groups, schedules."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import videomamba
+from videomamba.engine import (ConfigError, cosine_per_epoch, cosine_per_step, layer_id, load_config, param_groups,
+                               save_config)
+
+
+def write(p, text):
+    p.write_text(text)
+    return p
+
+
+def test_config_bases_overrides_and_round_trip(tmp_path):
+    write(tmp_path / "base.yaml", "model:\n  name: videomamba_tiny\n  drop_path_rate: 0.1\ntrain:\n  lr: 5.0e-4\n  epochs: 300\n")
+    cfg_file = write(tmp_path / "exp.yaml", "_base_: base.yaml\ntrain:\n  epochs: 30\n")
+    cfg = load_config(cfg_file, ["train.lr=1e-3", "model.drop_path_rate=0", "+train.clip_grad=5"])
+    assert cfg.model.name == "videomamba_tiny" and cfg.train.epochs == 30
+    assert cfg.train.lr == pytest.approx(1e-3) and cfg.model.drop_path_rate == 0 and cfg.train.clip_grad == 5
+    out = save_config(cfg, tmp_path / "run" / "config.yaml")
+    assert load_config(out) == cfg
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    bad = write(tmp_path / "bad.yaml", "train:\n  lr: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+:\d+"):
+        load_config(bad)
+    ok = write(tmp_path / "ok.yaml", "train:\n  lr: 1\n")
+    with pytest.raises(ConfigError, match="unknown key 'train.lrr'"):
+        load_config(ok, ["train.lrr=2"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(ok, ["train.lr"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def model():
+    with torch.device("meta"):
+        return videomamba.create_model("videomamba_tiny", num_frames=8, num_classes=400)
+
+
+def test_layer_decay_real_mode():
+    m = model()
+    groups = param_groups(m, weight_decay=0.05, layer_decay=0.75, mode="real")
+    scale = {n: g["lr_scale"] for g in groups for n in g["param_names"]}
+    wd = {n: g["weight_decay"] for g in groups for n in g["param_names"]}
+    assert scale["pos_embed"] == pytest.approx(0.75 ** 25)
+    assert scale["temporal_pos_embedding"] == pytest.approx(0.75 ** 25)
+    assert scale["layers.0.mixer.in_proj.weight"] == pytest.approx(0.75 ** 24)
+    assert scale["layers.23.norm.weight"] == pytest.approx(0.75)
+    assert scale["head.weight"] == 1.0 and scale["norm_f.weight"] == 1.0
+    # weight decay: 1-D, biases and no_weight_decay() excluded; A_log (2-D) decayed as officially
+    assert wd["layers.3.mixer.A_log"] == 0.05 and wd["layers.3.mixer.D"] == 0.0
+    assert wd["pos_embed"] == 0.0 and wd["head.bias"] == 0.0 and wd["head.weight"] == 0.05
+    assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+
+
+def test_layer_decay_official_mode_only_scales_the_embedding():
+    m = model()
+    scale = {n: g["lr_scale"] for g in param_groups(m, 0.05, 0.75, mode="official") for n in g["param_names"]}
+    frozen_ish = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"}
+    for name, s in scale.items():
+        assert s == pytest.approx(0.75 ** 25 if name in frozen_ish else 1.0), name
+    assert layer_id("temporal_pos_embedding", 24, "official") == 25
+
+
+def test_cosine_per_step_matches_the_formula():
+    s = cosine_per_step(1e-3, 1e-6, epochs=4, iters_per_epoch=10, warmup_epochs=1, start_warmup_value=1e-6)
+    assert len(s) == 40
+    np.testing.assert_allclose(s[:10], np.linspace(1e-6, 1e-3, 10))
+    i = 17 - 10
+    assert s[17] == pytest.approx(1e-6 + 0.5 * (1e-3 - 1e-6) * (1 + math.cos(math.pi * i / 30)))
+    assert s[10] == pytest.approx(1e-3) and s[-1] > 1e-6
+
+
+def test_cosine_per_epoch_matches_timm():
+    from timm.scheduler import CosineLRScheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=5e-4)
+    sched = CosineLRScheduler(opt, t_initial=30, lr_min=1e-5, warmup_t=5, warmup_lr_init=1e-6, cycle_limit=1)
+    ours = cosine_per_epoch(5e-4, 1e-5, epochs=30, warmup_epochs=5, warmup_value=1e-6)
+    for e in range(30):
+        sched.step(e)
+        assert opt.param_groups[0]["lr"] == pytest.approx(ours[e], rel=1e-9), e

@@ -1,0 +1,65 @@
+"""Optimiser parameter groups: weight-decay exclusions and layer-wise learning-rate decay.
+
+Layer decay multiplies the lr of layer ``i`` by ``ld ** (num_layers + 1 - i)`` where the embedding
+(patch embed, position embeddings, CLS token) is layer 0, block ``k`` is layer ``k + 1`` and everything
+after the blocks (final norm, heads) is ``num_layers + 1`` (scale 1).
+
+``mode="official"`` reproduces what the released video models were trained with (decision 5 in the
+spec): the official mapping of ``layers.k`` is disabled, so only the patch embedding, ``pos_embed`` and
+``cls_token`` get ``ld ** (num_layers + 1)`` and every other parameter, the temporal position embedding
+included, keeps scale 1.
+
+Weight decay is off for 1-D parameters, biases and the names in ``model.no_weight_decay()`` (as the
+official optimiser factories do: ``A_log`` is 2-D and is decayed, the ``_no_weight_decay`` tags are not read).
+"""
+from __future__ import annotations
+
+import re
+
+import torch.nn as nn
+
+_EMBED = ("cls_token", "pos_embed", "temporal_pos_embedding", "patch_embed.")
+_LAYER = re.compile(r"^layers\.(\d+)\.")
+
+
+def layer_id(name: str, num_layers: int, mode: str = "real") -> int:
+    """Layer index of a parameter for layer decay (see module doc)."""
+    if mode == "official":
+        return 0 if name in ("cls_token", "pos_embed") or name.startswith("patch_embed.") else num_layers + 1
+    if name.startswith(_EMBED) or name in _EMBED:
+        return 0
+    m = _LAYER.match(name)
+    if m:
+        return int(m.group(1)) + 1
+    return num_layers + 1
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None,
+                 mode: str = "real", skip: set[str] | None = None) -> list[dict]:
+    """Groups for ``torch.optim`` with ``lr_scale`` (multiply the scheduled lr by it) and ``weight_decay``.
+
+    Args:
+        layer_decay: None or 1.0 for no layer decay.
+        mode: ``"real"`` (per-block decay) or ``"official"`` (see module doc).
+        skip: names without weight decay; default ``model.no_weight_decay()`` when the model has it.
+    """
+    if mode not in ("real", "official"):
+        raise ValueError(f"layer_decay_mode must be 'real' or 'official', got {mode!r}")
+    if skip is None:
+        skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    num_layers = model.get_num_layers() if hasattr(model, "get_num_layers") else 0
+    use_ld = layer_decay is not None and layer_decay != 1.0
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim <= 1 or name.endswith(".bias") or name in skip
+        lid = layer_id(name, num_layers, mode) if use_ld else num_layers + 1
+        key = (lid, no_decay)
+        if key not in groups:
+            scale = layer_decay ** (num_layers + 1 - lid) if use_ld else 1.0
+            groups[key] = {"params": [], "param_names": [], "weight_decay": 0.0 if no_decay else weight_decay,
+                           "lr_scale": scale, "layer_id": lid}
+        groups[key]["params"].append(p)
+        groups[key]["param_names"].append(name)
+    return [groups[k] for k in sorted(groups)]
