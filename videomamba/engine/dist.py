@@ -1,0 +1,124 @@
+"""Distributed setup from torchrun, Slurm or nothing, and collectives that work in every case.
+
+``init_distributed()`` reads, in order: torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; Slurm's
+``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID`` (one task per GPU via ``srun``; the master address is
+the first node of ``SLURM_JOB_NODELIST`` unless ``MASTER_ADDR`` is set); otherwise a single process.
+The backend is NCCL for CUDA and gloo for CPU. Every helper here is a no-op (or the identity) when
+torch.distributed is not initialised, so the same training code runs on one CPU core and on 64 GPUs.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    source: str = "single"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _first_slurm_host(nodelist: str) -> str:
+    """``node[3-5,7],other`` -> ``node3`` (enough for MASTER_ADDR; scontrol is not needed)."""
+    first = re.split(r",(?![^\[]*\])", nodelist)[0]
+    m = re.match(r"^(.*?)\[(\d+)", first)
+    return m.group(1) + m.group(2) if m else first
+
+
+def detect(env=os.environ) -> tuple[int, int, int, str]:
+    """(rank, world_size, local_rank, source) from the environment."""
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)), "torchrun"
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)), "slurm"
+    return 0, 1, 0, "single"
+
+
+def init_distributed(device: str | None = None, port: int = 29500) -> DistInfo:
+    """Initialise torch.distributed when launched by torchrun or Slurm; pick the device."""
+    rank, world, local_rank, source = detect()
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        if source == "slurm":
+            os.environ.setdefault("MASTER_ADDR", _first_slurm_host(os.environ.get("SLURM_JOB_NODELIST", "127.0.0.1")))
+            os.environ.setdefault("MASTER_PORT", str(port))
+            os.environ["RANK"], os.environ["WORLD_SIZE"] = str(rank), str(world)
+            os.environ["LOCAL_RANK"] = str(local_rank)
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+    return DistInfo(rank, world, local_rank, dev, source)
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main() -> bool:
+    return get_rank() == 0
+
+
+def barrier():
+    if is_dist():
+        dist.barrier()
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean over ranks (a copy; the input is untouched)."""
+    t = t.detach().clone()
+    if is_dist():
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+    return t
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().clone()
+    if is_dist():
+        dist.all_reduce(t)
+    return t
+
+
+def all_gather_object(obj) -> list:
+    if not is_dist():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj, src: int = 0):
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def cleanup():
+    if is_dist():
+        dist.destroy_process_group()
