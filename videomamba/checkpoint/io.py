@@ -66,7 +66,7 @@ def extract_state_dict(obj: Any, model_key: str | tuple[str, ...] | None = None,
     return sd
 
 
-def _atomic_write(path: Path, write_fn) -> None:
+def atomic_write(path: Path, write_fn) -> None:
     """Write to a temp file in the same folder, fsync, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -92,7 +92,7 @@ def save_checkpoint(model_or_state_dict: torch.nn.Module | Mapping[str, torch.Te
     sd = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, torch.nn.Module) else model_or_state_dict
     tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items() if torch.is_tensor(v)}
     if path.suffix in (".pth", ".pt", ".bin"):
-        _atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+        atomic_write(path, lambda tmp: torch.save(tensors, tmp))
         return path
     from safetensors.torch import save_file
 
@@ -105,5 +105,5 @@ def save_checkpoint(model_or_state_dict: torch.nn.Module | Mapping[str, torch.Te
         unique[k] = v.clone() if key is not None and key in seen else v
         if key is not None:
             seen.add(key)
-    _atomic_write(path, lambda tmp: save_file(unique, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(unique, tmp, metadata=meta))
     return path

@@ -1,0 +1,86 @@
+"""Training checkpoints that resume exactly: model, optimiser, grad scaler, EMA, epoch/step, best
+metric and every RNG state, written atomically (temp file + rename) as ``checkpoint-latest.pth`` and
+``checkpoint-best.pth`` (the official file names)."""
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint.io import atomic_write
+
+LATEST, BEST = "checkpoint-latest.pth", "checkpoint-best.pth"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model inside DDP / DeepSpeed / torch.compile wrappers."""
+    for attr in ("module", "_orig_mod"):
+        while hasattr(model, attr) and isinstance(getattr(model, attr), torch.nn.Module):
+            model = getattr(model, attr)
+    return model
+
+
+def capture_rng() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_state(path: str | Path, model, optimizer=None, scaler=None, ema=None, epoch: int = 0,
+                        step: int = 0, best_metric: float | None = None, extra: dict | None = None) -> Path:
+    """Write everything needed to continue the run bit for bit. Call it on the main rank."""
+    state = {"model": unwrap(model).state_dict(), "epoch": epoch, "step": step, "best_metric": best_metric,
+             "rng": capture_rng(), "extra": extra or {}}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    if ema is not None:
+        state["model_ema"] = unwrap(ema).state_dict()
+    path = Path(path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return path
+
+
+def find_resume(out_dir: str | Path) -> Path | None:
+    """``checkpoint-latest.pth``, else ``checkpoint-best.pth``, else the highest ``checkpoint-N.pth``."""
+    out_dir = Path(out_dir)
+    for name in (LATEST, BEST):
+        if (out_dir / name).is_file():
+            return out_dir / name
+    numbered = [(int(m.group(1)), p) for p in out_dir.glob("checkpoint-*.pth")
+                if (m := re.fullmatch(r"checkpoint-(\d+)\.pth", p.name))]
+    return max(numbered)[1] if numbered else None
+
+
+def load_training_state(path: str | Path, model, optimizer=None, scaler=None, ema=None,
+                        restore_random: bool = True) -> dict[str, Any]:
+    """Load a training checkpoint into the given objects; returns epoch/step/best_metric/extra."""
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG states
+    missing = [k for k in ("model", "epoch") if k not in state]
+    if missing:
+        raise KeyError(f"{path}: not a training checkpoint (missing {missing}); "
+                       "use videomamba.load_checkpoint for weights-only files")
+    unwrap(model).load_state_dict(state["model"])
+    if optimizer is not None and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    if ema is not None and "model_ema" in state:
+        unwrap(ema).load_state_dict(state["model_ema"])
+    if restore_random and "rng" in state:
+        restore_rng(state["rng"])
+    return {k: state.get(k) for k in ("epoch", "step", "best_metric", "extra")}
