@@ -19,6 +19,7 @@ from videomamba.engine import (ModelEma, RunLogger, cosine_per_epoch, cosine_per
                                init_distributed, load_config, load_training_state, param_groups, save_config,
                                save_training_state)
 from videomamba.engine.classification import evaluate, train_one_epoch
+from videomamba.engine.samplers import ShardSampler
 from videomamba.engine.train_state import BEST, LATEST
 
 
@@ -55,7 +56,7 @@ def build_loaders(cfg, info, train_set, val_set):
         from torch.utils.data.distributed import DistributedSampler
 
         train_sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.seed)
-        val_sampler = DistributedSampler(val_set, info.world_size, info.rank, shuffle=False)
+        val_sampler = ShardSampler(len(val_set), info.rank, info.world_size)   # exact: no padded duplicates
     else:
         train_sampler = torch.utils.data.RandomSampler(train_set, generator=g)
         val_sampler = torch.utils.data.SequentialSampler(val_set)

@@ -42,3 +42,13 @@ def test_two_process_gloo_collectives(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     for rank in (0, 1):
         assert f"rank{rank} world2 mean0.5 gather[0, 10] sourcetorchrun" in r.stdout
+
+
+def test_shard_sampler_covers_every_sample_once():
+    from videomamba.engine.samplers import ShardSampler
+
+    for n, world in ((269, 2), (10, 3), (2, 4)):
+        shards = [list(ShardSampler(n, r, world)) for r in range(world)]
+        flat = sorted(i for s in shards for i in s)
+        assert flat == list(range(n))
+        assert [len(ShardSampler(n, r, world)) for r in range(world)] == [len(s) for s in shards]
