@@ -15,9 +15,6 @@ from torch import Tensor
 from . import selective_scan_cpu
 from .selective_scan_ref import selective_scan_ref
 
-_EMPTY = "absent"   # marker shape for optional outputs: a 0-element tensor
-
-
 def _kernel_module(backend: str, device_type: str):
     """The kernel module for ``backend`` on this device, or None to fall back to the reference.
 

@@ -17,6 +17,7 @@ import os
 
 import torch
 
+from .selective_scan_cpu import MAX_STATE
 from .selective_scan_ref import selective_scan_ref
 
 BACKENDS = ("auto", "cpu", "triton", "mamba_ssm", "reference")
@@ -87,7 +88,7 @@ KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 def _kernel_covers(u, A, B, C) -> bool:
     """What the fast kernels compute: fp32 math (so no fp64), real A, input-dependent B/C, N <= 256."""
     return (u.dtype in KERNEL_DTYPES and not A.is_complex() and B.dim() >= 3 and C.dim() >= 3
-            and A.shape[1] <= 256)
+            and A.shape[1] <= MAX_STATE)
 
 
 @torch.compiler.assume_constant_result   # torch.compile evaluates it once instead of tracing the build

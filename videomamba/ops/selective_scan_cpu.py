@@ -35,12 +35,6 @@ def available() -> bool:
     return _lib() is not None
 
 
-def supports(u, A, B, C) -> bool:
-    """What the kernel handles: CPU tensors, real A, input-dependent B/C, N <= 256."""
-    return (u.device.type == "cpu" and not A.is_complex() and B.dim() >= 3 and C.dim() >= 3
-            and A.shape[1] <= MAX_STATE and u.dtype in (torch.float32, torch.bfloat16, torch.float16))
-
-
 def _p(t: torch.Tensor | None):
     return ctypes.cast(t.data_ptr(), _f) if t is not None else None
 
