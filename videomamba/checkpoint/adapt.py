@@ -79,6 +79,11 @@ def _fmt(shape) -> str:
     return "(" + ",".join(str(s) for s in shape) + ")"
 
 
+# Heads that exist only while training (the self-distillation projector): a plain backbone skips them
+# without making a strict load fail, as the official --load_from_distill does.
+TRAINING_ONLY_PREFIXES = ("distill_head.",)
+
+
 def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: torch.nn.Module, inflate: str = "center",
                      report: LoadReport | None = None) -> AdaptResult:
     """Return a state dict that ``model.load_state_dict(..., strict=False)`` accepts, plus a report."""
@@ -97,6 +102,9 @@ def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: torch.nn.Module
 
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
+        if key not in target and key.startswith(TRAINING_ONLY_PREFIXES):
+            report.skipped.append(key)
+            continue
         if key not in target:
             report.unexpected.append(key)
             continue

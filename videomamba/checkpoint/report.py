@@ -13,6 +13,7 @@ class LoadReport:
     resized: dict[str, str] = field(default_factory=dict)     # key -> "old -> new (how)"
     renamed: dict[str, str] = field(default_factory=dict)     # old key -> new key
     dropped: dict[str, str] = field(default_factory=dict)     # key -> why it was not loaded
+    skipped: list[str] = field(default_factory=list)          # training-only heads the model lacks
     prefixes_stripped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -31,6 +32,7 @@ class LoadReport:
                              ("dropped (model keeps its init)", [f"{k}: {v}" for k, v in self.dropped.items()]),
                              ("missing (model keeps its init)", self.missing),
                              ("unexpected (ignored)", _summarise(self.unexpected)),
+                             ("skipped (training-only heads)", _summarise(self.skipped)),
                              ("notes", self.notes)):
             if items:
                 lines.append(f"  {title}:")

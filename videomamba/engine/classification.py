@@ -26,15 +26,34 @@ def set_lr(optimizer, lr: float, wd: float | None = None):
             g["weight_decay"] = wd
 
 
-def train_one_epoch(model, loader, optimizer, criterion, device, epoch: int, lr_schedule, start_step: int,
-                    wd_schedule=None, accum_steps: int = 1, clip_grad: float | None = None, scaler=None,
-                    amp: str = "none", mixup_fn=None, ema=None, logger=None, progress: bool = True) -> dict:
-    """Train for one pass over ``loader``. ``lr_schedule[i]`` is the lr of optimiser step ``i``."""
+def default_loss_fn(criterion):
+    """``loss_fn(model, x, y)`` for plain classification."""
+    return lambda model, x, y: criterion(model(x), y)
+
+
+def train_one_epoch(model, loader, stepper, loss_fn, device, epoch: int, lr_schedule, start_step: int,
+                    steps_per_epoch: int, wd_schedule=None, accum_steps: int = 1, amp: str = "none",
+                    mixup_fn=None, ema=None, logger=None, progress: bool = True) -> dict:
+    """Train for ``steps_per_epoch`` optimiser steps of ``accum_steps`` micro-batches each.
+
+    ``lr_schedule[i]`` is the lr of optimiser step ``i``; ``loss_fn(model, x, y)`` returns the loss or
+    ``(loss, parts)`` with extra scalars to log; ``stepper`` does backward and step (see steppers.py).
+    Returns the epoch's mean loss (over every rank), the lr, the next step and the main rank's per-step
+    losses (``step_losses``) for exact-resume checks and the steps log.
+    """
     model.train()
+    optimizer = stepper.optimizer
     total, count, step = 0.0, 0, start_step
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not (progress and is_main()), leave=False, dynamic_ncols=True)
-    optimizer.zero_grad(set_to_none=True)
-    for i, (x, y) in enumerate(bar):
+    parts_sum: dict[str, float] = {}
+    step_losses: list[float] = []
+    micro_batches = steps_per_epoch * accum_steps
+    bar = tqdm(total=micro_batches, desc=f"epoch {epoch}", disable=not (progress and is_main()), leave=False,
+               dynamic_ncols=True)
+    stepper.zero_grad()
+    window = 0.0
+    for i, (x, y) in enumerate(loader):
+        if i >= micro_batches:   # a partial accumulation window at the end is skipped, as DeepSpeed does
+            break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if i % accum_steps == 0:
             set_lr(optimizer, float(lr_schedule[min(step, len(lr_schedule) - 1)]),
@@ -42,31 +61,35 @@ def train_one_epoch(model, loader, optimizer, criterion, device, epoch: int, lr_
         if mixup_fn is not None:
             x, y = mixup_fn(x, y)
         with autocast(device, amp):
-            loss = criterion(model(x), y)
+            out = loss_fn(model, x, y)
+        loss, parts = out if isinstance(out, tuple) else (out, {})
         check_finite_loss(loss, step, epoch, model, optimizer.param_groups[-1]["lr"])
-        scaled = loss / accum_steps
-        (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        if (i + 1) % accum_steps == 0 or i + 1 == len(loader):
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        boundary = (i + 1) % accum_steps == 0
+        stepper.micro_step(loss, boundary)
+        value = loss.item()
+        window += value / accum_steps
+        total += value * x.shape[0]
+        count += x.shape[0]
+        for k, v in parts.items():
+            parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * x.shape[0]
+        if boundary:
             if ema is not None:
                 ema.update(model)
+            if logger is not None:
+                logger.scalars({"loss": window, "lr": optimizer.param_groups[-1]["lr"],
+                                **{k: float(v) for k, v in parts.items()}}, step, prefix="train/")
+            step_losses.append(window)
+            window = 0.0
             step += 1
-        total += loss.item() * x.shape[0]
-        count += x.shape[0]
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
-        if logger is not None and i % 20 == 0:
-            logger.scalars({"loss": loss.item(), "lr": optimizer.param_groups[-1]["lr"]}, step, prefix="train/")
-    sums = all_reduce_sum(torch.tensor([total, count], dtype=torch.float64, device=device))
-    return {"train_loss": (sums[0] / max(sums[1], 1)).item(), "lr": optimizer.param_groups[-1]["lr"], "step": step}
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
+    bar.close()
+    keys = sorted(parts_sum)
+    sums = all_reduce_sum(torch.tensor([total, count] + [parts_sum[k] for k in keys], dtype=torch.float64,
+                                       device=device))
+    n = max(sums[1].item(), 1)
+    stats = {"train_loss": sums[0].item() / n, **{f"train_{k}": sums[2 + j].item() / n for j, k in enumerate(keys)}}
+    return {**stats, "lr": optimizer.param_groups[-1]["lr"], "step": step, "step_losses": step_losses}
 
 
 @torch.no_grad()

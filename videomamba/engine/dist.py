@@ -8,6 +8,7 @@ torch.distributed is not initialised, so the same training code runs on one CPU 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -53,7 +54,8 @@ def init_distributed(device: str | None = None, port: int = 29500) -> DistInfo:
     """Initialise torch.distributed when launched by torchrun or Slurm; pick the device."""
     rank, world, local_rank, source = detect()
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    # srun --gpus-per-task=1 shows each task one GPU (index 0) whatever its local rank
+    dev = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1)) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
@@ -117,6 +119,19 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """Run the body on rank 0 first, then on the others: data generation, downloads and caches that
+    every rank would otherwise write at once."""
+    if not is_main():
+        barrier()
+    try:
+        yield
+    finally:
+        if is_main():
+            barrier()
 
 
 def cleanup():

@@ -25,7 +25,10 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def capture_rng() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    # numpy's state as a tensor + plain numbers, so the checkpoint loads with torch.load(weights_only=True)
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                     cached), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -33,7 +36,8 @@ def capture_rng() -> dict:
 
 def restore_rng(state: dict):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -69,7 +73,7 @@ def find_resume(out_dir: str | Path) -> Path | None:
 def load_training_state(path: str | Path, model, optimizer=None, scaler=None, ema=None,
                         restore_random: bool = True) -> dict[str, Any]:
     """Load a training checkpoint into the given objects; returns epoch/step/best_metric/extra."""
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG states
+    state = torch.load(path, map_location="cpu", weights_only=True)
     missing = [k for k in ("model", "epoch") if k not in state]
     if missing:
         raise KeyError(f"{path}: not a training checkpoint (missing {missing}); "

@@ -33,7 +33,9 @@ class VisionMamba(nn.Module):
     ``fused_add_norm`` (accepted; the math is the same either way), ``kernel_size`` (tubelet),
     ``use_checkpoint`` / ``checkpoint_num``. Ours: ``num_frames=None`` builds the image layout and an
     int the video layout; ``divide_output`` halves the direction sum (Vim's fix, for new training
-    runs only: the official checkpoints use the plain sum); ``global_pool`` 'token' (official) or 'avg'.
+    runs only: the official checkpoints use the plain sum); ``global_pool`` 'token' (official) or 'avg';
+    ``distill_dim`` adds the self-distillation projector ``distill_head = RMSNorm + Linear(D, distill_dim)``
+    (the official student's key names), used by ``forward(x, return_distill=True)``.
     """
 
     def __init__(self, img_size=224, patch_size=16, stride=None, depth=24, embed_dim=192, in_chans=3,
@@ -41,7 +43,7 @@ class VisionMamba(nn.Module):
                  ssm_cfg=None, norm_epsilon=1e-5, rms_norm=True, residual_in_fp32=True,
                  fused_add_norm=True, num_frames=None, kernel_size=1, use_checkpoint=False,
                  checkpoint_num=0, divide_output=False, global_pool="token", channels=None,
-                 bimamba=True, initializer_cfg=None, device=None, dtype=None):
+                 bimamba=True, initializer_cfg=None, distill_dim=None, device=None, dtype=None):
         super().__init__()
         if not bimamba:
             raise ValueError("VisionMamba: bimamba=False is not supported; VideoMamba is bidirectional")
@@ -91,6 +93,9 @@ class VisionMamba(nn.Module):
             for i in range(depth)])
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.norm_f = make_norm(embed_dim)
+        # Self-distillation projector on every final token (training only; plain loads skip its keys).
+        self.distill_head = (nn.Sequential(make_norm(embed_dim), nn.Linear(embed_dim, distill_dim))
+                             if distill_dim else None)
 
         self.set_checkpoint_layers(checkpoint_num if use_checkpoint else 0)
         self._init_official_weights(**(initializer_cfg or {}))
@@ -190,8 +195,15 @@ class VisionMamba(nn.Module):
             return x
         return self.head(self.head_drop(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: torch.Tensor, return_distill: bool = False):
+        """Logits; with ``return_distill`` also the L2-normalised projected tokens ``(B, 1+L, distill_dim)``."""
+        features = self.forward_features(x)
+        logits = self.forward_head(features)
+        if not return_distill:
+            return logits
+        if self.distill_head is None:
+            raise ValueError("VisionMamba: return_distill=True needs a model built with distill_dim=...")
+        return logits, nn.functional.normalize(self.distill_head(features).float(), dim=-1)
 
 
 def _segm_init_weights(m: nn.Module):

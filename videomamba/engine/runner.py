@@ -1,0 +1,260 @@
+"""The training run shared by the task folders: optimiser and schedule from the config, DDP or DeepSpeed,
+exact resume, the epoch loop, evaluation, checkpoints and logs. A task builds its data, model and loss
+and hands them to :class:`TrainingRun`; it never re-implements any of this.
+
+Config keys read here (``train.*``): epochs, lr, lr_scale_batch (lr x global batch / this; null = no
+scaling), min_lr, warmup_epochs, warmup_lr, sched_per ('step' | 'epoch'), weight_decay, weight_decay_end,
+layer_decay, layer_decay_mode, betas, eps, clip_grad, accum_steps, amp ('none' | 'bf16' | 'fp16'),
+ema_decay, save_every, deepspeed {enabled, stage, config}.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..checkpoint.io import atomic_write
+from .classification import evaluate, train_one_epoch
+from .dist import DistInfo, all_gather_object, barrier, broadcast_object
+from .ema import ModelEma
+from .logger import RunLogger
+from .optim import param_groups
+from .schedule import cosine_per_epoch, cosine_per_step
+from .steppers import DeepSpeedStepper, TorchStepper
+from .train_state import (BEST, LATEST, capture_rng, find_resume, load_training_state, restore_rng,
+                          save_training_state, unwrap)
+
+STEPS_LOG = "train_steps.jsonl"
+DEEPSPEED_DIR = "deepspeed"
+
+
+def scaled_lr(t, global_batch: int) -> float:
+    """The official linear scaling rule: ``lr * global_batch / lr_scale_batch`` (512 for images)."""
+    scale_batch = t.get("lr_scale_batch")
+    return t.lr * global_batch / scale_batch if scale_batch else t.lr
+
+
+def build_schedules(t, lr: float, steps_per_epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-optimiser-step lr (and wd, when ``weight_decay_end`` is set) arrays."""
+    if t.sched_per == "epoch":   # timm's CosineLRScheduler stepped once per epoch (the image recipe)
+        lr_sched = np.repeat(cosine_per_epoch(lr, t.min_lr, t.epochs, t.warmup_epochs, t.warmup_lr), steps_per_epoch)
+    elif t.sched_per == "step":
+        lr_sched = cosine_per_step(lr, t.min_lr, t.epochs, steps_per_epoch, t.warmup_epochs, t.warmup_lr)
+    else:
+        raise ValueError(f"train.sched_per must be 'step' or 'epoch', got {t.sched_per!r}")
+    wd_end = t.get("weight_decay_end")
+    wd_sched = None if wd_end is None else cosine_per_step(t.weight_decay, wd_end, t.epochs, steps_per_epoch)
+    return lr_sched, wd_sched
+
+
+def deepspeed_config(cfg, world_size: int) -> dict:
+    """A DeepSpeed config from ours: micro batch, accumulation, ZeRO stage, clipping and precision;
+    ``train.deepspeed.config`` is merged on top for anything else."""
+    t, ds = cfg.train, cfg.train.deepspeed
+    conf = {"train_micro_batch_size_per_gpu": cfg.data.batch_size,
+            "gradient_accumulation_steps": t.accum_steps,
+            "train_batch_size": cfg.data.batch_size * t.accum_steps * world_size,
+            "zero_optimization": {"stage": int(ds.get("stage", 2))},
+            "zero_allow_untested_optimizer": True,   # our AdamW with layer-decay groups
+            "gradient_clipping": float(t.clip_grad or 0.0),
+            "bf16": {"enabled": t.amp == "bf16"},
+            "fp16": {"enabled": t.amp == "fp16"},
+            "steps_per_print": 10 ** 9, "wall_clock_breakdown": False}
+    for k, v in (ds.get("config") or {}).items():
+        conf[k] = v.to_dict() if hasattr(v, "to_dict") else v
+    return conf
+
+
+class TrainingRun:
+    """Everything between "here are a model, loaders and a loss" and a finished, resumable run."""
+
+    def __init__(self, cfg, info: DistInfo, model: torch.nn.Module, train_loader, val_loader, train_sampler,
+                 loss_fn: Callable, mixup_fn=None, evaluate_fn: Callable = evaluate, progress: bool = True):
+        self.cfg, self.info, self.t = cfg, info, cfg.train
+        self.out = Path(cfg.output_dir)
+        self.train_loader, self.val_loader, self.train_sampler = train_loader, val_loader, train_sampler
+        self.loss_fn, self.mixup_fn, self.evaluate_fn, self.progress = loss_fn, mixup_fn, evaluate_fn, progress
+        t = self.t
+        self.accum_steps = int(t.accum_steps)
+        self.steps_per_epoch = len(train_loader) // self.accum_steps
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(train_loader)} train batches per rank cannot fill one optimiser step of "
+                             f"train.accum_steps={self.accum_steps}; lower data.batch_size or accum_steps")
+        self.global_batch = cfg.data.batch_size * info.world_size * self.accum_steps
+        self.lr = scaled_lr(t, self.global_batch)
+        self.lr_schedule, self.wd_schedule = build_schedules(t, self.lr, self.steps_per_epoch)
+
+        self.model = model.to(info.device)
+        groups = param_groups(model, t.weight_decay, t.get("layer_decay"), t.get("layer_decay_mode", "real"))
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=tuple(t.betas), eps=float(t.get("eps", 1e-8)))
+        self.ema = ModelEma(model, t.ema_decay) if t.get("ema_decay") else None
+        self.scaler = None
+        self.engine = None
+        ds = t.get("deepspeed") or {}
+        if ds.get("enabled"):
+            import deepspeed   # optional dependency: pip install "videomamba[deepspeed]"
+
+            self.engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                                config=deepspeed_config(cfg, info.world_size))
+            self.wrapped = self.engine
+            self.stepper = DeepSpeedStepper(self.engine)
+        else:
+            self.wrapped = (torch.nn.parallel.DistributedDataParallel(model) if info.distributed else model)
+            if t.amp == "fp16":   # bf16 needs no loss scaling
+                self.scaler = torch.amp.GradScaler(info.device.type)
+            self.stepper = TorchStepper(self.wrapped, optimizer, self.accum_steps, t.get("clip_grad"), self.scaler)
+        self.optimizer = optimizer
+        self.start_epoch, self.step, self.best = 0, 0, None
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, epoch: int, is_best: bool):
+        """``checkpoint-latest.pth`` (and ``-best``), atomically. Every rank's RNG state goes in so that a
+        resumed multi-process run continues bit for bit. With DeepSpeed the (partitioned) optimiser state
+        goes to ``deepspeed/epoch{N}`` first; the .pth names that tag, so it only ever points to a
+        complete DeepSpeed checkpoint, and older tags are removed afterwards."""
+        rngs = all_gather_object(capture_rng())
+        extra = {"rng_per_rank": rngs, "world_size": self.info.world_size}
+        optimizer = self.optimizer
+        if self.engine is not None:
+            tag = f"epoch{epoch}"
+            self.engine.save_checkpoint(str(self.out / DEEPSPEED_DIR), tag=tag, save_latest=False)
+            extra["deepspeed_tag"], optimizer = tag, None
+            barrier()
+        if self.info.is_main:
+            save_training_state(self.out / LATEST, self.model, optimizer, self.scaler, self.ema, epoch, self.step,
+                                self.best, extra)
+            if is_best:
+                atomic_write(self.out / BEST, lambda tmp: shutil.copyfile(self.out / LATEST, tmp))
+            every = self.t.get("save_every")
+            if every and (epoch + 1) % every == 0:   # the official checkpoint_e{N} snapshots
+                atomic_write(self.out / f"checkpoint-{epoch}.pth", lambda tmp: shutil.copyfile(self.out / LATEST, tmp))
+            if self.engine is not None:
+                self._prune_deepspeed_tags(keep={f"epoch{epoch}", self._best_tag()})
+        barrier()
+
+    def _best_tag(self) -> str | None:
+        if not (self.out / BEST).is_file():
+            return None
+        return torch.load(self.out / BEST, map_location="cpu", weights_only=True)["extra"].get("deepspeed_tag")
+
+    def _prune_deepspeed_tags(self, keep: set):
+        root = self.out / DEEPSPEED_DIR
+        for d in root.glob("epoch*") if root.is_dir() else []:
+            if d.name not in keep:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def resume(self) -> bool:
+        """Continue from ``checkpoint-latest.pth`` in the output dir if there is one."""
+        path = broadcast_object(find_resume(self.out) if self.info.is_main else None)
+        if path is None:
+            return False
+        meta = load_training_state(path, self.model, None if self.engine else self.optimizer, self.scaler,
+                                   self.ema, restore_random=False)
+        extra = meta.get("extra") or {}
+        if self.engine is not None:
+            tag = extra.get("deepspeed_tag")
+            if tag is None:
+                raise RuntimeError(f"{path}: written without DeepSpeed, cannot resume a DeepSpeed run from it")
+            self.engine.load_checkpoint(str(self.out / DEEPSPEED_DIR), tag=tag)
+        rngs = extra.get("rng_per_rank")
+        if rngs and len(rngs) == self.info.world_size:
+            restore_rng(rngs[self.info.rank])
+        else:
+            warnings.warn(f"{path}: saved with world size {extra.get('world_size')}, now "
+                          f"{self.info.world_size}: random state re-seeded, the run continues but not bit for bit")
+            torch.manual_seed(self.cfg.seed + self.info.rank + 1000 * (meta["epoch"] + 1))
+        self.start_epoch, self.step, self.best = meta["epoch"] + 1, meta["step"], meta["best_metric"]
+        if self.info.is_main:
+            _truncate_jsonl(self.out / "log.txt", lambda r: r.get("epoch", -1) < self.start_epoch)
+            _truncate_jsonl(self.out / STEPS_LOG, lambda r: r.get("step", -1) < self.step)
+            print(f"resumed from {path}: epoch {self.start_epoch}, step {self.step}", flush=True)
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def evaluate(self, model=None) -> dict:
+        return self.evaluate_fn(model if model is not None else self.wrapped, self.val_loader, self.info.device,
+                                self.t.amp, progress=self.progress)
+
+    def fit(self) -> dict:
+        t = self.t
+        self.resume()
+        logger = RunLogger(self.out)
+        if self.info.is_main:
+            print(f"training {t.epochs} epochs x {self.steps_per_epoch} steps, global batch {self.global_batch}, "
+                  f"lr {self.lr:.3g}, {self.info.world_size} process(es) on {self.info.device}"
+                  + (", DeepSpeed" if self.engine else ""), flush=True)
+        stats: dict = {}
+        t0 = time.time()
+        for epoch in range(self.start_epoch, t.epochs):
+            if hasattr(self.train_sampler, "set_epoch"):
+                self.train_sampler.set_epoch(epoch)
+            tr = train_one_epoch(self.wrapped, self.train_loader, self.stepper, self.loss_fn, self.info.device,
+                                 epoch, self.lr_schedule, self.step, self.steps_per_epoch, self.wd_schedule,
+                                 accum_steps=self.accum_steps, amp=t.amp, mixup_fn=self.mixup_fn, ema=self.ema,
+                                 logger=logger, progress=self.progress)
+            first_step, self.step = self.step, tr.pop("step")
+            step_losses = tr.pop("step_losses")
+            stats = dict(tr)
+            if (epoch + 1) % t.get("eval_every", 1) == 0 or epoch + 1 == t.epochs:
+                val = self.evaluate()
+                stats.update(val_acc1=val["acc1"], val_acc5=val["acc5"], val_loss=val["loss"])
+                if self.ema is not None:
+                    stats["val_acc1_ema"] = self.evaluate(self.ema)["acc1"]
+            is_best = "val_acc1" in stats and (self.best is None or stats["val_acc1"] > self.best)
+            if is_best:
+                self.best = stats["val_acc1"]
+            stats["best_acc1"] = self.best
+            self._save(epoch, is_best)
+            if self.info.is_main:
+                with open(self.out / STEPS_LOG, "a") as f:
+                    for i, loss in enumerate(step_losses):
+                        f.write(json.dumps({"step": first_step + i, "epoch": epoch, "loss": loss,
+                                            "lr": float(self.lr_schedule[min(first_step + i, len(self.lr_schedule) - 1)])})
+                                + "\n")
+            logger.epoch(epoch, stats)
+        logger.close()
+        if self.info.is_main and self.best is not None:
+            print(f"done: best val top-1 {self.best:.2f}% in {time.time() - t0:.0f} s; checkpoints in {self.out}",
+                  flush=True)
+            _plot_curves(self.out)
+        return stats
+
+
+def _truncate_jsonl(path: Path, keep: Callable[[dict], bool]):
+    """Drop records a resumed run will write again (they came after the checkpoint it resumes from)."""
+    if not path.is_file():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    kept = [ln for ln in lines if keep(json.loads(ln))]
+    if len(kept) != len(lines):
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(ln + "\n" for ln in kept)))
+
+
+def _plot_curves(out: Path):
+    """``curves.png``: train loss per step and val top-1 per epoch (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    steps = [json.loads(ln) for ln in (out / STEPS_LOG).read_text().splitlines() if ln.strip()] \
+        if (out / STEPS_LOG).is_file() else []
+    epochs = [json.loads(ln) for ln in (out / "log.txt").read_text().splitlines() if ln.strip()] \
+        if (out / "log.txt").is_file() else []
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot([s["step"] for s in steps], [s["loss"] for s in steps], lw=0.8)
+    a.set(xlabel="step", ylabel="train loss", title="training loss")
+    ep = [e for e in epochs if "val_acc1" in e]
+    b.plot([e["epoch"] for e in ep], [e["val_acc1"] for e in ep], marker="o")
+    b.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation accuracy")
+    fig.tight_layout()
+    atomic_write(out / "curves.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
