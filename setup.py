@@ -35,7 +35,7 @@ setup(
         "video": ["av", "decord; platform_machine == 'x86_64' and sys_platform == 'linux'"],
         "text": ["transformers"],
         "deepspeed": ["deepspeed"],
-        "dev": ["pytest", "av", "scikit-video", "scikit-learn"],
+        "dev": ["pytest", "av", "scikit-video", "scikit-learn", "deepspeed"],
         "bench": ["matplotlib", "mambapy"],
     },
     entry_points={"console_scripts": ["videomamba=videomamba.cli:main"]},

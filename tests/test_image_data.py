@@ -48,7 +48,7 @@ def test_unreadable_image_is_named(digits, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     meta = tmp_path / "m.txt"
-    meta.write_text("broken.png 1\n")
+    meta.write_text("# comment\nbroken.png 1\n")
     ds = build_image_dataset(tmp_path, meta, num_classes=10)
-    with pytest.raises(DataError, match="cannot read image .*broken.png .*listed in .*m.txt"):
+    with pytest.raises(DataError, match=r"cannot read image .*broken.png \(listed in .*m.txt:2\)"):
         ds[0]

@@ -21,6 +21,11 @@ class DataError(ValueError):
 def read_meta_file(meta: str | os.PathLike, root: str | os.PathLike, num_classes: int | None = None,
                    check_files: bool = True) -> list[tuple[Path, int]]:
     """Parse ``relpath label`` lines (the official ImageNet meta format); paths are relative to ``root``."""
+    return [(path, label) for path, label, _ in _read_meta(meta, root, num_classes, check_files)]
+
+
+def _read_meta(meta, root, num_classes, check_files) -> list[tuple[Path, int, int]]:
+    """(path, label, line number) per sample."""
     meta, root = Path(meta), Path(root)
     if not meta.is_file():
         raise DataError(f"meta file not found: {meta}")
@@ -37,7 +42,7 @@ def read_meta_file(meta: str | os.PathLike, root: str | os.PathLike, num_classes
         path = root / parts[0]
         if check_files and not path.is_file():
             raise DataError(f"{meta}:{lineno}: image not found: {path}")
-        samples.append((path, label))
+        samples.append((path, label, lineno))
     if not samples:
         raise DataError(f"{meta}: no samples")
     return samples
@@ -57,8 +62,9 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], 
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, samples: list[tuple[Path, int]], transform=None, source: str = ""):
-        self.samples, self.transform, self.source = samples, transform, source
+    def __init__(self, samples: list[tuple[Path, int]], transform=None, source: str = "",
+                 lines: list[int] | None = None):
+        self.samples, self.transform, self.source, self.lines = samples, transform, source, lines
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -69,7 +75,7 @@ class ImageDataset(torch.utils.data.Dataset):
             with Image.open(path) as im:
                 img = im.convert("RGB")
         except (OSError, ValueError) as err:
-            where = f" (listed in {self.source})" if self.source else ""
+            where = f" (listed in {self.source}" + (f":{self.lines[i]})" if self.lines else ")") if self.source else ""
             raise DataError(f"cannot read image {path}{where}: {err}") from None
         return (self.transform(img) if self.transform else img), label
 
@@ -78,7 +84,9 @@ def build_image_dataset(root: str | os.PathLike, meta_file: str | os.PathLike | 
                         num_classes: int | None = None) -> ImageDataset:
     """From a meta file when given, else from the ImageFolder tree at ``root``."""
     if meta_file:
-        return ImageDataset(read_meta_file(meta_file, root, num_classes), transform, source=str(meta_file))
+        rows = _read_meta(meta_file, root, num_classes, check_files=True)
+        return ImageDataset([(p, y) for p, y, _ in rows], transform, source=str(meta_file),
+                            lines=[n for _, _, n in rows])
     samples, classes = scan_image_folder(root)
     if num_classes is not None and len(classes) > num_classes:
         raise DataError(f"{root}: {len(classes)} class folders but num_classes={num_classes}")

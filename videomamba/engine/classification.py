@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +50,7 @@ def train_one_epoch(model, loader, stepper, loss_fn, device, epoch: int, lr_sche
     bar = tqdm(total=micro_batches, desc=f"epoch {epoch}", disable=not (progress and is_main()), leave=False,
                dynamic_ncols=True)
     stepper.zero_grad()
-    window = 0.0
+    window, start = 0.0, time.perf_counter()
     for i, (x, y) in enumerate(loader):
         if i >= micro_batches:   # a partial accumulation window at the end is skipped, as DeepSpeed does
             break
@@ -88,7 +88,9 @@ def train_one_epoch(model, loader, stepper, loss_fn, device, epoch: int, lr_sche
     sums = all_reduce_sum(torch.tensor([total, count] + [parts_sum[k] for k in keys], dtype=torch.float64,
                                        device=device))
     n = max(sums[1].item(), 1)
-    stats = {"train_loss": sums[0].item() / n, **{f"train_{k}": sums[2 + j].item() / n for j, k in enumerate(keys)}}
+    seconds = time.perf_counter() - start
+    stats = {"train_loss": sums[0].item() / n, **{f"train_{k}": sums[2 + j].item() / n for j, k in enumerate(keys)},
+             "train_time_s": seconds, "train_samples_per_s": n / max(seconds, 1e-9)}
     return {**stats, "lr": optimizer.param_groups[-1]["lr"], "step": step, "step_losses": step_losses}
 
 

@@ -28,7 +28,7 @@ from .optim import param_groups
 from .schedule import cosine_per_epoch, cosine_per_step
 from .steppers import DeepSpeedStepper, TorchStepper
 from .train_state import (BEST, LATEST, capture_rng, find_resume, load_training_state, restore_rng,
-                          save_training_state, unwrap)
+                          save_training_state)
 
 STEPS_LOG = "train_steps.jsonl"
 DEEPSPEED_DIR = "deepspeed"
