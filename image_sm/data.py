@@ -4,7 +4,7 @@ and the eval resize + centre crop at ``aug.eval_crop_pct`` (0.875 in the officia
 from __future__ import annotations
 
 from videomamba.data.image_dataset import build_image_dataset
-from videomamba.engine.dist import main_process_first
+from videomamba.engine.dist import is_main, main_process_first
 
 
 def build_transforms(cfg, train: bool):
@@ -35,5 +35,8 @@ def build_datasets(cfg):
     else:
         raise ValueError(f"data.name must be 'moving_digits' or 'folder', got {d.name!r}")
     n = cfg.model.num_classes
-    return (build_image_dataset(*train_args, transform=build_transforms(cfg, True), num_classes=n),
-            build_image_dataset(*val_args, transform=build_transforms(cfg, False), num_classes=n))
+    # Meta files: rank 0 checks that every listed image exists (one stat per image on a shared file system
+    # is enough); the others trust it and still name file and line if an image cannot be read.
+    check = d.get("check_files", True) and is_main()
+    return (build_image_dataset(*train_args, transform=build_transforms(cfg, True), num_classes=n, check_files=check),
+            build_image_dataset(*val_args, transform=build_transforms(cfg, False), num_classes=n, check_files=check))

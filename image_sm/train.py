@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import videomamba
-from videomamba.engine import init_distributed, load_config, load_training_state, save_config
+from videomamba.engine import init_distributed, load_config, save_config
 from videomamba.engine.classification import default_loss_fn, evaluate
 from videomamba.engine.distill import SelfDistillationLoss
 from videomamba.engine.loaders import build_loaders
@@ -25,11 +25,11 @@ from videomamba.engine.train_state import BEST
 from .data import build_datasets
 
 
-def build_model(cfg, distill_dim: int | None = None):
+def build_model(cfg, distill_dim: int | None = None, load_finetune: bool = True):
     m = cfg.model
     model = videomamba.create_model(m.name, num_classes=m.num_classes, img_size=cfg.data.img_size,
                                     drop_path_rate=m.drop_path_rate, distill_dim=distill_dim, **(m.get("kwargs") or {}))
-    if m.get("finetune"):   # e.g. 224 -> 448: the loader interpolates pos_embed and drops a mismatched head
+    if m.get("finetune") and load_finetune:   # e.g. 224 -> 448: the loader interpolates pos_embed and drops a mismatched head
         report = videomamba.load_checkpoint(model, m.finetune, model_key=m.get("finetune_key"))
         print(f"finetune from {m.finetune}:\n{report}", flush=True)
     if m.get("grad_checkpointing"):
@@ -52,33 +52,53 @@ def build_teacher(cfg, device) -> torch.nn.Module:
     return teacher.to(device)
 
 
+def seed_everything(seed: int):
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+
+
+def eval_weights(cfg, checkpoint: str | None) -> str | None:
+    """What ``--eval`` evaluates: ``--checkpoint``, else this run's best, else ``model.finetune`` (already
+    loaded by build_model, so None is returned for it)."""
+    if checkpoint:
+        return checkpoint
+    best = Path(cfg.output_dir) / BEST
+    if best.is_file():
+        return str(best)
+    if cfg.model.get("finetune"):
+        print(f"evaluating model.finetune={cfg.model.finetune} ({best} not found)", flush=True)
+        return None
+    raise FileNotFoundError(f"--eval: nothing to evaluate: {best} not found; train first or pass --checkpoint PATH")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
     ap.add_argument("--opts", nargs="*", default=[], help="dotted overrides, e.g. train.lr=1e-3")
     ap.add_argument("--eval", action="store_true",
-                    help="only evaluate: model.finetune if set, else the run's checkpoint-best.pth")
+                    help="only evaluate: --checkpoint, else the run's checkpoint-best.pth, else model.finetune")
+    ap.add_argument("--checkpoint", help="with --eval: the weights to evaluate (any format load_checkpoint reads)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
     args = ap.parse_args(argv)
 
     cfg = load_config(args.config, args.opts)
     info = init_distributed()
-    seed = cfg.seed + info.rank
-    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+    seed_everything(cfg.seed)            # the same initial weights on every rank ...
+    distill = cfg.get("distill") or {}
+    teacher = build_teacher(cfg, info.device) if distill.get("enabled") and not args.eval else None
+    weights = eval_weights(cfg, args.checkpoint) if args.eval else None
+    model = build_model(cfg, distill_dim=teacher.embed_dim if teacher is not None else None,
+                        load_finetune=weights is None)
+    seed_everything(cfg.seed + info.rank)   # ... and different augmentation / drop-path draws per rank
 
     train_set, val_set = build_datasets(cfg)
     train_loader, val_loader, train_sampler = build_loaders(cfg, info, train_set, val_set)
     criterion, mixup_fn = build_criterion(cfg)
-    distill = cfg.get("distill") or {}
-    teacher = build_teacher(cfg, info.device) if distill.get("enabled") and not args.eval else None
-    model = build_model(cfg, distill_dim=teacher.embed_dim if teacher is not None else None)
 
     if args.eval:
-        best = Path(cfg.output_dir) / BEST
-        if not cfg.model.get("finetune"):
-            if not best.is_file():
-                raise FileNotFoundError(f"--eval: set model.finetune=CHECKPOINT or train first ({best} not found)")
-            load_training_state(best, model, restore_random=False)
+        if weights is not None:   # strict; a self-distillation student's distill_head is skipped
+            videomamba.load_checkpoint(model, weights, strict=True)
+            if info.is_main:
+                print(f"evaluating {weights}", flush=True)
         model.to(info.device)
         wrapped = torch.nn.parallel.DistributedDataParallel(model) if info.distributed else model
         stats = evaluate(wrapped, val_loader, info.device, cfg.train.amp, not args.no_progress)

@@ -86,3 +86,41 @@ def test_cosine_per_epoch_matches_timm():
     for e in range(30):
         sched.step(e)
         assert opt.param_groups[0]["lr"] == pytest.approx(ours[e], rel=1e-9), e
+
+
+def test_epoch_schedule_lags_one_epoch_like_the_official_loop():
+    """main.py trains epoch e, then calls scheduler.step(e): epoch 0 runs at the initial warmup lr and
+    epoch e >= 1 at the scheduler's value for e - 1."""
+    from timm.scheduler import CosineLRScheduler
+
+    from videomamba.engine import load_config
+    from videomamba.engine.runner import build_schedules
+
+    cfg = load_config("configs/image_sm/videomamba_tiny_in1k_448.yaml")
+    t = cfg.train
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=4e-5)
+    sched = CosineLRScheduler(opt, t_initial=t.epochs, lr_min=t.min_lr, warmup_t=t.warmup_epochs,
+                              warmup_lr_init=t.warmup_lr, cycle_limit=1)
+    official = []
+    for epoch in range(t.epochs):
+        official.append(opt.param_groups[0]["lr"])   # the lr this epoch trains at
+        sched.step(epoch)
+    ours, _ = build_schedules(t, 4e-5, steps_per_epoch=3)
+    assert list(ours[::3]) == pytest.approx(official, rel=1e-9)
+    assert ours[0] == ours[3] == t.warmup_lr
+
+
+def test_deepspeed_config_from_ours():
+    from videomamba.engine import load_config
+    from videomamba.engine.runner import deepspeed_config
+
+    cfg = load_config("configs/image_sm/videomamba_tiny_in1k_224.yaml",
+                      ["train.accum_steps=2", "+train.deepspeed.config.zero_optimization.overlap_comm=true"])
+    conf = deepspeed_config(cfg, world_size=4)
+    assert conf["zero_optimization"] == {"stage": 2, "overlap_comm": True}     # deep merge keeps the stage
+    assert conf["train_batch_size"] == 512 * 2 * 4 and conf["gradient_accumulation_steps"] == 2
+    assert conf["gradient_clipping"] == 5.0 and conf["bf16"] == {"enabled": True}
+    for stage in (0, 3):
+        with pytest.raises(ValueError, match="ZeRO 1 and 2"):
+            deepspeed_config(load_config("configs/image_sm/videomamba_tiny_in1k_224.yaml",
+                                         [f"train.deepspeed.stage={stage}"]), 1)

@@ -9,8 +9,16 @@ from videomamba.engine.dist import _first_slurm_host, all_gather_object, all_red
 
 def test_detect_torchrun_slurm_single():
     assert detect({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == (3, 8, 1, "torchrun")
-    assert detect({"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_LOCALID": "5"}) == (5, 16, 5, "slurm")
-    assert detect({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == (0, 1, 0, "single")   # sbatch shell, no srun
+    srun = {"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "16", "SLURM_LOCALID": "5",
+            "SLURM_STEP_ID": "0"}
+    assert detect(srun) == (5, 16, 5, "slurm")
+    # the sbatch shell (no srun step): the job's task count must not make a plain `python` wait for peers
+    assert detect({"SLURM_PROCID": "0", "SLURM_NTASKS": "16"}) == (0, 1, 0, "single")
+    assert detect({**srun, "SLURM_PROCID": "0", "SLURM_STEP_ID": "4294967294"}) == (0, 1, 0, "single")
+    # srun -n 1 inside a 16-task job: a single process
+    assert detect({**srun, "SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "1"}) == (0, 1, 0, "single")
+    # torchrun under srun (one torchrun per node): torchrun's variables win
+    assert detect({**srun, "RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1"}) == (9, 16, 1, "torchrun")
     assert detect({}) == (0, 1, 0, "single")
     assert _first_slurm_host("gpu[03-05,07],cpu1") == "gpu03"
     assert _first_slurm_host("node7") == "node7"

@@ -75,8 +75,40 @@ def test_launchers_parse_and_hard_code_no_cluster_settings(path):
     assert os.access(path, os.X_OK)
     for forbidden in ("--partition", "#SBATCH -p", "#SBATCH --account", "/mnt/", "/home/", "petrel", "s3://"):
         assert forbidden not in text.replace("-p PARTITION", ""), f"{path.name} hard-codes {forbidden}"
-    assert not ("srun" in text and "torch.distributed.run" in text and "--ntasks-per-node=1" not in text), \
-        "one task per GPU via srun, or one torchrun per node, never both"
+
+
+def _fake_slurm(tmp_path, **env):
+    """srun / scontrol stand-ins that print what they were asked to run."""
+    for name, body in (("srun", 'printf "%s\\n" "$@"'), ("scontrol", 'echo gpu07; echo gpu08')):
+        tool = tmp_path / name
+        tool.write_text(f"#!/usr/bin/env bash\n{body}\n")
+        tool.chmod(0o755)
+    return dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}", SLURM_JOB_ID="123456", SLURM_JOB_NUM_NODES="2",
+                SLURM_JOB_NODELIST="gpu[07-08]", SLURM_CPUS_PER_TASK="64", **env)
+
+
+def test_slurm_torchrun_script_runs_one_torchrun_per_node(tmp_path):
+    env = _fake_slurm(tmp_path, SLURM_GPUS_ON_NODE="8")
+    r = subprocess.run(["bash", str(ROOT / "scripts/launch/slurm_torchrun.sbatch"), "image_sm.train", "c.yaml",
+                        "--opts", "a=1"], env=env, capture_output=True, text=True, check=True)
+    args = r.stdout.split("\n")
+    assert args[:3] == ["--kill-on-bad-exit=1", "--ntasks-per-node=1", "--cpus-per-task=64"]
+    assert "torch.distributed.run" in args and "--nnodes=2" in args and "--nproc_per_node=8" in args
+    assert f"--rdzv_endpoint=gpu07:{20000 + 123456 % 20000}" in args
+    assert args[args.index("image_sm.train") - 1] == "-m"
+    assert args[args.index("--config") + 1] == "c.yaml" and "a=1" in args
+
+
+def test_slurm_srun_script_runs_one_task_per_gpu_without_torchrun(tmp_path):
+    env = _fake_slurm(tmp_path, SLURM_GPUS_ON_NODE="8", SLURM_NTASKS_PER_NODE="8")
+    r = subprocess.run(["bash", str(ROOT / "scripts/launch/slurm_srun.sbatch"), "image_sm.train", "c.yaml"],
+                       env=env, capture_output=True, text=True, check=True)
+    args = r.stdout.split("\n")
+    assert "torch.distributed.run" not in args and args[args.index("-m") + 1] == "image_sm.train"
+    assert "--cpus-per-task=64" in args
+    r = subprocess.run(["bash", str(ROOT / "scripts/launch/slurm_srun.sbatch"), "image_sm.train", "c.yaml"],
+                       env=dict(env, SLURM_NTASKS_PER_NODE="1"), capture_output=True, text=True)
+    assert r.returncode == 2 and "--ntasks-per-node=8" in r.stderr
 
 
 def test_slurm_wrapper_passes_sbatch_options_and_the_task(tmp_path):
@@ -108,7 +140,8 @@ def test_torchrun_launcher_trains_two_processes(tmp_path):
 
 def test_srun_style_tasks_train_together(tmp_path):
     """What slurm_srun.sbatch does: srun starts one plain process per GPU with SLURM_* set, no torchrun."""
-    base = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), SLURM_NTASKS="2", SLURM_JOB_NODELIST="localhost",
+    base = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), SLURM_NTASKS="2", SLURM_STEP_NUM_TASKS="2", SLURM_STEP_ID="0",
+                SLURM_JOB_NODELIST="localhost",
                 MASTER_PORT="29657")
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         base.pop(k, None)

@@ -81,10 +81,11 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 def build_image_dataset(root: str | os.PathLike, meta_file: str | os.PathLike | None = None, transform=None,
-                        num_classes: int | None = None) -> ImageDataset:
-    """From a meta file when given, else from the ImageFolder tree at ``root``."""
+                        num_classes: int | None = None, check_files: bool = True) -> ImageDataset:
+    """From a meta file when given (``check_files``: stat every listed image now), else from the
+    ImageFolder tree at ``root``."""
     if meta_file:
-        rows = _read_meta(meta_file, root, num_classes, check_files=True)
+        rows = _read_meta(meta_file, root, num_classes, check_files=check_files)
         return ImageDataset([(p, y) for p, y, _ in rows], transform, source=str(meta_file),
                             lines=[n for _, _, n in rows])
     samples, classes = scan_image_folder(root)

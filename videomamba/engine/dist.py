@@ -45,8 +45,12 @@ def detect(env=os.environ) -> tuple[int, int, int, str]:
     """(rank, world_size, local_rank, source) from the environment."""
     if "RANK" in env and "WORLD_SIZE" in env:
         return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)), "torchrun"
-    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)), "slurm"
+    # Only inside an srun step: the sbatch shell itself also has SLURM_PROCID=0 and the job's SLURM_NTASKS,
+    # and a plain `python ...` there must not wait for N-1 ranks that never start.
+    step_tasks = int(env.get("SLURM_STEP_NUM_TASKS", "1"))
+    in_step = env.get("SLURM_STEP_ID", env.get("SLURM_STEPID", "")) not in ("batch", "4294967294", "extern")
+    if "SLURM_PROCID" in env and step_tasks > 1 and in_step:
+        return int(env["SLURM_PROCID"]), step_tasks, int(env.get("SLURM_LOCALID", 0)), "slurm"
     return 0, 1, 0, "single"
 
 

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from .dist import all_gather_object
+from .dist import all_gather_object, all_reduce_sum
 
 
 class NonFiniteLossError(RuntimeError):
@@ -19,6 +19,10 @@ def check_finite_loss(loss: torch.Tensor | float, step: int, epoch: int, model: 
     The message names the step, epoch, learning rate, which ranks diverged and the parameters that are
     already non-finite, which tells an lr blow-up (finite weights, huge loss) from corrupted weights."""
     value = float(loss.detach().float().item() if torch.is_tensor(loss) else loss)
+    # Cheap every step: one all-reduce of a flag; the per-rank values are gathered only when one is bad.
+    device = loss.device if torch.is_tensor(loss) else torch.device("cpu")
+    if all_reduce_sum(torch.tensor([0.0 if math.isfinite(value) else 1.0], device=device)).item() == 0:
+        return
     per_rank = all_gather_object(value)
     bad = [r for r, v in enumerate(per_rank) if not math.isfinite(v)]
     if not bad:

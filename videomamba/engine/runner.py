@@ -21,6 +21,7 @@ import torch
 
 from ..checkpoint.io import atomic_write
 from .classification import evaluate, train_one_epoch
+from .config import merge
 from .dist import DistInfo, all_gather_object, barrier, broadcast_object
 from .ema import ModelEma
 from .logger import RunLogger
@@ -42,8 +43,11 @@ def scaled_lr(t, global_batch: int) -> float:
 
 def build_schedules(t, lr: float, steps_per_epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-optimiser-step lr (and wd, when ``weight_decay_end`` is set) arrays."""
-    if t.sched_per == "epoch":   # timm's CosineLRScheduler stepped once per epoch (the image recipe)
-        lr_sched = np.repeat(cosine_per_epoch(lr, t.min_lr, t.epochs, t.warmup_epochs, t.warmup_lr), steps_per_epoch)
+    if t.sched_per == "epoch":
+        # The official image loop calls timm's scheduler.step(epoch) *after* each epoch: epoch 0 runs at the
+        # initial (warmup) value and epoch e >= 1 at f(e - 1).
+        per_epoch = cosine_per_epoch(lr, t.min_lr, t.epochs, t.warmup_epochs, t.warmup_lr)
+        lr_sched = np.repeat(np.concatenate((per_epoch[:1], per_epoch[:-1])), steps_per_epoch)
     elif t.sched_per == "step":
         lr_sched = cosine_per_step(lr, t.min_lr, t.epochs, steps_per_epoch, t.warmup_epochs, t.warmup_lr)
     else:
@@ -57,18 +61,22 @@ def deepspeed_config(cfg, world_size: int) -> dict:
     """A DeepSpeed config from ours: micro batch, accumulation, ZeRO stage, clipping and precision;
     ``train.deepspeed.config`` is merged on top for anything else."""
     t, ds = cfg.train, cfg.train.deepspeed
+    stage = int(ds.get("stage", 2))
+    if stage not in (1, 2):
+        raise ValueError(f"train.deepspeed.stage={stage}: supported are ZeRO 1 and 2 (the weights stay whole on "
+                         "every rank, so checkpoints, EMA and eval work as without DeepSpeed); stage 0 is plain DDP, "
+                         "use train.deepspeed.enabled=false")
     conf = {"train_micro_batch_size_per_gpu": cfg.data.batch_size,
             "gradient_accumulation_steps": t.accum_steps,
             "train_batch_size": cfg.data.batch_size * t.accum_steps * world_size,
-            "zero_optimization": {"stage": int(ds.get("stage", 2))},
+            "zero_optimization": {"stage": stage},
             "zero_allow_untested_optimizer": True,   # our AdamW with layer-decay groups
             "gradient_clipping": float(t.clip_grad or 0.0),
             "bf16": {"enabled": t.amp == "bf16"},
             "fp16": {"enabled": t.amp == "fp16"},
             "steps_per_print": 10 ** 9, "wall_clock_breakdown": False}
-    for k, v in (ds.get("config") or {}).items():
-        conf[k] = v.to_dict() if hasattr(v, "to_dict") else v
-    return conf
+    extra = ds.get("config") or {}
+    return merge(conf, extra.to_dict() if hasattr(extra, "to_dict") else dict(extra))
 
 
 class TrainingRun:
@@ -93,7 +101,6 @@ class TrainingRun:
         self.model = model.to(info.device)
         groups = param_groups(model, t.weight_decay, t.get("layer_decay"), t.get("layer_decay_mode", "real"))
         optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=tuple(t.betas), eps=float(t.get("eps", 1e-8)))
-        self.ema = ModelEma(model, t.ema_decay) if t.get("ema_decay") else None
         self.scaler = None
         self.engine = None
         ds = t.get("deepspeed") or {}
@@ -110,6 +117,8 @@ class TrainingRun:
                 self.scaler = torch.amp.GradScaler(info.device.type)
             self.stepper = TorchStepper(self.wrapped, optimizer, self.accum_steps, t.get("clip_grad"), self.scaler)
         self.optimizer = optimizer
+        # After wrapping: DDP / DeepSpeed have broadcast rank 0's weights, so every rank's EMA starts equal.
+        self.ema = ModelEma(model, t.ema_decay) if t.get("ema_decay") else None
         self.start_epoch, self.step, self.best = 0, 0, None
 
     # ------------------------------------------------------------------ checkpoints
@@ -119,15 +128,20 @@ class TrainingRun:
         goes to ``deepspeed/epoch{N}`` first; the .pth names that tag, so it only ever points to a
         complete DeepSpeed checkpoint, and older tags are removed afterwards."""
         rngs = all_gather_object(capture_rng())
-        extra = {"rng_per_rank": rngs, "world_size": self.info.world_size}
-        optimizer = self.optimizer
+        extra = {"rng_per_rank": rngs, "world_size": self.info.world_size, "steps_per_epoch": self.steps_per_epoch}
+        optimizer, weights = self.optimizer, self.model
         if self.engine is not None:
             tag = f"epoch{epoch}"
             self.engine.save_checkpoint(str(self.out / DEEPSPEED_DIR), tag=tag, save_latest=False)
             extra["deepspeed_tag"], optimizer = tag, None
             barrier()
+            if self.info.is_main and self.t.amp != "none":   # the module holds bf16/fp16 copies: save the fp32 master
+                from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+                fp32 = get_fp32_state_dict_from_zero_checkpoint(str(self.out / DEEPSPEED_DIR), tag=tag)
+                weights = {**self.model.state_dict(), **fp32}   # buffers (if any) from the module
         if self.info.is_main:
-            save_training_state(self.out / LATEST, self.model, optimizer, self.scaler, self.ema, epoch, self.step,
+            save_training_state(self.out / LATEST, weights, optimizer, self.scaler, self.ema, epoch, self.step,
                                 self.best, extra)
             if is_best:
                 atomic_write(self.out / BEST, lambda tmp: shutil.copyfile(self.out / LATEST, tmp))
@@ -170,6 +184,11 @@ class TrainingRun:
                           f"{self.info.world_size}: random state re-seeded, the run continues but not bit for bit")
             torch.manual_seed(self.cfg.seed + self.info.rank + 1000 * (meta["epoch"] + 1))
         self.start_epoch, self.step, self.best = meta["epoch"] + 1, meta["step"], meta["best_metric"]
+        saved_spe = extra.get("steps_per_epoch", self.steps_per_epoch)
+        if saved_spe != self.steps_per_epoch:   # other GPU count / batch / accumulation: keep the schedule by epoch
+            warnings.warn(f"{path}: {saved_spe} steps per epoch when saved, {self.steps_per_epoch} now; the schedule "
+                          f"continues at epoch {self.start_epoch}")
+            self.step = self.start_epoch * self.steps_per_epoch
         if self.info.is_main:
             _truncate_jsonl(self.out / "log.txt", lambda r: r.get("epoch", -1) < self.start_epoch)
             _truncate_jsonl(self.out / STEPS_LOG, lambda r: r.get("step", -1) < self.step)
@@ -185,7 +204,9 @@ class TrainingRun:
         t = self.t
         self.resume()
         logger = RunLogger(self.out)
-        if self.info.is_main:
+        if self.info.is_main and self.start_epoch >= t.epochs:
+            print(f"{self.out}: all {t.epochs} epochs are done (raise train.epochs to continue)", flush=True)
+        elif self.info.is_main:
             print(f"training {t.epochs} epochs x {self.steps_per_epoch} steps, global batch {self.global_batch}, "
                   f"lr {self.lr:.3g}, {self.info.world_size} process(es) on {self.info.device}"
                   + (", DeepSpeed" if self.engine else ""), flush=True)

@@ -45,8 +45,10 @@ def restore_rng(state: dict):
 
 def save_training_state(path: str | Path, model, optimizer=None, scaler=None, ema=None, epoch: int = 0,
                         step: int = 0, best_metric: float | None = None, extra: dict | None = None) -> Path:
-    """Write everything needed to continue the run bit for bit. Call it on the main rank."""
-    state = {"model": unwrap(model).state_dict(), "epoch": epoch, "step": step, "best_metric": best_metric,
+    """Write everything needed to continue the run bit for bit. Call it on the main rank. ``model`` may
+    also be a state dict (e.g. DeepSpeed's fp32 master weights)."""
+    weights = model if isinstance(model, dict) else unwrap(model).state_dict()
+    state = {"model": weights, "epoch": epoch, "step": step, "best_metric": best_metric,
              "rng": capture_rng(), "extra": extra or {}}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
