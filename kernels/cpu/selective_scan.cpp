@@ -10,7 +10,7 @@
 // NP is the state size padded by the caller to a multiple of 16 with A = B = C = 0 in the padding,
 // which keeps those lanes at h = 0. The state of one row lives in NP/16 vector registers
 // (GCC/Clang vector extensions: AVX-512, 2x AVX2 or 4x SSE/NEON, whatever the target has).
-// The backward recomputes the states of a row into a per-thread buffer (L*NP floats), so nothing of
+// The backward recomputes the states and decays of a row into a per-thread buffer (2*L*NP floats), so nothing of
 // size batch*dim*L*N is ever stored.
 #include <cstdint>
 #include <cstring>
@@ -43,10 +43,11 @@ inline void row_dt(const Args& a, int64_t d, const float* delta, float* dt) {
 }
 
 // The state recurrence of one row: h = exp(dt*A) * h + dt*u*B, y = <C, h> (summed into ysum at each
-// position); states are also kept in scan-step order when hs is given (for the backward). Loads A.
+// position); states and decays exp(dt*A) are also kept in scan-step order when hs / das are given
+// (for the backward, which then needs no second exp per step). Loads A.
 template <int NV>
 inline void recurrence(const Args& a, int64_t d, const float* Bp, const float* Cp, const float* u, const float* dt,
-                       vf* A, vf* h, RowSums& ysum, float* hs) {
+                       vf* A, vf* h, RowSums& ysum, float* hs, float* das) {
     const int64_t nv = NV > 0 ? NV : a.NP / W, NP = a.NP;
     for (int64_t k = 0; k < nv; ++k) { A[k] = load(a.A + d * NP + k * W); h[k] = splat(0.0f); }
     for (int64_t s = 0; s < a.L; ++s) {
@@ -54,8 +55,10 @@ inline void recurrence(const Args& a, int64_t d, const float* Bp, const float* C
         const float dtt = dt[t], dtu = dt[t] * u[t];
         vf acc = splat(0.0f);
         for (int64_t k = 0; k < nv; ++k) {
-            h[k] = vexp(A[k] * dtt) * h[k] + load(Bp + t * NP + k * W) * dtu;
+            const vf decay = vexp(A[k] * dtt);
+            h[k] = decay * h[k] + load(Bp + t * NP + k * W) * dtu;
             if (hs) store(hs + s * NP + k * W, h[k]);
+            if (das) store(das + s * NP + k * W, decay);
             acc += h[k] * load(Cp + t * NP + k * W);
         }
         ysum.push(acc, t);
@@ -75,7 +78,7 @@ void fwd_row(const Args& a, int64_t bi, int64_t d, float* dt, float* out, float*
     row_dt(a, d, a.delta + row, dt);
     vf A[NV > 0 ? NV : 16], h[NV > 0 ? NV : 16];
     RowSums y(out + row);
-    recurrence<NV>(a, d, Bp, Cp, u, dt, A, h, y, nullptr);
+    recurrence<NV>(a, d, Bp, Cp, u, dt, A, h, y, nullptr, nullptr);
     // out = (y + D*u) * silu(z)
     const float* z = a.z ? a.z + row : nullptr;
     for_blocks(L, [&](int64_t t, int64_t n) {
@@ -104,11 +107,12 @@ void bwd_row(const Args& a, int64_t bi, int64_t d, const float* dout, const floa
     float* dt = buf;               // L: dt after bias/softplus
     float* dy = dt + L;            // L: gradient reaching y (after the gate)
     float* hs = dy + L;            // L*NP: states, in scan-step order
+    float* das = hs + L * NP;      // L*NP: decays exp(dt*A), in scan-step order
     row_dt(a, d, a.delta + row, dt);
 
     vf A[NV > 0 ? NV : 16], h[NV > 0 ? NV : 16];
     RowSums ysum(dy);  // y_t before D*u and the gate, turned into dy just below
-    recurrence<NV>(a, d, Bp, Cp, u, dt, A, h, ysum, hs);
+    recurrence<NV>(a, d, Bp, Cp, u, dt, A, h, ysum, hs, das);
     // Gate: out = y * silu(z)  =>  dz = dout * y * silu'(z), dy = dout * silu(z).
     for_blocks(L, [&](int64_t t, int64_t n) {
         vf go = load_n(dout + row + t, n);
@@ -132,7 +136,7 @@ void bwd_row(const Args& a, int64_t bi, int64_t d, const float* dout, const floa
         vf ddt_v = splat(0.0f), gB_v = splat(0.0f);
         for (int64_t k = 0; k < nv; ++k) {
             const int64_t o = t * NP + k * W, os = s * NP + k * W;
-            const vf Bt = load(Bp + o), Ct = load(Cp + o), dAt = vexp(A[k] * dtt);
+            const vf Bt = load(Bp + o), Ct = load(Cp + o), dAt = load(das + os);
             const vf hprev = s > 0 ? load(hs + os - NP) : splat(0.0f);
             const vf gn = gst[k] + Ct * dyt;
             store(dC + bc + o, load(dC + bc + o) + load(hs + os) * dyt);
@@ -189,7 +193,7 @@ int dispatch_nv(int64_t NP, F&& f) {
 
 extern "C" {
 
-int vm_selective_scan_version() { return 3; }
+int vm_selective_scan_version() { return 4; }
 int vm_selective_scan_lanes() { return W; }
 
 // out: (batch, dim, L); last_state: (batch, dim, NP) or null.
@@ -232,7 +236,7 @@ int vm_selective_scan_bwd(const float* u, const float* delta, const float* A, co
             used = omp_get_num_threads();
             float* my_dB = tid == 0 ? dB : part.data() + (tid - 1) * 2 * bc_size;
             float* my_dC = tid == 0 ? dC : my_dB + bc_size;
-            std::vector<float> buf(2 * L + L * NP + W);
+            std::vector<float> buf(2 * L + 2 * L * NP + W);
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < batch * dim; ++r)
                 bwd_row<NV>(a, r / dim, r % dim, dout, dlast, buf.data(), my_dB, my_dC, du, ddelta, dA_part, dD_part, dz,
