@@ -14,15 +14,20 @@ typedef int32_t vi __attribute__((vector_size(W * sizeof(int32_t))));
 inline vf splat(float x) { return vf{} + x; }
 inline vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof(v)); return v; }
 inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
+#define SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+
+// Sum of the 16 lanes as a tree of 4 shuffle+add steps (a plain loop is 15 dependent scalar adds,
+// which dominated short rows: 5 row sums per row in the conv backward).
 inline float hsum(vf v) {
-    float s = 0.0f;
-    for (int i = 0; i < W; ++i) s += v[i];
-    return s;
+    v += SHUF(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    v += SHUF(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    v += SHUF(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    v += SHUF(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    return v[0];
 }
 
 // Horizontal sums of 16 vectors at once: lane i of the result is the sum of v[i]. A shuffle tree
-// costs ~2 instructions per vector, against ~30 for one hsum (which made the scan 2x slower).
-#define SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+// costs ~2 instructions per vector, against ~8 for one hsum.
 inline vf hsum16(const vf* v) {
     vf a[8], b[4], c[2];
     for (int i = 0; i < 8; ++i)
@@ -133,17 +138,17 @@ inline void for_blocks(int64_t n, F&& f) {
     for (; i + W <= n; i += W) f(i, W);
     if (i < n) f(i, n - i);
 }
+// Partial blocks (a row's tail) element by element: a variable-length memcpy is a library call, which
+// made short rows (L = 17 tokens) several times slower per element than long ones.
 inline vf load_n(const float* p, int64_t n) {
     if (n == W) return load(p);
-    float tmp[W] = {0};
-    std::memcpy(tmp, p, n * sizeof(float));
-    return load(tmp);
+    vf v = splat(0.0f);
+    for (int64_t i = 0; i < n; ++i) v[i] = p[i];
+    return v;
 }
 inline void store_n(float* p, vf v, int64_t n) {
     if (n == W) return store(p, v);
-    float tmp[W];
-    store(tmp, v);
-    std::memcpy(p, tmp, n * sizeof(float));
+    for (int64_t i = 0; i < n; ++i) p[i] = v[i];
 }
 
 }  // namespace vm
