@@ -284,3 +284,17 @@ def test_deepspeed_bf16_checkpoint_holds_fp32_master_weights(tmp_path):
     state = torch.load(run / "checkpoint-latest.pth")["model"]
     assert {v.dtype for v in state.values()} == {torch.float32}
     assert any(v.float().ne(v.bfloat16().float()).any() for v in state.values())   # not bf16 values in fp32
+
+
+def test_compiled_training_matches_eager(tmp_path):
+    """train.compile: the scan and conv are custom ops, so the whole model traces; aot_eager runs the
+    traced forward and backward graphs (inductor is the default and needs a C++ toolchain per shape)."""
+    base = ["--config", CONFIG, "--no-progress", "--opts", f"data.root={tmp_path / 'data'}", *SMALL,
+            "train.epochs=1", "model.drop_path_rate=0.0"]
+    main(base + [f"output_dir={tmp_path / 'eager'}"])
+    main(base + [f"output_dir={tmp_path / 'compiled'}", "train.compile=aot_eager"])
+    eager, compiled = steps(tmp_path / "eager"), steps(tmp_path / "compiled")
+    np.testing.assert_allclose([s["loss"] for s in compiled], [s["loss"] for s in eager], rtol=1e-4, atol=1e-5)
+    a = torch.load(tmp_path / "eager" / "checkpoint-latest.pth")["model"]
+    b = torch.load(tmp_path / "compiled" / "checkpoint-latest.pth")["model"]
+    assert a.keys() == b.keys()   # plain key names, no _orig_mod. prefix

@@ -65,7 +65,7 @@ def train_one_epoch(model, loader, stepper, loss_fn, device, epoch: int, lr_sche
         loss, parts = out if isinstance(out, tuple) else (out, {})
         check_finite_loss(loss, step, epoch, model, optimizer.param_groups[-1]["lr"])
         boundary = (i + 1) % accum_steps == 0
-        stepper.micro_step(loss, boundary)
+        grad_norm = stepper.micro_step(loss, boundary)   # the pre-clip norm when clipping
         value = loss.item()
         window += value / accum_steps
         total += value * x.shape[0]
@@ -77,6 +77,7 @@ def train_one_epoch(model, loader, stepper, loss_fn, device, epoch: int, lr_sche
                 ema.update(model)
             if logger is not None:
                 logger.scalars({"loss": window, "lr": optimizer.param_groups[-1]["lr"],
+                                **({"grad_norm": grad_norm} if grad_norm is not None else {}),
                                 **{k: float(v) for k, v in parts.items()}}, step, prefix="train/")
             step_losses.append(window)
             window = 0.0

@@ -5,7 +5,7 @@ and hands them to :class:`TrainingRun`; it never re-implements any of this.
 Config keys read here (``train.*``): epochs, lr, lr_scale_batch (lr x global batch / this; null = no
 scaling), min_lr, warmup_epochs, warmup_lr, sched_per ('step' | 'epoch'), weight_decay, weight_decay_end,
 layer_decay, layer_decay_mode, betas, eps, clip_grad, accum_steps, amp ('none' | 'bf16' | 'fp16'),
-ema_decay, save_every, deepspeed {enabled, stage, config}.
+ema_decay, save_every, compile (false | true | a torch.compile backend name), deepspeed {enabled, stage, config}.
 """
 from __future__ import annotations
 
@@ -113,6 +113,10 @@ class TrainingRun:
             self.stepper = DeepSpeedStepper(self.engine)
         else:
             self.wrapped = (torch.nn.parallel.DistributedDataParallel(model) if info.distributed else model)
+            compile_with = t.get("compile")
+            if compile_with:   # true = inductor; or a backend name. The scan and conv are custom ops, so
+                # the whole model compiles as one graph (our checkpoints keep the plain model's key names).
+                self.wrapped = torch.compile(self.wrapped, **({} if compile_with is True else {"backend": compile_with}))
             if t.amp == "fp16":   # bf16 needs no loss scaling
                 self.scaler = torch.amp.GradScaler(info.device.type)
             self.stepper = TorchStepper(self.wrapped, optimizer, self.accum_steps, t.get("clip_grad"), self.scaler)
