@@ -60,3 +60,38 @@ def test_shard_sampler_covers_every_sample_once():
         flat = sorted(i for s in shards for i in s)
         assert flat == list(range(n))
         assert [len(ShardSampler(n, r, world)) for r in range(world)] == [len(s) for s in shards]
+
+
+def test_epoch_shuffle_sampler_is_a_function_of_seed_and_epoch():
+    from videomamba.engine.samplers import EpochShuffleSampler
+
+    def shards(epoch, n=10, world=3, seed=0):
+        out = []
+        for r in range(world):
+            s = EpochShuffleSampler(n, r, world, seed)
+            s.set_epoch(epoch)
+            out.append(list(s))
+        return out
+
+    a, b = shards(1), shards(1)
+    assert a == b and shards(2) != a                         # same epoch: same order; next epoch: another
+    assert all(len(s) == 4 for s in a)                        # ceil(10 / 3), padded by wrapping
+    assert set(i for s in a for i in s) == set(range(10))     # every sample is seen
+    assert len(EpochShuffleSampler(10, 0, 3)) == 4
+
+
+def test_repeat_aug_sampler_sends_copies_to_different_ranks():
+    from videomamba.engine.samplers import RepeatAugSampler
+
+    n, world = 600, 3
+    samplers = [RepeatAugSampler(n, r, world, seed=0, num_repeats=3) for r in range(world)]
+    for s in samplers:
+        s.set_epoch(5)
+    shards = [list(s) for s in samplers]
+    # the epoch keeps one pass's length: floor(600 / 256) * 256 / 3 = 170 samples per rank
+    assert [len(s) for s in shards] == [170, 170, 170] == [len(s) for s in samplers]
+    # with 3 repeats and 3 ranks, each image's copies land on the three ranks at the same position
+    assert shards[0] == shards[1] == shards[2]
+    assert len(set(shards[0])) == 170                          # distinct images within one rank
+    # a small set (< 256) is not cut to nothing
+    assert len(RepeatAugSampler(100, 0, 2)) == 50

@@ -75,7 +75,8 @@ class ImageDataset(torch.utils.data.Dataset):
             with Image.open(path) as im:
                 img = im.convert("RGB")
         except (OSError, ValueError) as err:
-            where = f" (listed in {self.source}" + (f":{self.lines[i]})" if self.lines else ")") if self.source else ""
+            line = f":{self.lines[i]}" if self.lines else ""
+            where = f" (listed in {self.source}{line})" if self.source else ""
             raise DataError(f"cannot read image {path}{where}: {err}") from None
         return (self.transform(img) if self.transform else img), label
 
