@@ -20,7 +20,8 @@ setup(
     packages=find_packages(include=["videomamba", "videomamba.*"]) + ["videomamba._kernels"],
     # The native kernel sources live in kernels/ and ship inside the package for non-editable installs.
     package_dir={"videomamba._kernels": "kernels"},
-    package_data={"videomamba._kernels": ["cpu/*.cpp", "cpu/*.h", "baselines/*.cpp"]},
+    package_data={"videomamba._kernels": ["cpu/*.cpp", "cpu/*.h", "baselines/*.cpp"],
+                  "videomamba.data.labels": ["*.txt"]},
     install_requires=[
         "torch>=2.1",
         "timm>=1.0",
@@ -32,7 +33,9 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "video": ["av", "decord; platform_machine == 'x86_64' and sys_platform == 'linux'"],
+        # video reading (PyAV; decord where it has wheels), torchvision's video transforms, plots of runs
+        "video": ["av", "decord; platform_machine == 'x86_64' and sys_platform == 'linux'", "torchvision",
+                  "scikit-learn", "matplotlib"],
         "text": ["transformers"],
         "deepspeed": ["deepspeed"],
         "dev": ["pytest", "av", "scikit-video", "scikit-learn", "deepspeed"],

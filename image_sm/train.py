@@ -7,10 +7,7 @@ The run itself (optimiser, schedule, DDP/DeepSpeed, resume, checkpoints, logs) i
 from __future__ import annotations
 
 import argparse
-import random
-from pathlib import Path
 
-import numpy as np
 import torch
 
 import videomamba
@@ -20,21 +17,16 @@ from videomamba.engine.distill import SelfDistillationLoss
 from videomamba.engine.loaders import build_loaders
 from videomamba.engine.losses import build_criterion
 from videomamba.engine.runner import TrainingRun
-from videomamba.engine.train_state import BEST
+from videomamba.engine import task
+from videomamba.engine.task import run_main, eval_weights, seed_everything
 
 from .data import build_datasets
 
 
 def build_model(cfg, distill_dim: int | None = None, load_finetune: bool = True):
-    m = cfg.model
-    model = videomamba.create_model(m.name, num_classes=m.num_classes, img_size=cfg.data.img_size,
-                                    drop_path_rate=m.drop_path_rate, distill_dim=distill_dim, **(m.get("kwargs") or {}))
-    if m.get("finetune") and load_finetune:   # e.g. 224 -> 448: the loader interpolates pos_embed and drops a mismatched head
-        report = videomamba.load_checkpoint(model, m.finetune, model_key=m.get("finetune_key"))
-        print(f"finetune from {m.finetune}:\n{report}", flush=True)
-    if m.get("grad_checkpointing"):
-        model.set_grad_checkpointing(True)
-    return model
+    # e.g. 224 -> 448 fine-tuning: the loader interpolates pos_embed and drops a mismatched head
+    return task.build_model(cfg, load_finetune, log=lambda m: print(m, flush=True), img_size=cfg.data.img_size,
+                            distill_dim=distill_dim)
 
 
 def build_teacher(cfg, device) -> torch.nn.Module:
@@ -50,24 +42,6 @@ def build_teacher(cfg, device) -> torch.nn.Module:
         raise RuntimeError(f"{d.teacher_checkpoint}: the teacher checkpoint does not fit {d.teacher} "
                            f"(missing {report.missing[:5]}, dropped {list(report.dropped)[:5]})")
     return teacher.to(device)
-
-
-def seed_everything(seed: int):
-    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
-
-
-def eval_weights(cfg, checkpoint: str | None) -> str | None:
-    """What ``--eval`` evaluates: ``--checkpoint``, else this run's best, else ``model.finetune`` (already
-    loaded by build_model, so None is returned for it)."""
-    if checkpoint:
-        return checkpoint
-    best = Path(cfg.output_dir) / BEST
-    if best.is_file():
-        return str(best)
-    if cfg.model.get("finetune"):
-        print(f"evaluating model.finetune={cfg.model.finetune} ({best} not found)", flush=True)
-        return None
-    raise FileNotFoundError(f"--eval: nothing to evaluate: {best} not found; train first or pass --checkpoint PATH")
 
 
 def main(argv=None):
@@ -117,4 +91,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "image_sm.train")

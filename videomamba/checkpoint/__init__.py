@@ -9,7 +9,9 @@ import torch
 
 from .adapt import (AdaptResult, adapt_state_dict, inflate_patch_weight, resize_spatial_pos_embed,
                     resize_temporal_pos_embed, strip_prefixes)
-from .io import extract_state_dict, read_checkpoint, save_checkpoint
+from .infer import architecture_mismatch, infer_model_config
+from .io import (CheckpointError, CheckpointKeyError, CheckpointMismatchError, CheckpointNotFoundError,
+                 CheckpointTypeError, extract_state_dict, read_checkpoint, save_checkpoint, sniff_format)
 from .report import LoadReport
 
 _log = logging.getLogger("videomamba")
@@ -25,8 +27,16 @@ def load_checkpoint(model: torch.nn.Module, path_or_state_dict: str | os.PathLik
     ``encoder.``/``vision_encoder.`` prefixes. Adapts sizes (2D->3D ``inflate='center'|'average'``,
     bicubic spatial and linear temporal position embeddings) and drops a head of another label set.
 
-    ``strict=True`` raises if any model tensor is missing or dropped or any checkpoint tensor is left
-    over; otherwise the report (also logged when ``verbose``) lists them.
+    Weights of another architecture raise :class:`CheckpointMismatchError` (a ``CheckpointError`` and a
+    ``RuntimeError``) before the model is touched, in one line naming the file and the mismatch: a
+    VideoMamba checkpoint must agree with the model on embed dim, depth and every block/patch-embedding
+    shape that cannot be adapted, and any checkpoint must load at least one ``layers.*`` tensor (see
+    :func:`~videomamba.checkpoint.infer.architecture_mismatch`). ``infer_model_config`` builds the
+    model a checkpoint holds.
+
+    ``strict=True`` also raises (``CheckpointMismatchError``, its ``.report`` the full :class:`LoadReport`)
+    if any model tensor is missing or dropped or any checkpoint tensor is left over; otherwise the
+    report (also logged when ``verbose``) lists them. Unreadable files raise :class:`CheckpointError`.
     """
     if isinstance(path_or_state_dict, Mapping):
         source, obj = "state_dict", path_or_state_dict
@@ -36,14 +46,36 @@ def load_checkpoint(model: torch.nn.Module, path_or_state_dict: str | os.PathLik
     sd = extract_state_dict(obj, model_key, source=source)
     result = adapt_state_dict(sd, model, inflate=inflate, report=LoadReport(source=source))
     report = result.report
+    target = model.state_dict()
+    mismatch = architecture_mismatch(strip_prefixes(dict(sd), set(target), LoadReport(source=source)), target,
+                                     report, raw_keys=list(sd))
+    if mismatch is not None:
+        raise CheckpointMismatchError(source, mismatch, report=report)
     if strict and not report.clean:
-        raise RuntimeError(f"strict load failed:\n{report}")
+        raise CheckpointMismatchError(source, _strict_summary(report), report=report)
     model.load_state_dict(result.state_dict, strict=False)
     if verbose:
         _log.info("%s", report)
     return report
 
 
+def _strict_summary(report: LoadReport, shown: int = 3) -> str:
+    """One line with the first problems of a load that is not clean."""
+    def some(items: list[str]) -> str:
+        return ", ".join(items[:shown]) + (", ..." if len(items) > shown else "")
+
+    parts = []
+    if report.dropped:
+        parts.append(f"{len(report.dropped)} dropped ({some([f'{k}: {v}' for k, v in report.dropped.items()])})")
+    if report.missing:
+        parts.append(f"{len(report.missing)} missing ({some(report.missing)})")
+    if report.unexpected:
+        parts.append(f"{len(report.unexpected)} unexpected ({some(report.unexpected)})")
+    return "strict load failed: " + "; ".join(parts) + " (the full report is in .report)"
+
+
 __all__ = ["load_checkpoint", "save_checkpoint", "read_checkpoint", "extract_state_dict", "adapt_state_dict",
            "AdaptResult", "LoadReport", "inflate_patch_weight", "resize_spatial_pos_embed",
-           "resize_temporal_pos_embed", "strip_prefixes"]
+           "resize_temporal_pos_embed", "strip_prefixes", "CheckpointError", "CheckpointNotFoundError",
+           "CheckpointMismatchError", "CheckpointKeyError", "CheckpointTypeError", "infer_model_config",
+           "sniff_format"]

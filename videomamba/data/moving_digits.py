@@ -1,9 +1,16 @@
 """The embedded default data set, "Moving Digits", built from scikit-learn's 1,797 real handwritten
 digits (8x8 grey). Deterministic from a seed, generated once into a cache folder.
 
-This module makes the image variant (10 digit classes) as an ImageFolder tree plus meta files in the
-official ``relpath label`` format; the video variants arrive with the video task. Splits are by digit
-image: no source digit appears in two splits.
+Variants, each written once into its own folder of the cache:
+
+- images (image_sm): the 10 digit classes as an ImageFolder tree plus ``relpath label`` meta files.
+- videos (video_sm): 8 motion classes in 16-frame H.264 ``.mp4`` files with Kinetics-style
+  ``relpath,label`` csv files; each class is the time-reverse of another, so one frame (or a shuffled
+  clip) cannot tell a pair apart.
+- long videos (video_sm, Breakfast/COIN-like): 4 motions in sequence, 64 frames; the label is the
+  ordered sequence, and every sequence has a partner with the same motions in the opposite order.
+
+Splits are by digit image: no source digit appears in two splits.
 """
 from __future__ import annotations
 
@@ -76,4 +83,152 @@ def make_image_variant(root: str | os.PathLike | None = None, canvas: int = 32, 
 
         shutil.rmtree(out)
     os.replace(tmp, out)   # a half-written folder is never mistaken for a finished one
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- videos
+MOTIONS = ("move left", "move right", "move up", "move down", "zoom in", "zoom out", "rotate clockwise",
+           "rotate counter-clockwise")
+# Long variant: 5 motion sets, each in two orders (the second is the first read backwards), so a model
+# must see the whole sequence in order; a bag of motions is at chance within each pair.
+_LONG_SEQUENCES = ((0, 2, 4, 6), (1, 3, 5, 7), (2, 5, 1, 6), (3, 4, 7, 0), (6, 1, 3, 4))
+LONG_CLASSES = tuple(seq for base in _LONG_SEQUENCES for seq in (base, base[::-1]))
+
+
+def long_class_names() -> list[str]:
+    return [" then ".join(MOTIONS[m] for m in seq) for seq in LONG_CLASSES]
+
+
+def _digit_sprite(img8: np.ndarray, size: float, angle: float):
+    """The digit as a float ``(s, s)`` array in [0, 1], scaled to ``size`` px and rotated by ``angle``
+    degrees (counter-clockwise as displayed; the corners stay inside the sprite)."""
+    from PIL import Image
+
+    side = max(2, int(round(size)))
+    im = Image.fromarray((img8 / 16.0 * 255).astype(np.uint8)).resize((side, side), Image.BICUBIC)
+    if angle:
+        im = im.rotate(angle, resample=Image.BICUBIC, expand=True)
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def render_motion(img8: np.ndarray, motion: int, rng: np.random.Generator, canvas: int = 64, frames: int = 16,
+                  noise: float = 0.04) -> np.ndarray:
+    """One motion clip as uint8 ``(frames, canvas, canvas)``.
+
+    The path (positions, scales or angles) is drawn first as an unordered segment ``[a, b]`` and the
+    motion only picks its direction, so each class is exactly the time-reverse of its partner in
+    distribution (e.g. "move left" from x=b to x=a versus "move right" from a to b).
+    """
+    base = float(rng.uniform(0.375, 0.5)) * canvas   # digit side: 24-32 px on a 64 px canvas
+    t = np.linspace(0.0, 1.0, frames)
+    # right/down, zoom in and counter-clockwise run their segment a -> b, their partners b -> a
+    ramp = t if motion in (1, 3, 4, 7) else t[::-1]
+    size = np.full(frames, base)
+    angle = np.zeros(frames)
+    if motion < 4:                                      # translation along x (0, 1) or y (2, 3)
+        dist = float(rng.uniform(0.25, 0.4)) * canvas
+        along = float(rng.uniform(0, canvas - base - dist)) + dist * ramp + base / 2
+        across = np.full(frames, float(rng.uniform(0, canvas - base)) + base / 2)
+        centre = np.stack([along, across] if motion < 2 else [across, along], 1)   # (x, y)
+    elif motion < 6:                                    # zoom: the side grows (in) or shrinks (out)
+        big = float(rng.uniform(0.55, 0.7)) * canvas
+        small = float(rng.uniform(0.4, 0.55))          # smallest side as a fraction of the largest
+        size = big * (small + (1 - small) * ramp)
+        centre = np.tile(rng.uniform(big / 2 + 1, canvas - big / 2 - 1, size=2), (frames, 1))
+    else:                                               # rotation by 120-180 degrees (PIL: counter-clockwise)
+        turn = float(rng.uniform(120, 180))
+        angle = float(rng.uniform(-30, 30)) - turn / 2 + turn * ramp
+        half = base * 0.72                              # half the diagonal of the rotated sprite
+        centre = np.tile(rng.uniform(half, canvas - half, size=2), (frames, 1))
+    out = np.zeros((frames, canvas, canvas), dtype=np.float32)
+    for f in range(frames):
+        sprite = _digit_sprite(img8, size[f], angle[f])
+        x0 = int(round(centre[f, 0] - sprite.shape[1] / 2))
+        y0 = int(round(centre[f, 1] - sprite.shape[0] / 2))
+        ys = slice(max(y0, 0), min(y0 + sprite.shape[0], canvas))
+        xs = slice(max(x0, 0), min(x0 + sprite.shape[1], canvas))
+        out[f, ys, xs] = np.maximum(out[f, ys, xs], sprite[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0])
+    out = np.clip(out + rng.normal(0, noise, out.shape), 0, 1)
+    return (out * 255).astype(np.uint8)
+
+
+def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int = 8):
+    """Grey ``(T, H, W)`` or RGB ``(T, H, W, 3)`` uint8 frames -> an H.264 (yuv420p) ``.mp4``."""
+    import av
+
+    if frames.ndim == 3:
+        frames = np.repeat(frames[..., None], 3, axis=-1)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "18"}   # fast to write and to decode; digits stay crisp
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.permutation(np.resize(np.arange(num_classes), n))
+
+
+def make_video_variant(root: str | os.PathLike | None = None, long: bool = False, canvas: int = 64,
+                       renders_per_digit: int = 2, seed: int = 0) -> Path:
+    """Write ``root/{videos|long_videos}/{split}/*.mp4``, ``{split}.csv`` (``relpath,label``, the
+    Kinetics format) and ``classes.txt`` (one name per label). Short videos: one of 8 motions, 16
+    frames. Long videos: 4 motions of 16 frames in sequence (64 frames), 10 ordered-sequence classes.
+    Train digits are rendered ``renders_per_digit`` times, val/test digits once; labels are balanced.
+    Idempotent: returns at once when the folder was already made with the same settings.
+    """
+    from sklearn.datasets import load_digits
+
+    root = Path(root) if root is not None else default_root()
+    out = root / ("long_videos" if long else "videos")
+    settings = {"canvas": canvas, "renders_per_digit": renders_per_digit, "seed": seed, "long": long, "version": 1}
+    stamp = out / "settings.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
+        return out
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    splits = _split_indices(len(digits.images), rng)   # the same digit split as the image variant
+    names = long_class_names() if long else list(MOTIONS)
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    for split, idx in splits.items():
+        reps = renders_per_digit if split == "train" else 1
+        items = [(int(i), r) for i in idx for r in range(reps)]
+        labels = _balanced_labels(len(items), len(names), rng)
+        (tmp / split).mkdir(parents=True, exist_ok=True)
+        lines = []
+        for (i, r), label in zip(items, labels):
+            motions = LONG_CLASSES[label] if long else (int(label),)
+            clip = np.concatenate([render_motion(digits.images[i], m, rng, canvas) for m in motions])
+            rel = f"{split}/{i:04d}_{r}.mp4"
+            write_mp4(tmp / rel, clip)
+            lines.append(f"{rel},{int(label)}")
+        (tmp / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    (tmp / "classes.txt").write_text("\n".join(names) + "\n")
+    (tmp / "settings.json").write_text(json.dumps(settings))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def reversal_pair_accuracy(labels, preds) -> list[float | None]:
+    """Per time-reversed pair of classes ``(2k, 2k+1)`` (both variants are laid out so): among the videos
+    of the pair whose prediction falls in the pair, the percentage predicted right. 50% is chance for a
+    model that cannot see time order; None when no prediction falls in the pair."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    out = []
+    for k in range(0, int(labels.max()) + 1, 2):
+        inside = np.isin(labels, (k, k + 1)) & np.isin(preds, (k, k + 1))
+        out.append(float(100.0 * (labels[inside] == preds[inside]).mean()) if inside.any() else None)
     return out

@@ -1,4 +1,4 @@
-"""Decoding frames from video files (PyAV) and turning them into model input."""
+"""Decoding frames from video files and turning them into model input (reader: decode.py)."""
 from __future__ import annotations
 
 import os
@@ -7,50 +7,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .decode import open_video
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _open(path: str | os.PathLike):
-    try:
-        import av
-    except ImportError as err:  # pragma: no cover - depends on the install
-        raise ImportError("decoding video needs PyAV: pip install 'videomamba[video]'") from err
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"video not found: {path}")
-    try:
-        return av.open(str(path))
-    except av.error.FFmpegError as err:
-        raise ValueError(f"{path}: cannot be opened as a video ({err})") from err
+def count_frames(path: str | os.PathLike, backend: str | None = None) -> int:
+    """Number of decodable video frames (exact: counted from the demuxed packets, no decoding)."""
+    with open_video(path, backend) as reader:
+        return len(reader)
 
 
-def count_frames(path: str | os.PathLike) -> int:
-    """Number of decodable video frames (decodes when the container does not say)."""
-    with _open(path) as container:
-        stream = container.streams.video[0]
-        if stream.frames:
-            return int(stream.frames)
-        return sum(1 for _ in container.decode(stream))
-
-
-def read_frames(path: str | os.PathLike, indices) -> np.ndarray:
-    """Decode the frames at ``indices`` (any order, repeats allowed) as uint8 ``(T, H, W, 3)`` RGB."""
-    indices = [int(i) for i in indices]
-    wanted = set(indices)
-    last = max(indices)
-    frames: dict[int, np.ndarray] = {}
-    with _open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for i, frame in enumerate(container.decode(stream)):
-            if i in wanted:
-                frames[i] = frame.to_ndarray(format="rgb24")
-            if i >= last:
-                break
-    missing = sorted(wanted - frames.keys())
-    if missing:
-        raise ValueError(f"{path}: frames {missing[:5]} are past the end of the video ({len(frames)} decoded)")
-    return np.stack([frames[i] for i in indices])
+def read_frames(path: str | os.PathLike, indices, backend: str | None = None) -> np.ndarray:
+    """Decode the frames at ``indices`` (any order, repeats allowed) as uint8 ``(T, H, W, 3)`` RGB.
+    Seeks to the keyframe before each frame instead of decoding from the start."""
+    with open_video(path, backend) as reader:
+        return reader.get_frames(indices)
 
 
 def segment_middle_indices(num_frames_total: int, num_frames: int) -> list[int]:
@@ -74,7 +47,9 @@ def frames_to_clip(frames: np.ndarray, size: int = 224, mean=IMAGENET_MEAN, std=
     return x.permute(1, 0, 2, 3).contiguous()
 
 
-def load_clip(path: str | os.PathLike, num_frames: int = 8, size: int = 224) -> torch.Tensor:
+def load_clip(path: str | os.PathLike, num_frames: int = 8, size: int = 224,
+              backend: str | None = None) -> torch.Tensor:
     """A normalised ``(3, T, size, size)`` clip of ``num_frames`` uniformly sampled frames."""
-    idx = segment_middle_indices(count_frames(path), num_frames)
-    return frames_to_clip(read_frames(path, idx), size)
+    with open_video(path, backend) as reader:
+        frames = reader.get_frames(segment_middle_indices(len(reader), num_frames))
+    return frames_to_clip(frames, size)

@@ -1,8 +1,25 @@
 """Classification criteria from the ``aug`` config: mixup/cutmix with soft-target CE (label smoothing
-folded into the soft targets), label-smoothing CE, or plain CE."""
+folded into the soft targets), label-smoothing CE, or plain CE. Video batches ``(B, C, T, H, W)`` get
+the same mixup/cutmix as images, with one cutmix box shared by all frames (as the official video mixup)."""
 from __future__ import annotations
 
 import torch
+
+
+class VideoMixup:
+    """timm's ``Mixup`` for images and videos. A video batch is viewed as ``(B, C*T, H, W)`` so that timm
+    cuts the box out of the last two (spatial) axes of every frame alike and blends whole clips."""
+
+    def __init__(self, mixup):
+        self.mixup = mixup
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor):
+        if x.dim() != 5:
+            return self.mixup(x, target)
+        b, c, t, h, w = x.shape
+        flat = x.contiguous().view(b, c * t, h, w)
+        flat, target = self.mixup(flat, target)   # in place on the view
+        return flat.view(b, c, t, h, w), target
 
 
 def build_criterion(cfg):
@@ -17,7 +34,7 @@ def build_criterion(cfg):
         mix = Mixup(mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, prob=a.get("mixup_prob", 1.0),
                     switch_prob=a.get("mixup_switch_prob", 0.5), mode=a.get("mixup_mode", "batch"),
                     label_smoothing=a.smoothing, num_classes=cfg.model.num_classes)
-        return SoftTargetCrossEntropy(), mix
+        return SoftTargetCrossEntropy(), VideoMixup(mix)
     if a.get("smoothing", 0) > 0:
         return LabelSmoothingCrossEntropy(a.smoothing), None
     return torch.nn.CrossEntropyLoss(), None

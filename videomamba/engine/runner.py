@@ -6,6 +6,11 @@ Config keys read here (``train.*``): epochs, lr, lr_scale_batch (lr x global bat
 scaling), min_lr, warmup_epochs, warmup_lr, sched_per ('step' | 'epoch'), weight_decay, weight_decay_end,
 layer_decay, layer_decay_mode, betas, eps, clip_grad, accum_steps, amp ('none' | 'bf16' | 'fp16'),
 ema_decay, save_every, compile (false | true | a torch.compile backend name), deepspeed {enabled, stage, config}.
+``data.num_sample`` (video repeated augmentation: each loaded item is that many samples) enters the global
+batch of the lr scaling rule, as the official video code does.
+
+The best checkpoint follows ``metric`` of the evaluation (``acc1`` by default, higher is better; a
+regression task passes ``metric="mse", higher_is_better=False``).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from .dist import DistInfo, all_gather_object, barrier, broadcast_object
 from .ema import ModelEma
 from .logger import RunLogger
 from .optim import param_groups
+from .plots import plot_curves
 from .schedule import cosine_per_epoch, cosine_per_step
 from .steppers import DeepSpeedStepper, TorchStepper
 from .train_state import (BEST, LATEST, capture_rng, find_resume, load_training_state, restore_rng,
@@ -83,8 +89,15 @@ class TrainingRun:
     """Everything between "here are a model, loaders and a loss" and a finished, resumable run."""
 
     def __init__(self, cfg, info: DistInfo, model: torch.nn.Module, train_loader, val_loader, train_sampler,
-                 loss_fn: Callable, mixup_fn=None, evaluate_fn: Callable = evaluate, progress: bool = True):
+                 loss_fn: Callable, mixup_fn=None, evaluate_fn: Callable = evaluate, progress: bool = True,
+                 metric: str = "acc1", higher_is_better: bool = True, epoch_stats_fn: Callable | None = None,
+                 checkpoint_meta: dict | None = None):
         self.cfg, self.info, self.t = cfg, info, cfg.train
+        self.metric, self.higher_is_better = metric, higher_is_better
+        self.epoch_stats_fn = epoch_stats_fn   # () -> dict of extra per-epoch scalars (e.g. unreadable videos)
+        # plain data saved in every checkpoint's "extra" (e.g. how to build the model and the label names,
+        # so `videomamba predict` needs nothing but the file)
+        self.checkpoint_meta = dict(checkpoint_meta or {})
         self.out = Path(cfg.output_dir)
         self.train_loader, self.val_loader, self.train_sampler = train_loader, val_loader, train_sampler
         self.loss_fn, self.mixup_fn, self.evaluate_fn, self.progress = loss_fn, mixup_fn, evaluate_fn, progress
@@ -94,7 +107,8 @@ class TrainingRun:
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(train_loader)} train batches per rank cannot fill one optimiser step of "
                              f"train.accum_steps={self.accum_steps}; lower data.batch_size or accum_steps")
-        self.global_batch = cfg.data.batch_size * info.world_size * self.accum_steps
+        # samples per optimiser step: the official video rule counts every repeated-augmentation copy
+        self.global_batch = cfg.data.batch_size * int(cfg.data.get("num_sample") or 1) * info.world_size * self.accum_steps
         self.lr = scaled_lr(t, self.global_batch)
         self.lr_schedule, self.wd_schedule = build_schedules(t, self.lr, self.steps_per_epoch)
 
@@ -132,7 +146,8 @@ class TrainingRun:
         goes to ``deepspeed/epoch{N}`` first; the .pth names that tag, so it only ever points to a
         complete DeepSpeed checkpoint, and older tags are removed afterwards."""
         rngs = all_gather_object(capture_rng())
-        extra = {"rng_per_rank": rngs, "world_size": self.info.world_size, "steps_per_epoch": self.steps_per_epoch}
+        extra = {**self.checkpoint_meta, "rng_per_rank": rngs, "world_size": self.info.world_size,
+                 "steps_per_epoch": self.steps_per_epoch}
         optimizer, weights = self.optimizer, self.model
         if self.engine is not None:
             tag = f"epoch{epoch}"
@@ -228,13 +243,17 @@ class TrainingRun:
             stats = dict(tr)
             if (epoch + 1) % t.get("eval_every", 1) == 0 or epoch + 1 == t.epochs:
                 val = self.evaluate()
-                stats.update(val_acc1=val["acc1"], val_acc5=val["acc5"], val_loss=val["loss"])
+                stats.update({f"val_{k}": val[k] for k in ("acc1", "acc5", "mse", "loss") if k in val})
                 if self.ema is not None:
-                    stats["val_acc1_ema"] = self.evaluate(self.ema)["acc1"]
-            is_best = "val_acc1" in stats and (self.best is None or stats["val_acc1"] > self.best)
+                    stats[f"val_{self.metric}_ema"] = self.evaluate(self.ema)[self.metric]
+            if self.epoch_stats_fn is not None:
+                stats.update(self.epoch_stats_fn())
+            value = stats.get(f"val_{self.metric}")
+            is_best = value is not None and (self.best is None or (value > self.best if self.higher_is_better
+                                                                   else value < self.best))
             if is_best:
-                self.best = stats["val_acc1"]
-            stats["best_acc1"] = self.best
+                self.best = value
+            stats[f"best_{self.metric}"] = self.best
             self._save(epoch, is_best)
             if self.info.is_main:
                 with open(self.out / STEPS_LOG, "a") as f:
@@ -245,9 +264,9 @@ class TrainingRun:
             logger.epoch(epoch, stats)
         logger.close()
         if self.info.is_main and self.best is not None:
-            print(f"done: best val top-1 {self.best:.2f}% in {time.time() - t0:.0f} s; checkpoints in {self.out}",
+            print(f"done: best val {self.metric} {self.best:.4g} in {time.time() - t0:.0f} s; checkpoints in {self.out}",
                   flush=True)
-            _plot_curves(self.out)
+            plot_curves(self.out, STEPS_LOG, self.metric)
         return stats
 
 
@@ -259,27 +278,3 @@ def _truncate_jsonl(path: Path, keep: Callable[[dict], bool]):
     kept = [ln for ln in lines if keep(json.loads(ln))]
     if len(kept) != len(lines):
         atomic_write(path, lambda tmp: Path(tmp).write_text("".join(ln + "\n" for ln in kept)))
-
-
-def _plot_curves(out: Path):
-    """``curves.png``: train loss per step and val top-1 per epoch (skipped without matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    steps = [json.loads(ln) for ln in (out / STEPS_LOG).read_text().splitlines() if ln.strip()] \
-        if (out / STEPS_LOG).is_file() else []
-    epochs = [json.loads(ln) for ln in (out / "log.txt").read_text().splitlines() if ln.strip()] \
-        if (out / "log.txt").is_file() else []
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-    a.plot([s["step"] for s in steps], [s["loss"] for s in steps], lw=0.8)
-    a.set(xlabel="step", ylabel="train loss", title="training loss")
-    ep = [e for e in epochs if "val_acc1" in e]
-    b.plot([e["epoch"] for e in ep], [e["val_acc1"] for e in ep], marker="o")
-    b.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation accuracy")
-    fig.tight_layout()
-    atomic_write(out / "curves.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)

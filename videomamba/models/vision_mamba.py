@@ -34,7 +34,10 @@ class VisionMamba(nn.Module):
     ``use_checkpoint`` / ``checkpoint_num``. Ours: ``num_frames=None`` builds the image layout and an
     int the video layout; ``divide_output`` halves the direction sum (Vim's fix, for new training
     runs only: the official checkpoints use the plain sum); ``global_pool`` 'token' (official) or 'avg';
-    ``distill_dim`` adds the self-distillation projector ``distill_head = RMSNorm + Linear(D, distill_dim)``
+    ``dt_init="mamba"`` keeps Mamba's own ``dt_proj`` initialisation (bias = softplus^-1 of dt in
+    [1e-3, 0.1], i.e. long memory) instead of the official override (bias 0: dt ~ 0.69, a memory of a few
+    tokens); it makes from-scratch video training far faster (the embedded default uses it) and changes
+    nothing for fine-tuning from a checkpoint. ``distill_dim`` adds the self-distillation projector ``distill_head = RMSNorm + Linear(D, distill_dim)``
     (the official student's key names), used by ``forward(x, return_distill=True)``.
     """
 
@@ -43,7 +46,7 @@ class VisionMamba(nn.Module):
                  ssm_cfg=None, norm_epsilon=1e-5, rms_norm=True, residual_in_fp32=True,
                  fused_add_norm=True, num_frames=None, kernel_size=1, use_checkpoint=False,
                  checkpoint_num=0, divide_output=False, global_pool="token", channels=None,
-                 bimamba=True, initializer_cfg=None, distill_dim=None, device=None, dtype=None):
+                 bimamba=True, initializer_cfg=None, distill_dim=None, dt_init="official", device=None, dtype=None):
         super().__init__()
         if not bimamba:
             raise ValueError("VisionMamba: bimamba=False is not supported; VideoMamba is bidirectional")
@@ -98,7 +101,16 @@ class VisionMamba(nn.Module):
                              if distill_dim else None)
 
         self.set_checkpoint_layers(checkpoint_num if use_checkpoint else 0)
+        if dt_init not in ("official", "mamba"):
+            raise ValueError(f"VisionMamba: dt_init must be 'official' or 'mamba', got {dt_init!r}")
+        kept = ({k: v.detach().clone() for k, v in self.named_parameters() if ".dt_proj" in k}
+                if dt_init == "mamba" else {})
         self._init_official_weights(**(initializer_cfg or {}))
+        if kept:   # undo segm_init's override of dt_proj (weight and bias) for the Mamba init
+            with torch.no_grad():
+                for k, p in self.named_parameters():
+                    if k in kept:
+                        p.copy_(kept[k])
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
 

@@ -1,0 +1,90 @@
+"""What every task entry point (image_sm, video_sm, ...) does the same way: seeding, building the model a
+config describes (and initialising it from ``model.finetune``), and choosing the weights ``--eval`` uses.
+
+Model keys: ``model.name``, ``model.num_classes``, ``model.drop_path_rate``, ``model.kwargs`` (any other
+constructor argument), ``model.finetune`` (+ ``finetune_key``, ``inflate`` 'center'|'average',
+``delete_head``), ``model.grad_checkpointing``.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .train_state import BEST
+
+
+def seed_everything(seed: int):
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+
+
+def model_kwargs(cfg, **shape) -> dict:
+    """The ``create_model`` kwargs of ``cfg.model`` plus the task's input shape (``img_size``,
+    ``num_frames``...). Saved in training checkpoints, so a checkpoint alone rebuilds its model."""
+    m = cfg.model
+    return {"name": m.name, "num_classes": m.num_classes, "drop_path_rate": m.drop_path_rate, **shape,
+            **dict(m.get("kwargs") or {})}
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A path as given, or a bare official file name (``videomamba_t16_in1k_res224.pth``) looked up in
+    ``$VIDEOMAMBA_HOME`` (then the hub) by :func:`videomamba.factory.fetch_checkpoint`."""
+    if Path(path).exists() or Path(path).parent != Path("."):
+        return path
+    from ..factory import fetch_checkpoint
+
+    return str(fetch_checkpoint(path))
+
+
+def build_model(cfg, load_finetune: bool = True, log=print, **shape) -> torch.nn.Module:
+    """Build ``cfg.model`` for inputs of ``shape`` and load ``model.finetune`` through the checkpoint
+    loader (2D->3D inflation, position-embedding resizing, a head of another label set dropped).
+    ``model.delete_head: true`` keeps the new head at its initialisation even when the shapes match."""
+    import videomamba
+
+    m = cfg.model
+    kwargs = model_kwargs(cfg, **shape)
+    model = videomamba.create_model(kwargs.pop("name"), **kwargs)
+    if m.get("finetune") and load_finetune:
+        head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("head.")}
+        report = videomamba.load_checkpoint(model, resolve_checkpoint(m.finetune), model_key=m.get("finetune_key"),
+                                            inflate=m.get("inflate", "center"))
+        if m.get("delete_head") and head:
+            model.load_state_dict(head, strict=False)
+            report.notes.append("head kept at its initialisation (model.delete_head)")
+        log(f"finetune from {m.finetune}:\n{report}")
+    if m.get("grad_checkpointing"):
+        model.set_grad_checkpointing(True)
+    return model
+
+
+def eval_weights(cfg, checkpoint: str | None, log=print) -> str | None:
+    """What ``--eval`` evaluates: ``--checkpoint``, else this run's best, else ``model.finetune`` (already
+    loaded by :func:`build_model`, so None is returned for it)."""
+    if checkpoint:
+        return checkpoint
+    best = Path(cfg.output_dir) / BEST
+    if best.is_file():
+        return str(best)
+    if cfg.model.get("finetune"):
+        log(f"evaluating model.finetune={cfg.model.finetune} ({best} not found)")
+        return None
+    raise FileNotFoundError(f"--eval: nothing to evaluate: {best} not found; train first or pass --checkpoint PATH")
+
+
+def run_main(main, prog: str):
+    """Run an entry point's ``main()`` as a command: bad user input (a checkpoint, data or config problem,
+    a missing file) ends with one line on stderr and exit status 1 instead of a traceback."""
+    import sys
+
+    from ..checkpoint.io import CheckpointError
+    from ..data.image_dataset import DataError
+    from .config import ConfigError
+
+    try:
+        main()
+    except (CheckpointError, DataError, ConfigError, FileNotFoundError) as err:
+        print(f"{prog}: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        sys.exit(1)
