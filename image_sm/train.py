@@ -6,7 +6,6 @@ The run itself (optimiser, schedule, DDP/DeepSpeed, resume, checkpoints, logs) i
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 
@@ -18,7 +17,7 @@ from videomamba.engine.loaders import build_loaders
 from videomamba.engine.losses import build_criterion
 from videomamba.engine.runner import TrainingRun
 from videomamba.engine import task
-from videomamba.engine.task import run_main, eval_weights, seed_everything
+from videomamba.engine.task import parse_task_args, run_main, eval_weights, seed_everything
 
 from .data import build_datasets
 
@@ -45,14 +44,7 @@ def build_teacher(cfg, device) -> torch.nn.Module:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--opts", nargs="*", default=[], help="dotted overrides, e.g. train.lr=1e-3")
-    ap.add_argument("--eval", action="store_true",
-                    help="only evaluate: --checkpoint, else the run's checkpoint-best.pth, else model.finetune")
-    ap.add_argument("--checkpoint", help="with --eval: the weights to evaluate (any format load_checkpoint reads)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
-    args = ap.parse_args(argv)
+    args = parse_task_args(__doc__, argv, "only evaluate")
 
     cfg = load_config(args.config, args.opts)
     info = init_distributed()

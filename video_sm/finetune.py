@@ -10,7 +10,6 @@ the test protocol: on ``--checkpoint``, else the run's best, else ``model.finetu
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from functools import partial
@@ -28,7 +27,7 @@ from videomamba.engine.losses import build_criterion
 from videomamba.engine.multiview import confusion_matrix, evaluate_multiview
 from videomamba.engine.plots import plot_confusion
 from videomamba.engine.runner import TrainingRun
-from videomamba.engine.task import run_main, build_model, eval_weights, model_kwargs, seed_everything
+from videomamba.engine.task import parse_task_args, run_main, build_model, eval_weights, model_kwargs, seed_everything
 from videomamba.engine.train_state import BEST, unwrap
 
 from .data import build_dataset, resolve_files
@@ -98,14 +97,7 @@ def run_test(cfg, info, model, test_set, names, weights: str, started: float, pr
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--opts", nargs="*", default=[], help="dotted overrides, e.g. train.lr=1e-3 data.num_frames=16")
-    ap.add_argument("--eval", action="store_true",
-                    help="only run the test protocol: --checkpoint, else the run's checkpoint-best.pth, else model.finetune")
-    ap.add_argument("--checkpoint", help="with --eval: the weights to test (any format load_checkpoint reads)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
-    args = ap.parse_args(argv)
+    args = parse_task_args(__doc__, argv, "only run the test protocol")
     started = time.time()
 
     cfg = load_config(args.config, args.opts)

@@ -6,15 +6,4 @@
 #          data.prefix=$K400/videos model.finetune=$VIDEOMAMBA_HOME/videomamba_m16_in1k_res224.pth
 # (MODE=srun also needs --ntasks-per-node equal to the GPUs per node.)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-SBATCH_OPTS=()
-while [ $# -gt 0 ] && [ "$1" != "--" ]; do SBATCH_OPTS+=("$1"); shift; done
-if [ $# -lt 2 ]; then
-  echo "usage: $0 [sbatch options] -- CONFIG [--opts key=value ...]" >&2
-  exit 2
-fi
-shift   # the --
-MODE=${MODE:-torchrun}
-case "$MODE" in torchrun|srun) ;; *) echo "MODE must be torchrun or srun, got '$MODE'" >&2; exit 2;; esac
-cd "$ROOT"
-exec sbatch "${SBATCH_OPTS[@]}" "$ROOT/scripts/launch/slurm_$MODE.sbatch" video_sm.finetune "$@"
+exec "$(cd "$(dirname "$0")/../.." && pwd)/scripts/launch/slurm_submit.sh" video_sm.finetune "$@"

@@ -74,6 +74,21 @@ def eval_weights(cfg, checkpoint: str | None, log=print) -> str | None:
     raise FileNotFoundError(f"--eval: nothing to evaluate: {best} not found; train first or pass --checkpoint PATH")
 
 
+def parse_task_args(doc: str, argv=None, eval_help: str = "only evaluate"):
+    """The command line every task entry point shares: ``--config``, ``--opts``, ``--eval``,
+    ``--checkpoint``, ``--no-progress``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--opts", nargs="*", default=[], help="dotted overrides, e.g. train.lr=1e-3")
+    ap.add_argument("--eval", action="store_true",
+                    help=f"{eval_help}: --checkpoint, else the run's checkpoint-best.pth, else model.finetune")
+    ap.add_argument("--checkpoint", help="with --eval: the weights to use (any format load_checkpoint reads)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
+    return ap.parse_args(argv)
+
+
 def run_main(main, prog: str):
     """Run an entry point's ``main()`` as a command: bad user input (a checkpoint, data or config problem,
     a missing file) ends with one line on stderr and exit status 1 instead of a traceback."""
