@@ -101,3 +101,13 @@ def test_bad_arguments_are_refused():
         sparse_indices(0, 8)
     with pytest.raises(ValueError, match="view"):
         sparse_indices(100, 8, view=4, num_views=4)
+
+
+def test_clip_indices_dispatches_by_sampler_name():
+    from videomamba.data.sampling import clip_indices
+
+    assert clip_indices("sparse", 300, 8, 1, 4) == sparse_indices(300, 8, 1, 4)
+    assert clip_indices("ssv2", 50, 8, 1, 2) == ssv2_indices(50, 8, 1, 2)
+    assert clip_indices("dense", 100, 8, 2, 3, sampling_rate=4) == dense_indices(100, 8, 4, 2, 3)
+    with pytest.raises(ValueError, match="sampler"):
+        clip_indices("lvu", 100, 8, 0, 1)

@@ -38,7 +38,7 @@ import torch
 
 from .checkpoint import CheckpointError, extract_state_dict, infer_model_config, load_checkpoint, read_checkpoint
 from .data.decode import VideoDecodeError, open_video
-from .data.sampling import dense_indices, sparse_indices, ssv2_indices
+from .data.sampling import SAMPLERS as VIDEO_SAMPLERS, clip_indices
 from .data.video_transforms import VideoEvalTransform
 
 __all__ = ["Predictor", "PredictError", "load_predictor", "predict", "format_result"]
@@ -51,7 +51,7 @@ DEFAULT_VIEWS, DEFAULT_CROPS = 4, 3
 # (~3.5 GB a view) runs 2 at a time instead of asking for ~42 GB.
 ACTIVATION_BUDGET = 8 * 2 ** 30
 BYTES_PER_ACTIVATION = 128
-SAMPLERS = ("sparse", "ssv2", "dense", "lvu")
+SAMPLERS = VIDEO_SAMPLERS + ("lvu",)
 
 
 class PredictError(ValueError):
@@ -117,12 +117,9 @@ class Predictor:
     # ------------------------------------------------------------------ one video
     def frame_indices(self, video_len: int, view: int) -> list[int]:
         """Frames of temporal view ``view`` (of ``num_views``) of a ``video_len``-frame video."""
-        T, K = self.num_frames, self.num_views
-        if self.sampler == "ssv2":
-            return ssv2_indices(video_len, T, view, K)
-        if self.sampler == "dense":
-            return dense_indices(video_len, T, self.sampling_rate, view, K)
-        return sparse_indices(video_len, T, view, K)
+        # an LVU model predicts on whole videos: sparse sampling over all frames
+        return clip_indices("sparse" if self.sampler == "lvu" else self.sampler, video_len, self.num_frames, view, self.num_views,
+                            sampling_rate=self.sampling_rate)
 
     def clips(self, video: str | os.PathLike) -> torch.Tensor:
         """The ``(num_views * num_crops, 3, T, S, S)`` inputs of one video, temporal view major

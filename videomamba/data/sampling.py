@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sparse_indices", "ssv2_indices", "dense_indices", "lvu_windows", "window_indices",
+__all__ = ["sparse_indices", "ssv2_indices", "dense_indices", "clip_indices", "lvu_windows", "window_indices",
            "short_side_resize", "test_crop_offsets"]
+
+SAMPLERS = ("sparse", "ssv2", "dense")
 
 
 def _rng(rng: np.random.Generator | None) -> np.random.Generator:
@@ -116,6 +118,18 @@ def dense_indices(video_len: int, num_frames: int, sampling_rate: int, view: int
         start = int(view * max((video_len - span) / (num_views - 1), 0.0))
     idx = list(range(start, min(start + span, video_len), sampling_rate))
     return idx + [idx[-1]] * (num_frames - len(idx))
+
+
+def clip_indices(sampler: str, video_len: int, num_frames: int, view: int | None = None, num_views: int = 1,
+                 rng: np.random.Generator | None = None, sampling_rate: int = 4) -> list[int]:
+    """The data sets' sampler by name: 'sparse', 'ssv2' or 'dense' (``sampling_rate`` is dense-only)."""
+    if sampler == "sparse":
+        return sparse_indices(video_len, num_frames, view, num_views, rng)
+    if sampler == "ssv2":
+        return ssv2_indices(video_len, num_frames, view, num_views, rng)
+    if sampler == "dense":
+        return dense_indices(video_len, num_frames, sampling_rate, view, num_views, rng)
+    raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
 
 
 def lvu_windows(duration: float, trimmed: float = 60, time_stride: float = 16) -> list[tuple[float, float]]:

@@ -26,7 +26,7 @@ from .image_dataset import DataError
 
 _log = logging.getLogger("videomamba")
 
-SAMPLERS = ("sparse", "ssv2", "dense", "lvu")
+SAMPLERS = sampling.SAMPLERS + ("lvu",)
 
 
 @dataclass(frozen=True)
@@ -150,13 +150,9 @@ class VideoClipDataset(torch.utils.data.Dataset):
     def frame_indices(self, clip: Clip, video_len: int, fps: float, view: int | None,
                       rng: np.random.Generator | None) -> list[int]:
         T, K = self.num_frames, self.num_views if view is not None else 1
-        if self.sampler == "sparse":
-            return sampling.sparse_indices(video_len, T, view, K, rng)
-        if self.sampler == "ssv2":
-            return sampling.ssv2_indices(video_len, T, view, K, rng)
-        if self.sampler == "dense":
-            return sampling.dense_indices(video_len, T, self.sampling_rate, view, K, rng)
-        return sampling.window_indices(video_len, fps, clip.start_s, clip.end_s, T, view, K, rng)
+        if self.sampler == "lvu":
+            return sampling.window_indices(video_len, fps, clip.start_s, clip.end_s, T, view, K, rng)
+        return sampling.clip_indices(self.sampler, video_len, T, view, K, rng, self.sampling_rate)
 
     def read_clip(self, clip: Clip, view: int | None, rng: np.random.Generator | None) -> np.ndarray:
         """uint8 ``(T, H, W, 3)`` frames of one clip; raises :class:`VideoDecodeError` naming the file."""

@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .decode import open_video
 
@@ -27,24 +26,19 @@ def read_frames(path: str | os.PathLike, indices, backend: str | None = None) ->
 
 
 def segment_middle_indices(num_frames_total: int, num_frames: int) -> list[int]:
-    """TSN-style uniform sampling, one frame in the middle of each of ``num_frames`` segments
-    (the official sparse loader's validation formula: ``round(seg*i) + int(seg/2)``, seg=(n-1)/T)."""
-    seg = (num_frames_total - 1) / num_frames
-    return [min(int(round(seg * i)) + int(seg / 2), num_frames_total - 1) for i in range(num_frames)]
+    """The middle frame of each of ``num_frames`` segments: the validation clip of the official sparse
+    loader (:func:`videomamba.data.sampling.sparse_indices` with ``view=0, num_views=1``)."""
+    from .sampling import sparse_indices
+
+    return sparse_indices(num_frames_total, num_frames, view=0, num_views=1)
 
 
 def frames_to_clip(frames: np.ndarray, size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """uint8 ``(T, H, W, 3)`` -> float ``(3, T, size, size)``: short side resized (bilinear), centre
-    crop, ImageNet normalisation (the official validation transform)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0  # (T,3,H,W)
-    h, w = x.shape[-2:]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    x = x[..., top:top + size, left:left + size]
-    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    return x.permute(1, 0, 2, 3).contiguous()
+    """uint8 ``(T, H, W, 3)`` -> float ``(3, T, size, size)``: the official validation transform (short side
+    resized to ``size``, bilinear; centre crop; ImageNet normalisation), i.e. ``VideoEvalTransform(size)``."""
+    from .video_transforms import VideoEvalTransform
+
+    return VideoEvalTransform(size, mean=mean, std=std)(frames)
 
 
 def load_clip(path: str | os.PathLike, num_frames: int = 8, size: int = 224,

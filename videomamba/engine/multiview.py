@@ -95,15 +95,15 @@ def evaluate_multiview(model, loader, device, amp: str = "none", progress: bool 
     ``num_videos`` (videos with at least one readable view), ``num_views`` (views merged), ``skipped``
     (videos with an unreadable view: ``[{"video", "path", "error"}]``) and ``pred`` (per-video argmax or
     value, -1/NaN where skipped) for confusion matrices."""
-    ds = loader.dataset
+    ds = loader.dataset   # a VideoClipDataset: its records give the labels and the paths of skipped videos
     if labels is None:
         labels = [r.label for r in ds.records]
     num_videos = len(labels) if num_videos is None else num_videos
     preds = predict_views(model, loader, device, amp, regression, progress)
-    probs, counts = merge_views(preds, num_videos, device if device is not None and device.type != "cpu" else None)
-    views = len(preds.keys)
-    stats = all_reduce_sum(torch.tensor([preds.loss_sum, views], dtype=torch.float64,
-                                        device=device if device is not None and device.type != "cpu" else None)).cpu()
+    reduce_on = device if device is not None and device.type != "cpu" else None   # NCCL reduces GPU tensors
+    probs, counts = merge_views(preds, num_videos, reduce_on)
+    stats = all_reduce_sum(torch.tensor([preds.loss_sum, len(preds.keys)], dtype=torch.float64,
+                                        device=reduce_on)).cpu()
     skipped = {}
     for rank_skipped in all_gather_object(preds.skipped):
         for key, error in rank_skipped:
@@ -111,8 +111,7 @@ def evaluate_multiview(model, loader, device, amp: str = "none", progress: bool 
     have = counts > 0
     target = torch.as_tensor(labels)
     out = {"num_videos": int(have.sum()), "num_views": int(counts.sum()), "loss": stats[0].item() / max(stats[1].item(), 1),
-           "skipped": [{"video": v, "path": getattr(ds.records[v], "path", None) if hasattr(ds, "records") else None,
-                        "error": e} for v, e in sorted(skipped.items())]}
+           "skipped": [{"video": v, "path": ds.records[v].path, "error": e} for v, e in sorted(skipped.items())]}
     if regression:
         value = probs[:, 0]
         err = (value[have] - target[have].double()) ** 2
