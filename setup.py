@@ -38,7 +38,7 @@ setup(
                   "scikit-learn", "matplotlib"],
         "text": ["transformers"],
         "deepspeed": ["deepspeed"],
-        "dev": ["pytest", "av", "scikit-video", "scikit-learn", "deepspeed"],
+        "dev": ["pytest", "av", "scikit-video", "scikit-learn", "deepspeed", "ziglang"],   # ziglang: aarch64 build check
         "bench": ["matplotlib", "mambapy"],
     },
     entry_points={"console_scripts": ["videomamba=videomamba.cli:main"]},

@@ -6,8 +6,10 @@ import torch.nn.functional as F
 from videomamba.ops import linear_recurrence, selective_scan_fn, selective_scan_ref
 
 
-def stepwise_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """The textbook recurrence, one time step and one state at a time (the oracle's oracle)."""
+def stepwise_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False):
+    """The textbook recurrence, one time step and one state at a time (the oracle's oracle).
+
+    ``reverse``: the steps visit positions L-1, ..., 0 (the last state is the one after position 0)."""
     batch, dim, L = u.shape
     N = A.shape[1]
     if delta_bias is not None:
@@ -28,7 +30,7 @@ def stepwise_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_soft
     for b in range(batch):
         for d in range(dim):
             h = torch.zeros(N, dtype=u.dtype)
-            for t in range(L):
+            for t in (reversed(range(L)) if reverse else range(L)):
                 h = torch.exp(delta[b, d, t] * A[d]) * h + delta[b, d, t] * at(B, b, d, t) * u[b, d, t]
                 y = (at(C, b, d, t) * h).sum()
                 if D is not None:
@@ -62,12 +64,14 @@ def make_inputs(batch=2, dim=4, L=7, N=8, groups=None, const_bc=False, dtype=tor
 @pytest.mark.parametrize("L", [1, 2, 7, 33])
 @pytest.mark.parametrize("groups", [None, 1, 2])
 @pytest.mark.parametrize("with_extras", [True, False])
-def test_reference_matches_stepwise(L, groups, with_extras):
+@pytest.mark.parametrize("reverse", [False, True])
+def test_reference_matches_stepwise(L, groups, with_extras, reverse):
     t = make_inputs(L=L, groups=groups)
     kw = dict(D=t["D"], z=t["z"], delta_bias=t["delta_bias"]) if with_extras else {}
     out, last = selective_scan_ref(t["u"], t["delta"], t["A"], t["B"], t["C"], delta_softplus=with_extras,
-                                   return_last_state=True, **kw)
-    exp_out, exp_last = stepwise_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], delta_softplus=with_extras, **kw)
+                                   return_last_state=True, reverse=reverse, **kw)
+    exp_out, exp_last = stepwise_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], delta_softplus=with_extras,
+                                      reverse=reverse, **kw)
     torch.testing.assert_close(out, exp_out, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(last, exp_last, rtol=1e-10, atol=1e-10)
 

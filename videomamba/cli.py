@@ -124,7 +124,7 @@ def cmd_bench(args) -> int:
         from .bench import scan
 
         shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else scan.SHAPES
-        scan.run(device=args.device, shapes=shapes, repeats=args.repeats, out_dir=args.out)
+        scan.run(device=args.device, shapes=shapes, repeats=args.repeats, out_dir=args.out, archs=args.arch)
     elif args.what == "model":
         from .bench import model
 
@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench_results", help="folder for the JSON and PNG files")
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--shapes", nargs="*", help="scan shapes as B,D,L,N (default: the four of the issue)")
+    b.add_argument("--arch", nargs="*", metavar="MARCH",
+                   help="scan: benchmark the CPU kernels built for each -march level in turn, e.g. "
+                        "'native x86-64-v3' (default: $VIDEOMAMBA_CPU_ARCH or native)")
     b.add_argument("--frames", type=int, nargs="*", default=[8, 16, 32, 64])
     b.add_argument("--modes", nargs="*", default=["infer", "train"], choices=["infer", "train"])
     b.add_argument("--batch", type=int, default=1)

@@ -6,7 +6,6 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
-#include <omp.h>
 
 #include "simd_math.h"
 
@@ -33,6 +32,8 @@ inline void row_preact(const float* x, const float* w, float bias, int64_t L, in
 }
 
 }  // namespace
+
+VM_EXPORT_TARGET_INFO(vm_causal_conv1d)
 
 extern "C" {
 

@@ -7,9 +7,9 @@
 //
 // Layouts (all fp32, contiguous): u, delta, z, out: (batch, dim, L); A: (dim, NP);
 // B, C: (batch, G, L, NP) time-major so that B_t is contiguous; channel d uses group d / (dim / G).
-// NP is the state size padded by the caller to a multiple of 16 with A = B = C = 0 in the padding,
-// which keeps those lanes at h = 0. The state of one row lives in NP/16 vector registers
-// (GCC/Clang vector extensions: AVX-512, 2x AVX2 or 4x SSE/NEON, whatever the target has).
+// NP is the state size padded by the caller to a multiple of the vector width W (vm_selective_scan_lanes:
+// 16 with AVX-512, 8 with AVX2, 4 with SSE/NEON) with A = B = C = 0 in the padding, which keeps those
+// lanes at h = 0. The state of one row lives in NP/W vector registers.
 // The backward recomputes the states and decays of a row into a per-thread buffer (2*L*NP floats), so nothing of
 // size batch*dim*L*N is ever stored.
 #include <cstdint>
@@ -18,11 +18,13 @@
 
 #include "simd_math.h"
 #include <vector>
-#include <omp.h>
 
 namespace {
 
 using namespace vm;
+
+constexpr int kMaxState = 256;            // the largest state size the caller may pass
+constexpr int kMaxNV = kMaxState / W;     // vectors per state row at most
 
 struct Args {
     const float *u, *delta, *A, *B, *C, *D, *z, *bias;
@@ -49,13 +51,18 @@ template <int NV>
 inline void recurrence(const Args& a, int64_t d, const float* Bp, const float* Cp, const float* u, const float* dt,
                        vf* A, vf* h, RowSums& ysum, float* hs, float* das) {
     const int64_t nv = NV > 0 ? NV : a.NP / W, NP = a.NP;
-    for (int64_t k = 0; k < nv; ++k) { A[k] = load(a.A + d * NP + k * W); h[k] = splat(0.0f); }
+    vf A2[NV > 0 ? NV : kMaxNV];   // A * log2(e): the decay is 2^(dt * A2), cheaper than exp (simd_math.h)
+    for (int64_t k = 0; k < nv; ++k) {
+        A[k] = load(a.A + d * NP + k * W);
+        A2[k] = A[k] * kLog2e;
+        h[k] = splat(0.0f);
+    }
     for (int64_t s = 0; s < a.L; ++s) {
         const int64_t t = a.pos(s);
         const float dtt = dt[t], dtu = dt[t] * u[t];
         vf acc = splat(0.0f);
         for (int64_t k = 0; k < nv; ++k) {
-            const vf decay = vexp(A[k] * dtt);
+            const vf decay = vexp2(A2[k] * dtt);
             h[k] = decay * h[k] + load(Bp + t * NP + k * W) * dtu;
             if (hs) store(hs + s * NP + k * W, h[k]);
             if (das) store(das + s * NP + k * W, decay);
@@ -76,8 +83,8 @@ void fwd_row(const Args& a, int64_t bi, int64_t d, float* dt, float* out, float*
     const float* u = a.u + row;
     const float Dd = a.D ? a.D[d] : 0.0f;
     row_dt(a, d, a.delta + row, dt);
-    vf A[NV > 0 ? NV : 16], h[NV > 0 ? NV : 16];
-    RowSums y(out + row);
+    vf A[NV > 0 ? NV : kMaxNV], h[NV > 0 ? NV : kMaxNV];
+    RowSums y(out + row, a.reverse);
     recurrence<NV>(a, d, Bp, Cp, u, dt, A, h, y, nullptr, nullptr);
     // out = (y + D*u) * silu(z)
     const float* z = a.z ? a.z + row : nullptr;
@@ -110,8 +117,8 @@ void bwd_row(const Args& a, int64_t bi, int64_t d, const float* dout, const floa
     float* das = hs + L * NP;      // L*NP: decays exp(dt*A), in scan-step order
     row_dt(a, d, a.delta + row, dt);
 
-    vf A[NV > 0 ? NV : 16], h[NV > 0 ? NV : 16];
-    RowSums ysum(dy);  // y_t before D*u and the gate, turned into dy just below
+    vf A[NV > 0 ? NV : kMaxNV], h[NV > 0 ? NV : kMaxNV];
+    RowSums ysum(dy, a.reverse);  // y_t before D*u and the gate, turned into dy just below
     recurrence<NV>(a, d, Bp, Cp, u, dt, A, h, ysum, hs, das);
     // Gate: out = y * silu(z)  =>  dz = dout * y * silu'(z), dy = dout * silu(z).
     for_blocks(L, [&](int64_t t, int64_t n) {
@@ -124,12 +131,14 @@ void bwd_row(const Args& a, int64_t bi, int64_t d, const float* dout, const floa
         store_n(dy + t, go, n);
     });
 
-    vf gst[NV > 0 ? NV : 16], dA_acc[NV > 0 ? NV : 16];  // adjoint state (times exp(dt_{t+1} A))
+    vf gst[NV > 0 ? NV : kMaxNV], dA_acc[NV > 0 ? NV : kMaxNV];  // adjoint state (times exp(dt_{t+1} A))
+    vf hcur[NV > 0 ? NV : kMaxNV];   // h of the current step: the previous step's hprev, kept in registers
     for (int64_t k = 0; k < nv; ++k) {   // a gradient on the last state seeds the adjoint
         gst[k] = dlast ? load(dlast + (bi * a.dim + d) * NP + k * W) : splat(0.0f);
         dA_acc[k] = splat(0.0f);
+        hcur[k] = load(hs + (L - 1) * NP + k * W);
     }
-    RowSums gB_sum(du + row), ddt_sum(ddelta + row);
+    RowSums gB_sum(du + row, !a.reverse), ddt_sum(ddelta + row, !a.reverse);   // steps run backwards
     for (int64_t s = L - 1; s >= 0; --s) {
         const int64_t t = a.pos(s);
         const float dyt = dy[t], dtt = dt[t], ut = u[t];
@@ -139,13 +148,14 @@ void bwd_row(const Args& a, int64_t bi, int64_t d, const float* dout, const floa
             const vf Bt = load(Bp + o), Ct = load(Cp + o), dAt = load(das + os);
             const vf hprev = s > 0 ? load(hs + os - NP) : splat(0.0f);
             const vf gn = gst[k] + Ct * dyt;
-            store(dC + bc + o, load(dC + bc + o) + load(hs + os) * dyt);
+            store(dC + bc + o, load(dC + bc + o) + hcur[k] * dyt);
             store(dB + bc + o, load(dB + bc + o) + gn * (dtt * ut));
             const vf gh = gn * dAt * hprev;             // d/d(dt*A) of the decay term
             ddt_v += gn * Bt * ut + gh * A[k];
             gB_v += gn * Bt;
             dA_acc[k] += gh * dtt;
             gst[k] = gn * dAt;
+            hcur[k] = hprev;
         }
         gB_sum.push(gB_v, t);
         ddt_sum.push(ddt_v, t);
@@ -179,11 +189,15 @@ void bwd_row(const Args& a, int64_t bi, int64_t d, const float* dout, const floa
 
 template <typename F>
 int dispatch_nv(int64_t NP, F&& f) {
-    if (NP <= 0 || NP % W || NP / W > 16) return 1;
+    if (NP <= 0 || NP % W || NP / W > kMaxNV) return 1;
+    // Unrolled register counts for the common state sizes (16 = the models', 1 to 64 = the tests' and
+    // Mamba's) on every width; other sizes take the loop with a run-time count.
     switch (NP / W) {
         case 1: f(std::integral_constant<int, 1>{}); break;
         case 2: f(std::integral_constant<int, 2>{}); break;
+        case 3: f(std::integral_constant<int, 3>{}); break;
         case 4: f(std::integral_constant<int, 4>{}); break;
+        case 8: f(std::integral_constant<int, 8>{}); break;
         default: f(std::integral_constant<int, 0>{});
     }
     return 0;
@@ -191,10 +205,11 @@ int dispatch_nv(int64_t NP, F&& f) {
 
 }  // namespace
 
+VM_EXPORT_TARGET_INFO(vm_selective_scan)
+
 extern "C" {
 
-int vm_selective_scan_version() { return 4; }
-int vm_selective_scan_lanes() { return W; }
+int vm_selective_scan_version() { return 5; }
 
 // out: (batch, dim, L); last_state: (batch, dim, NP) or null.
 int vm_selective_scan_fwd(const float* u, const float* delta, const float* A, const float* B, const float* C,

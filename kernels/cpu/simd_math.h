@@ -1,76 +1,132 @@
-// SIMD helpers shared by the CPU kernels: a 16-lane float vector (GCC/Clang vector extensions lower it
-// to AVX-512, 2x AVX2 or 4x SSE/NEON), branch-free exp/log (Cephes polynomials), row sums of 16 vectors,
-// and tail-safe block loops.
+// SIMD helpers shared by the CPU kernels: a float vector as wide as the target's registers (GCC/Clang
+// vector extensions), branch-free exp/log (Cephes polynomials), row sums of W vectors, tail-safe loops.
+//
+// The width follows the instruction set the file is compiled for (-march): 16 lanes with AVX-512,
+// 8 with AVX/AVX2, 4 with SSE or NEON. A vector type wider than the registers would be lowered
+// piecewise (a 16-lane type on AVX2 made the scan slower than a naive scalar loop); building with
+// -Wvector-operation-performance reports any operation that still is (tests/test_kernel_builds.py).
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <utility>
+
+#ifdef _OPENMP
+#include <omp.h>
+#else   // built without OpenMP (e.g. a cross-compiler without its runtime): one thread, same code
+inline int omp_get_thread_num() { return 0; }
+inline int omp_get_num_threads() { return 1; }
+#endif
 
 namespace vm {
 
+// The helpers are tiny and sit in hot loops: GCC left some out of line on AVX2 (a call per vector).
+#define VM_INLINE inline __attribute__((always_inline))
+
+#if defined(__AVX512F__)
 constexpr int W = 16;
+#define VM_ISA "AVX-512"
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int W = 8;
+#define VM_ISA "AVX2+FMA"
+#elif defined(__AVX__)
+constexpr int W = 8;
+#define VM_ISA "AVX"
+#elif defined(__ARM_NEON) || defined(__aarch64__)
+constexpr int W = 4;
+#define VM_ISA "NEON"
+#elif defined(__SSE4_1__)
+constexpr int W = 4;
+#define VM_ISA "SSE4"
+#elif defined(__SSE2__)
+constexpr int W = 4;
+#define VM_ISA "SSE2"
+#else
+constexpr int W = 4;
+#define VM_ISA "generic"
+#endif
+
 typedef float vf __attribute__((vector_size(W * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(W * sizeof(int32_t))));
 
-inline vf splat(float x) { return vf{} + x; }
-inline vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof(v)); return v; }
-inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
-#define SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+VM_INLINE vf splat(float x) { return vf{} + x; }
+VM_INLINE vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof(v)); return v; }
+VM_INLINE void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
 
-// Sum of the 16 lanes as a tree of 4 shuffle+add steps (a plain loop is 15 dependent scalar adds,
-// which dominated short rows: 5 row sums per row in the conv backward).
-inline float hsum(vf v) {
-    v += SHUF(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-    v += SHUF(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-    v += SHUF(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-    v += SHUF(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-    return v[0];
+namespace detail {
+// Lane j of the result: lane (j + shift) mod W of v (a rotation).
+template <int shift, std::size_t... J>
+VM_INLINE vf rotate(vf v, std::index_sequence<J...>) {
+    return __builtin_shufflevector(v, v, static_cast<int>((J + shift) % W)...);
+}
+template <int half>
+VM_INLINE float hsum_steps(vf v) {
+    if constexpr (half == 0) {
+        return v[0];
+    } else {
+        return hsum_steps<half / 2>(v + rotate<half>(v, std::make_index_sequence<W>{}));
+    }
+}
+// One level of the transposing reduction. a and b each hold chunks of 2c lanes, every chunk partial sums
+// of one source vector; the result holds chunks of c lanes: the two halves of every chunk added.
+template <int c, std::size_t... J>
+VM_INLINE vf fold(vf a, vf b, std::index_sequence<J...>) {
+    return __builtin_shufflevector(a, b, static_cast<int>((J / c) * 2 * c + J % c)...) +
+           __builtin_shufflevector(a, b, static_cast<int>((J / c) * 2 * c + J % c + c)...);
+}
+template <int c>
+VM_INLINE vf fold_all(vf* v, int n) {   // n vectors in, n/2 out (in place)
+    for (int i = 0; i < n / 2; ++i) v[i] = fold<c>(v[2 * i], v[2 * i + 1], std::make_index_sequence<W>{});
+    if constexpr (c == 1) {
+        return v[0];
+    } else {
+        return fold_all<c / 2>(v, n / 2);
+    }
+}
+}  // namespace detail
+
+// Sum of the W lanes: log2(W) rotate+add steps (a plain loop is W-1 dependent scalar adds).
+VM_INLINE float hsum(vf v) { return detail::hsum_steps<W / 2>(v); }
+
+// Horizontal sums of W vectors at once: lane i of the result is the sum of v[i]. The shuffle tree costs
+// ~2 instructions per vector, against ~2·log2(W) for one hsum.
+VM_INLINE vf hsum_rows(const vf* v) {
+    vf t[W];
+    for (int i = 0; i < W; ++i) t[i] = v[i];
+    return detail::fold_all<W / 2>(t, W);
 }
 
-// Horizontal sums of 16 vectors at once: lane i of the result is the sum of v[i]. A shuffle tree
-// costs ~2 instructions per vector, against ~8 for one hsum.
-inline vf hsum16(const vf* v) {
-    vf a[8], b[4], c[2];
-    for (int i = 0; i < 8; ++i)
-        a[i] = SHUF(v[2 * i], v[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
-               SHUF(v[2 * i], v[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-    for (int i = 0; i < 4; ++i)
-        b[i] = SHUF(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
-               SHUF(a[2 * i], a[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
-    for (int i = 0; i < 2; ++i)
-        c[i] = SHUF(b[2 * i], b[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
-               SHUF(b[2 * i], b[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
-    return SHUF(c[0], c[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
-           SHUF(c[0], c[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-}
-#undef SHUF
-
-// Collects one vector per time step and writes its horizontal sum to dst[t], 16 steps at a time.
+// Collects one vector per scan step and writes its horizontal sum to dst[position]. The steps visit
+// consecutive positions, ascending or descending, so every W steps end in one transposing reduction and one
+// contiguous vector store (a scalar scatter per step cost 10% of the backward on AVX2).
 struct RowSums {
     float* dst;
+    bool descending;
     vf buf[W];
-    int64_t idx[W];
     int n = 0;
-    explicit RowSums(float* d) : dst(d) {}
-    inline void push(vf v, int64_t t) {
-        buf[n] = v;
-        idx[n] = t;
-        if (++n == W) flush();
+    int64_t first = 0;   // position of the first step in buf
+    RowSums(float* d, bool desc) : dst(d), descending(desc) {}
+    VM_INLINE void push(vf v, int64_t t) {
+        if (n == 0) first = t;
+        buf[descending ? W - 1 - n : n] = v;
+        if (++n == W) {
+            store(dst + (descending ? first - (W - 1) : first), hsum_rows(buf));
+            n = 0;
+        }
     }
-    inline void flush() {
+    void flush() {   // the last, partial block
         if (n == 0) return;
-        for (int k = n; k < W; ++k) buf[k] = vf{};
-        const vf r = hsum16(buf);
-        for (int k = 0; k < n; ++k) dst[idx[k]] = r[k];
+        for (int k = 0; k < W - n; ++k) buf[descending ? k : n + k] = vf{};   // the unused slots
+        const vf r = hsum_rows(buf);
+        for (int k = 0; k < n; ++k) {
+            if (descending) dst[first - k] = r[W - 1 - k];
+            else dst[first + k] = r[k];
+        }
         n = 0;
     }
 };
 
 // exp and log as branch-free polynomials (Cephes coefficients), written for vectors and scalars.
-template <typename V>
-inline V vexp(V x);
-
-template <>
-inline vf vexp(vf x) {
+VM_INLINE vf vexp(vf x) {
     x = x < -87.3f ? splat(-87.3f) : x;
     x = x > 88.3f ? splat(88.3f) : x;
     vf t = x * 1.44269504088896341f;
@@ -90,7 +146,34 @@ inline vf vexp(vf x) {
     return p * scale;
 }
 
-inline vf vlog(vf x) {  // x > 0, finite
+// 2^x for x in [-127, 127] (clamped): x = k + r with k = round(x) (the 1.5*2^23 trick: add and subtract,
+// the integer lands in the low mantissa bits), 2^r by a degree-6 polynomial on [-0.5, 0.5] (Cephes exp2f,
+// relative error ~2e-7), times 2^k built in the exponent field (k = -127 gives exactly 0). About half the
+// operations of vexp, which is why the scan's decays exp(dt*A) are computed as 2^(dt * A*log2(e)).
+VM_INLINE vf vexp2(vf x) {
+    x = x < -127.0f ? splat(-127.0f) : x;
+    x = x > 127.0f ? splat(127.0f) : x;
+    const vf shifted = x + 12582912.0f;
+    const vf k = shifted - 12582912.0f;
+    vi ki;
+    std::memcpy(&ki, &shifted, sizeof(ki));
+    ki -= 0x4b400000;                      // the bits of 12582912.0f: what remains is k
+    const vf r = x - k;
+    vf p = splat(1.535336188319500e-4f);
+    p = p * r + 1.339887440266574e-3f;
+    p = p * r + 9.618437357674640e-3f;
+    p = p * r + 5.550332471162809e-2f;
+    p = p * r + 2.402264791363012e-1f;
+    p = p * r + 6.931472028550421e-1f;
+    p = p * r + 1.0f;
+    vi bits = (ki + 127) << 23;
+    vf scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+}
+constexpr float kLog2e = 1.44269504088896341f;
+
+VM_INLINE vf vlog(vf x) {  // x > 0, finite
     vi bits;
     std::memcpy(&bits, &x, sizeof(bits));
     vf e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, vf);
@@ -118,37 +201,43 @@ inline vf vlog(vf x) {  // x > 0, finite
 
 // torch.nn.functional.softplus (beta 1, threshold 20) and the logistic sigmoid, on vectors.
 // log(1 + y) accurate for small y (Goldberg's trick: the rounding of 1 + y cancels in the ratio).
-inline vf vlog1p(vf y) {
+VM_INLINE vf vlog1p(vf y) {
     const vf u = 1.0f + y, d = u - 1.0f;
     const vf r = vlog(u) * (y / (d == 0.0f ? splat(1.0f) : d));
     return d == 0.0f ? y : r;
 }
 // softplus = max(x, 0) + log1p(exp(-|x|)): no cancellation for very negative x (where it is ~exp(x)).
-inline vf vsoftplus(vf x) {
+VM_INLINE vf vsoftplus(vf x) {
     const vf ax = x < 0.0f ? -x : x;
     const vf sp = (x > 0.0f ? x : splat(0.0f)) + vlog1p(vexp(-ax));
     return x > 20.0f ? x : sp;
 }
-inline vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
+VM_INLINE vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
 
 // Apply f to [0, n) in vector blocks; the tail goes through a zero-padded vector.
 template <typename F>
-inline void for_blocks(int64_t n, F&& f) {
+VM_INLINE void for_blocks(int64_t n, F&& f) {
     int64_t i = 0;
     for (; i + W <= n; i += W) f(i, W);
     if (i < n) f(i, n - i);
 }
 // Partial blocks (a row's tail) element by element: a variable-length memcpy is a library call, which
 // made short rows (L = 17 tokens) several times slower per element than long ones.
-inline vf load_n(const float* p, int64_t n) {
+VM_INLINE vf load_n(const float* p, int64_t n) {
     if (n == W) return load(p);
     vf v = splat(0.0f);
     for (int64_t i = 0; i < n; ++i) v[i] = p[i];
     return v;
 }
-inline void store_n(float* p, vf v, int64_t n) {
+VM_INLINE void store_n(float* p, vf v, int64_t n) {
     if (n == W) return store(p, v);
     for (int64_t i = 0; i < n; ++i) p[i] = v[i];
 }
 
 }  // namespace vm
+
+// The instruction set a build targets, for benchmarks and bug reports (each kernel exports it).
+#define VM_EXPORT_TARGET_INFO(prefix)                                   \
+    extern "C" const char* prefix##_target_isa() { return VM_ISA; } \
+    extern "C" int prefix##_lanes() { return vm::W; }
+

@@ -39,13 +39,56 @@ def median_time(fn, device="cpu", warmup: int = 1, repeats: int = 5, max_seconds
     return statistics.median(times)
 
 
+def host_isa() -> str:
+    """The widest vector extension this CPU reports (what -march=native builds for)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    if "avx512f" in flags:
+        return "AVX-512"
+    if {"avx2", "fma"} <= flags:
+        return "AVX2+FMA"
+    if "asimd" in flags:
+        return "NEON"
+    return "SSE" if "sse2" in flags else platform.machine()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def kernel_build() -> str:
+    """``-march=x86-64-v3 (scan AVX2+FMA, 8 lanes; conv AVX2+FMA, 8 lanes)``: the native kernels in use."""
+    from ..ops import causal_conv1d, selective_scan_cpu
+    from ..ops._build import cpu_arch
+
+    parts = []
+    if selective_scan_cpu.available():
+        parts.append(f"scan {selective_scan_cpu.target()}")
+    if causal_conv1d.native_available():
+        parts.append(f"conv {causal_conv1d.native_target()}")
+    return f"-march={cpu_arch()} ({'; '.join(parts) or 'not built: PyTorch reference'})"
+
+
 def machine_description(device="cpu") -> str:
     if torch.device(device).type == "cuda":
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
     import os
 
-    return (f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads "
-            f"(torch {torch.__version__})")
+    return (f"{platform.machine()} CPU ({cpu_name()}, {host_isa()}), {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads (torch {torch.__version__}); kernels {kernel_build()}")
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
@@ -55,15 +98,19 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return path
 
 
-def print_table(headers: list[str], rows: list[list], title: str | None = None):
+def format_table(headers: list[str], rows: list[list], title: str | None = None) -> str:
     cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    if title:
-        print(title)
+    lines = [title] if title else []
     for j, r in enumerate(cells):
-        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+        lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths)))
         if j == 0:
-            print("  ".join("-" * w for w in widths))
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_table(headers: list[str], rows: list[list], title: str | None = None):
+    print(format_table(headers, rows, title))
 
 
 def _fmt(c) -> str:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._build import load_native
+from ._build import load_native, target_info
 
 ENV_VAR = "VIDEOMAMBA_CONV_BACKEND"
 _f = ctypes.POINTER(ctypes.c_float)
@@ -49,6 +49,11 @@ def _lib():
 @torch.compiler.assume_constant_result
 def native_available() -> bool:
     return _lib() is not None
+
+
+def native_target() -> str:
+    """What the loaded kernel was compiled for, e.g. ``"AVX2+FMA, 8 lanes"``."""
+    return target_info(_lib(), "vm_causal_conv1d")
 
 
 def _p(t: Tensor | None):

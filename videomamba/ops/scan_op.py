@@ -112,3 +112,40 @@ def _backward(ctx, dout, dlast):
 
 
 selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerScan(torch.autograd.Function):
+    """The same kernels called straight from autograd, for eager mode: the custom-op route costs
+    ~0.3 ms of dispatch per forward+backward, a sixth of the whole scan at 197 tokens."""
+
+    @staticmethod
+    def forward(ctx, kernel, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+        ctx.kernel, ctx.delta_softplus, ctx.reverse = kernel, delta_softplus, reverse
+        ctx.set_materialize_grads(False)   # an unused last state gives dlast=None, not a zero tensor
+        return kernel.scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        dout = torch.zeros_like(u) if dout is None else dout.contiguous()
+        grads = ctx.kernel.scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, dlast=dlast,
+                                    reverse=ctx.reverse)
+        return (None, *grads, None, None)
+
+
+def _eager(u: Tensor) -> bool:
+    """Plain eager execution: no compiler, no tracing mode (export, make_fx), no tensor subclass."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return type(u) is torch.Tensor and not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None
+
+
+def selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool, backend: str):
+    """``(out, last_state)`` with the ``backend`` kernel: directly in eager mode, else as the custom op
+    (one opaque node for torch.compile / torch.export)."""
+    if _eager(u):
+        kernel = _kernel_module(backend, u.device.type)
+        if kernel is not None:
+            return _EagerScan.apply(kernel, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    return selective_scan_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend)

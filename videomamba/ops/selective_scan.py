@@ -164,7 +164,7 @@ def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
                            return_last_state)
             return (res[0].flip(-1), res[1]) if return_last_state else res.flip(-1)
         return mamba_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    from .scan_op import selective_scan_op
+    from .scan_op import selective_scan
 
-    out, last = selective_scan_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, name)
+    out, last = selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, name)
     return (out, last) if return_last_state else out

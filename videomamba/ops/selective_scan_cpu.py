@@ -2,7 +2,8 @@
 
 Inputs of any float dtype are computed in fp32; B/C are passed time-major ``(batch, G, L, NP)`` so
 that each step reads one contiguous state vector, with the state size padded to the kernel's vector
-width (``LANES``) by zeros in A, B and C, which keeps the padded states at exactly 0.
+width (``lanes()``: 16 with AVX-512, 8 with AVX2, 4 with SSE/NEON) by zeros in A, B and C, which keeps
+the padded states at exactly 0.
 """
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ import ctypes
 
 import torch
 
-from ._build import load_native
+from ._build import load_native, target_info
 
 _f = ctypes.POINTER(ctypes.c_float)
 _i64 = ctypes.c_int64
 _SOURCE = "cpu/selective_scan.cpp"
-MAX_STATE = 256
-LANES = 16
+MAX_STATE = 256     # kMaxState in the kernel
 
 
 def _lib():
@@ -35,6 +35,16 @@ def available() -> bool:
     return _lib() is not None
 
 
+def lanes() -> int:
+    """The loaded kernel's vector width in floats."""
+    return _lib().vm_selective_scan_lanes()
+
+
+def target() -> str:
+    """What the loaded kernel was compiled for, e.g. ``"AVX2+FMA, 8 lanes"``."""
+    return target_info(_lib(), "vm_selective_scan")
+
+
 def _p(t: torch.Tensor | None):
     return ctypes.cast(t.data_ptr(), _f) if t is not None else None
 
@@ -44,7 +54,8 @@ def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _padded(N: int) -> int:
-    return -(-N // LANES) * LANES
+    w = lanes()
+    return -(-N // w) * w
 
 
 def _time_major(BC: torch.Tensor, NP: int) -> torch.Tensor:

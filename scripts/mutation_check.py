@@ -1,0 +1,88 @@
+"""Do the kernel tests catch broken kernels? Plant one bug at a time in a copy of ``kernels/`` and run
+the kernel tests against it (``VIDEOMAMBA_KERNEL_SOURCES`` points the build at the copy; a fresh cache).
+
+    python scripts/mutation_check.py            # every mutation; exit 1 if any survives
+    python scripts/mutation_check.py --list
+
+Each mutation is a bug a kernel change could plausibly introduce, several of them invisible to the
+tests this project had before issue 9 (an all-ones conv gradient, N=8 only, no reverse last state).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (name, file under kernels/, exact text, replacement)
+MUTATIONS = [
+    ("scan bwd: dB misses the u factor", "cpu/selective_scan.cpp",
+     "gn * (dtt * ut)", "gn * dtt"),
+    ("scan bwd: gradient of the last state ignored", "cpu/selective_scan.cpp",
+     "gst[k] = dlast ? load(dlast + (bi * a.dim + d) * NP + k * W) : splat(0.0f);", "gst[k] = splat(0.0f);"),
+    ("scan bwd: ddelta row sums written in the wrong order", "cpu/selective_scan.cpp",
+     "ddt_sum(ddelta + row, !a.reverse)", "ddt_sum(ddelta + row, a.reverse)"),
+    ("scan bwd: dA accumulated without dt", "cpu/selective_scan.cpp",
+     "dA_acc[k] += gh * dtt;", "dA_acc[k] += gh;"),
+    ("scan bwd: first step's previous state taken from the buffer", "cpu/selective_scan.cpp",
+     "s > 0 ? load(hs + os - NP) : splat(0.0f)", "load(hs + (s > 0 ? os - NP : os))"),
+    ("scan fwd: last state of the wrong vector", "cpu/selective_scan.cpp",
+     "store(last + (bi * a.dim + d) * NP + k * W, h[k]);", "store(last + (bi * a.dim + d) * NP + k * W, h[0]);"),
+    ("row sums: partial descending block misplaced", "cpu/simd_math.h",
+     "if (descending) dst[first - k] = r[W - 1 - k];", "if (descending) dst[first - k] = r[W - 1];"),
+    ("exp2: polynomial coefficient off", "cpu/simd_math.h",
+     "p = p * r + 5.550332471162809e-2f;", "p = p * r + 5.560332471162809e-2f;"),
+    ("conv bwd: anti-causal dx shifted by one", "cpu/causal_conv1d.cpp",
+     "reverse ? -(K - 1) + k : (K - 1) - k", "reverse ? -(K - 2) + k : (K - 1) - k"),
+    ("conv bwd: dw tap mirrored in the causal direction", "cpu/causal_conv1d.cpp",
+     "const int64_t tap = reverse ? K - 1 - k : k;\n                vf acc",
+     "const int64_t tap = reverse ? K - 1 - k : K - 1 - k;\n                vf acc"),
+    ("conv bwd: SiLU derivative without the second term", "cpu/causal_conv1d.cpp",
+     "gv = gv * s * (1.0f + v * (1.0f - s));", "gv = gv * s;"),
+]
+
+TESTS = ["tests/test_kernels_cpu.py"]
+
+
+def run_one(name, rel, old, new, tests) -> bool:
+    """True when the tests fail on the mutated kernel (the mutation is caught)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kernels"
+        shutil.copytree(ROOT / "kernels", src)
+        path = src / rel
+        text = path.read_text()
+        if text.count(old) != 1:
+            raise SystemExit(f"mutation {name!r}: expected exactly one {old!r} in kernels/{rel}")
+        path.write_text(text.replace(old, new))
+        env = dict(os.environ, VIDEOMAMBA_KERNEL_SOURCES=str(src), VIDEOMAMBA_KERNEL_CACHE=str(Path(tmp) / "cache"))
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                           cwd=ROOT, env=env, capture_output=True, text=True)
+        return r.returncode != 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--tests", nargs="*", default=TESTS)
+    args = p.parse_args()
+    if args.list:
+        for name, rel, *_ in MUTATIONS:
+            print(f"{rel}: {name}")
+        return 0
+    survived = []
+    for name, rel, old, new in MUTATIONS:
+        caught = run_one(name, rel, old, new, args.tests)
+        print(f"{'caught  ' if caught else 'SURVIVED'}  {rel}: {name}", flush=True)
+        if not caught:
+            survived.append(name)
+    print(f"{len(MUTATIONS) - len(survived)}/{len(MUTATIONS)} mutations caught by {' '.join(args.tests)}")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
