@@ -8,13 +8,30 @@ from videomamba.bench import flops_table, model, scan
 
 
 def test_scan_bench_tiny(tmp_path):
-    payload = scan.run(shapes=[(1, 8, 33, 16)], repeats=1, out_dir=str(tmp_path))
+    payload = scan.run(shapes=[(1, 8, 33, 16)], repeats=1, out_dir=str(tmp_path), conv_shapes=[(1, 8, 40, 4)])
     impls = {r["impl"] for r in payload["records"]}
-    assert "reference" in impls
+    assert {"reference", "cpu", "naive_fused_loop"} <= impls
     for r in payload["records"]:
         assert r["fwd_ms"] > 0
     saved = json.loads((tmp_path / "scan.json").read_text())
     assert saved["records"] == payload["records"]
+    assert [c["direction"] for c in payload["conv"]] == ["forward", "reverse"]
+    assert {t["what"] for t in payload["targets"]} >= {"conv kernel fwd (forward) speed-up over torch conv1d"}
+    assert "-march=" in payload["build"] and "lanes" in (tmp_path / "scan.txt").read_text()
+
+
+def test_scan_bench_one_table_per_build(tmp_path):
+    import os
+
+    archs = ["native", "x86-64-v2"] if os.uname().machine == "x86_64" else ["native"]
+    out = scan.run(shapes=[(1, 4, 17, 16)], repeats=1, out_dir=str(tmp_path), archs=archs, conv_shapes=[])
+    assert list(out) == archs
+    for arch in archs:
+        text = (tmp_path / f"scan-{arch}.txt").read_text()
+        assert f"-march={arch}" in text
+    if "x86-64-v2" in archs:
+        assert "SSE4, 4 lanes" in out["x86-64-v2"]["build"]
+    assert os.environ.get("VIDEOMAMBA_CPU_ARCH") is None   # restored
 
 
 def test_scan_bench_baselines_compute_the_same_scan():

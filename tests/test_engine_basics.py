@@ -124,3 +124,21 @@ def test_deepspeed_config_from_ours():
         with pytest.raises(ValueError, match="ZeRO 1 and 2"):
             deepspeed_config(load_config("configs/image_sm/videomamba_tiny_in1k_224.yaml",
                                          [f"train.deepspeed.stage={stage}"]), 1)
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    """A bar redrawn into a log file is noise: bars need a terminal on stderr (and the main rank)."""
+    import io
+    import sys
+
+    from videomamba.engine.dist import show_progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not show_progress(True)
+    monkeypatch.setattr(sys, "stderr", Tty())
+    assert show_progress(True)
+    assert not show_progress(False)

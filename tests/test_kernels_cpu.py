@@ -179,3 +179,17 @@ def test_conv_kernel_bf16_inputs(kernel_target):
     ex, ew = torch.autograd.grad(causal_conv1d_ref(x64, w64, None, "silu"), (x64, w64), dy.double())
     _close(dx, ex, 1e-2, 1e-2, "dx")
     _close(dw, ew, 1e-2, 1e-2, "dw")
+
+
+def test_flush_denormals_covers_torch_ops_on_every_thread():
+    from videomamba.ops import flush_denormals
+
+    flush_denormals(False)   # the training engine turns it on for its process (earlier tests)
+    tiny = torch.full((1 << 20,), 1e-39)   # subnormal; large enough for torch to split it over threads
+    assert tiny.count_nonzero().item() == tiny.numel()
+    try:
+        assert flush_denormals(True)
+        assert (tiny * 1.0).count_nonzero().item() == 0      # DAZ: read as 0 on every thread
+    finally:
+        flush_denormals(False)
+    assert (tiny * 1.0).count_nonzero().item() == tiny.numel()

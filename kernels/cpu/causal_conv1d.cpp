@@ -41,6 +41,7 @@ int vm_causal_conv1d_fwd(const float* x, const float* w, const float* bias, int 
                          int64_t dim, int64_t L, int64_t K, float* y, int num_threads) {
 #pragma omp parallel num_threads(num_threads > 0 ? num_threads : 1)
     {
+        FlushDenormals ftz;
         std::vector<float> pad(L + K + W);
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < batch * dim; ++r) {
@@ -63,6 +64,7 @@ int vm_causal_conv1d_bwd(const float* x, const float* w, const float* bias, int 
                          float* dbias_part, int num_threads) {
 #pragma omp parallel num_threads(num_threads > 0 ? num_threads : 1)
     {
+        FlushDenormals ftz;
         std::vector<float> pad(L + K + W), g(L + 2 * K + W);
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < batch * dim; ++r) {

@@ -221,6 +221,7 @@ int vm_selective_scan_fwd(const float* u, const float* delta, const float* A, co
         constexpr int NV = decltype(nv)::value;
 #pragma omp parallel num_threads(num_threads > 0 ? num_threads : 1)
         {
+            FlushDenormals ftz;
             std::vector<float> dt(L + W);
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < batch * dim; ++r) fwd_row<NV>(a, r / dim, r % dim, dt.data(), out, last_state);
@@ -246,6 +247,7 @@ int vm_selective_scan_bwd(const float* u, const float* delta, const float* A, co
         int used = 1;
 #pragma omp parallel num_threads(nt)
         {
+            FlushDenormals ftz;
             const int tid = omp_get_thread_num();
 #pragma omp single
             used = omp_get_num_threads();
@@ -268,6 +270,14 @@ int vm_selective_scan_bwd(const float* u, const float* delta, const float* A, co
             }
         }
     });
+}
+
+// FTZ + DAZ on (1) or off (0) for the calling thread and the OpenMP pool's threads (torch's, see
+// _build.py), so that torch's own CPU ops also skip subnormals.
+int vm_set_flush_denormals(int on, int num_threads) {
+#pragma omp parallel num_threads(num_threads > 0 ? num_threads : 1)
+    set_flush_denormals(on != 0);
+    return 0;
 }
 
 }  // extern "C"

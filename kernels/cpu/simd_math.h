@@ -17,7 +17,35 @@ inline int omp_get_thread_num() { return 0; }
 inline int omp_get_num_threads() { return 1; }
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
 namespace vm {
+
+// Subnormal floats (|x| < 1.2e-38) cost ~100x a normal operation on x86 and appear in training
+// (gradients near zero, decays of long rows). FTZ + DAZ treat them as 0: results change by < 1.2e-38.
+// FlushDenormals sets that for its scope on one thread (the kernels use it in every OpenMP thread);
+// set_flush_denormals leaves it on (videomamba.ops.flush_denormals, for torch's ops on the same threads).
+#if defined(__x86_64__) || defined(__i386__)
+inline unsigned fp_mode() { return _mm_getcsr(); }
+inline void set_fp_mode(unsigned m) { _mm_setcsr(m); }
+constexpr unsigned kFlushBits = 0x8040;   // MXCSR FTZ (bit 15) | DAZ (bit 6)
+#elif defined(__aarch64__)
+inline uint64_t fp_mode() { uint64_t m; asm volatile("mrs %0, fpcr" : "=r"(m)); return m; }
+inline void set_fp_mode(uint64_t m) { asm volatile("msr fpcr, %0" : : "r"(m)); }
+constexpr uint64_t kFlushBits = 1ull << 24;   // FPCR FZ
+#else
+inline unsigned fp_mode() { return 0; }
+inline void set_fp_mode(unsigned) {}
+constexpr unsigned kFlushBits = 0;
+#endif
+inline void set_flush_denormals(bool on) { set_fp_mode(on ? (fp_mode() | kFlushBits) : (fp_mode() & ~kFlushBits)); }
+struct FlushDenormals {
+    decltype(fp_mode()) saved = fp_mode();
+    FlushDenormals() { set_fp_mode(saved | kFlushBits); }
+    ~FlushDenormals() { set_fp_mode(saved); }
+};
 
 // The helpers are tiny and sit in hot loops: GCC left some out of line on AVX2 (a call per vector).
 #define VM_INLINE inline __attribute__((always_inline))

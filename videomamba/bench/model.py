@@ -56,6 +56,10 @@ def _peak_rss_bytes() -> int:
 def measure_one(cfg: dict) -> dict:
     """Run one configuration in this process and return its figures."""
     device = torch.device(cfg["device"])
+    if device.type == "cpu":   # as the training engine does: subnormals would dominate training steps
+        from ..ops import flush_denormals
+
+        flush_denormals(True)
     torch.manual_seed(0)
     model = build(cfg["model"], cfg["frames"], cfg["img_size"]).to(device)
     x = torch.randn(cfg["batch"], 3, cfg["frames"], cfg["img_size"], cfg["img_size"], device=device)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .dist import all_reduce_sum, is_main
+from .dist import all_reduce_sum, show_progress
 from .guards import check_finite_loss
 
 
@@ -47,7 +47,7 @@ def train_one_epoch(model, loader, stepper, loss_fn, device, epoch: int, lr_sche
     parts_sum: dict[str, float] = {}
     step_losses: list[float] = []
     micro_batches = steps_per_epoch * accum_steps
-    bar = tqdm(total=micro_batches, desc=f"epoch {epoch}", disable=not (progress and is_main()), leave=False,
+    bar = tqdm(total=micro_batches, desc=f"epoch {epoch}", disable=not show_progress(progress), leave=False,
                dynamic_ncols=True)
     stepper.zero_grad()
     window, start = 0.0, time.perf_counter()
@@ -101,7 +101,7 @@ def evaluate(model, loader, device, amp: str = "none", progress: bool = True) ->
     model.eval()
     correct1 = correct5 = loss_sum = 0.0
     n = 0
-    for x, y in tqdm(loader, desc="eval", disable=not (progress and is_main()), leave=False, dynamic_ncols=True):
+    for x, y in tqdm(loader, desc="eval", disable=not show_progress(progress), leave=False, dynamic_ncols=True):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(x)

@@ -88,6 +88,14 @@ def is_main() -> bool:
     return get_rank() == 0
 
 
+def show_progress(progress: bool) -> bool:
+    """Progress bars only where someone watches them: asked for, main rank, and stderr a terminal. A bar
+    redrawn into a log file is noise; the engine's one-line epoch summary is what logs get instead."""
+    import sys
+
+    return bool(progress) and is_main() and sys.stderr.isatty()
+
+
 def barrier():
     if is_dist():
         dist.barrier()

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .classification import autocast
-from .dist import all_gather_object, all_reduce_sum, get_rank, is_main
+from .dist import all_gather_object, all_reduce_sum, get_rank, show_progress
 
 
 @dataclass
@@ -36,7 +36,7 @@ def predict_views(model, loader, device, amp: str = "none", regression: bool = F
     """Run ``model`` over a loader of :func:`videomamba.data.video_dataset.collate_eval` batches."""
     model.eval()
     keys, scores, skipped, loss_sum = [], [], [], 0.0
-    for x, labels, k, bad in tqdm(loader, desc="eval", disable=not (progress and is_main()), leave=False,
+    for x, labels, k, bad in tqdm(loader, desc="eval", disable=not show_progress(progress), leave=False,
                                   dynamic_ncols=True):
         skipped += bad
         if len(k) == 0:
