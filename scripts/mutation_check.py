@@ -36,7 +36,7 @@ MUTATIONS = [
     ("row sums: partial descending block misplaced", "cpu/simd_math.h",
      "if (descending) dst[first - k] = r[W - 1 - k];", "if (descending) dst[first - k] = r[W - 1];"),
     ("exp2: polynomial coefficient off", "cpu/simd_math.h",
-     "p = p * r + 5.550332471162809e-2f;", "p = p * r + 5.560332471162809e-2f;"),
+     "5.550332471162809e-2f", "5.560332471162809e-2f"),
     ("conv bwd: anti-causal dx shifted by one", "cpu/causal_conv1d.cpp",
      "reverse ? -(K - 1) + k : (K - 1) - k", "reverse ? -(K - 2) + k : (K - 1) - k"),
     ("conv bwd: dw tap mirrored in the causal direction", "cpu/causal_conv1d.cpp",

@@ -359,3 +359,18 @@ def test_missing_backend_package_names_the_extra(tmp_path, monkeypatch, backend,
     monkeypatch.setitem(__import__("sys").modules, module, None)   # makes `import module` fail
     with pytest.raises(ImportError, match=r"pip install 'videomamba\[video\]'"):
         open_video(os.fspath(tmp_path / "any.mp4"), backend)
+
+
+def test_missing_backend_package_says_how_to_install(monkeypatch, tmp_path):
+    import videomamba.data.decode as decode
+
+    real = importlib.import_module
+
+    def fake(name, *a, **k):
+        if name == "decord":
+            raise ImportError("No module named 'decord'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(decode.importlib, "import_module", fake)
+    with pytest.raises(ImportError, match=r"'decord' video backend needs decord: pip install 'videomamba\[video\]'"):
+        open_video(tmp_path / "any.mp4", backend="decord")

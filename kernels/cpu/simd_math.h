@@ -153,6 +153,20 @@ struct RowSums {
     }
 };
 
+// c0*r^(n-1) + c1*r^(n-2) + ... + c(n-1), by Horner's rule (highest coefficient first).
+VM_INLINE vf horner_from(vf, vf acc) { return acc; }
+template <typename... Cs>
+VM_INLINE vf horner_from(vf r, vf acc, float c, Cs... rest) { return horner_from(r, acc * r + c, rest...); }
+template <typename... Cs>
+VM_INLINE vf horner(vf r, float c0, Cs... rest) { return horner_from(r, splat(c0), rest...); }
+// p * 2^k for integer vectors k in [-127, 127], built in the exponent field (k = -127 gives exactly 0).
+VM_INLINE vf times_pow2(vf p, vi k) {
+    const vi bits = (k + 127) << 23;
+    vf scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+}
+
 // exp and log as branch-free polynomials (Cephes coefficients), written for vectors and scalars.
 VM_INLINE vf vexp(vf x) {
     x = x < -87.3f ? splat(-87.3f) : x;
@@ -161,17 +175,9 @@ VM_INLINE vf vexp(vf x) {
     vi ki = __builtin_convertvector(t + (t >= 0.0f ? splat(0.5f) : splat(-0.5f)), vi);  // round half away
     vf k = __builtin_convertvector(ki, vf);
     vf r = x - k * 0.693359375f + k * 2.12194440e-4f;
-    vf p = splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    vi bits = (ki + 127) << 23;
-    vf scale;
-    std::memcpy(&scale, &bits, sizeof(scale));
-    return p * scale;
+    const vf p = horner(r, 1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f,
+                        1.6666665459e-1f, 5.0000001201e-1f);
+    return times_pow2(p * r * r + r + 1.0f, ki);
 }
 
 // 2^x for x in [-127, 127] (clamped): x = k + r with k = round(x) (the 1.5*2^23 trick: add and subtract,
@@ -187,17 +193,9 @@ VM_INLINE vf vexp2(vf x) {
     std::memcpy(&ki, &shifted, sizeof(ki));
     ki -= 0x4b400000;                      // the bits of 12582912.0f: what remains is k
     const vf r = x - k;
-    vf p = splat(1.535336188319500e-4f);
-    p = p * r + 1.339887440266574e-3f;
-    p = p * r + 9.618437357674640e-3f;
-    p = p * r + 5.550332471162809e-2f;
-    p = p * r + 2.402264791363012e-1f;
-    p = p * r + 6.931472028550421e-1f;
-    p = p * r + 1.0f;
-    vi bits = (ki + 127) << 23;
-    vf scale;
-    std::memcpy(&scale, &bits, sizeof(scale));
-    return p * scale;
+    return times_pow2(horner(r, 1.535336188319500e-4f, 1.339887440266574e-3f, 9.618437357674640e-3f,
+                             5.550332471162809e-2f, 2.402264791363012e-1f, 6.931472028550421e-1f, 1.0f),
+                      ki);
 }
 constexpr float kLog2e = 1.44269504088896341f;
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import importlib
 import operator
 import os
 import re
@@ -20,6 +21,7 @@ import numpy as np
 ENV_BACKEND = "VIDEOMAMBA_VIDEO_BACKEND"
 BACKENDS = ("pyav", "decord")
 _INSTALL_HINT = "pip install 'videomamba[video]'"
+av = decord = None   # the backends' packages, imported on first use (VideoReader._import)
 
 
 class VideoDecodeError(ValueError):
@@ -53,8 +55,17 @@ class VideoReader:
 
     path: str
     backend: str
+    package: str   # the module the backend decodes with, imported on first use (an optional extra)
     fps: float
     duration: float
+
+    @classmethod
+    def _import(cls):
+        """Import the backend's package into this module's namespace, or say how to install it."""
+        try:
+            globals()[cls.package] = importlib.import_module(cls.package)
+        except ImportError as err:
+            raise ImportError(f"the '{cls.backend}' video backend needs {cls.package}: {_INSTALL_HINT}") from err
 
     def __init__(self, path: str):
         self.path = path
@@ -165,17 +176,11 @@ class _PyAVReader(VideoReader):
     """
 
     backend = "pyav"
+    package = "av"
     # FFmpeg's default (slice threads). Frame threading ("AUTO") only paid off for 720p on an idle
     # machine and cost 5-15% once other work shares the cores, as in a data loader (docs/decoding.md).
     THREAD_TYPE = "SLICE"
 
-    @staticmethod
-    def _import():
-        global av
-        try:
-            import av
-        except ImportError as err:
-            raise ImportError(f"the 'pyav' video backend needs PyAV: {_INSTALL_HINT}") from err
 
     def __init__(self, path: str):
         super().__init__(path)
@@ -356,14 +361,8 @@ class _DecordReader(VideoReader):
     """
 
     backend = "decord"
+    package = "decord"
 
-    @staticmethod
-    def _import():
-        global decord
-        try:
-            import decord
-        except ImportError as err:
-            raise ImportError(f"the 'decord' video backend needs decord: {_INSTALL_HINT}") from err
 
     def __init__(self, path: str):
         super().__init__(path)

@@ -106,14 +106,10 @@ def torch_openmp_runtime() -> Path | None:
     return None
 
 
-def march_flag(arch: str) -> str:
-    return f"-march={arch}"
-
-
 def build_command(cxx: str, src: Path, out: str, arch: str, runtime: Path | None) -> list[list[str]]:
     """The commands that compile ``src`` into the shared library ``out`` (compile, then link)."""
     obj = out + ".o"
-    compile_cmd = [cxx, *COMPILE_FLAGS, march_flag(arch), "-c", "-o", obj, str(src)]
+    compile_cmd = [cxx, *COMPILE_FLAGS, f"-march={arch}", "-c", "-o", obj, str(src)]
     if runtime is None:
         link = [cxx, "-shared", "-fopenmp", "-o", out, obj]
     else:   # link torch's runtime by path; -fopenmp at link time would add the system libgomp too
