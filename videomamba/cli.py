@@ -129,7 +129,8 @@ def cmd_bench(args) -> int:
         from .bench import model
 
         model.run(device=args.device, frames=tuple(args.frames), modes=tuple(args.modes), batch=args.batch,
-                  repeats=args.repeats, out_dir=args.out, mem_limit_gb=args.mem_limit_gb)
+                  repeats=args.repeats, out_dir=args.out, mem_limit_gb=args.mem_limit_gb, archs=args.arch,
+                  infer_extra_frames=tuple(args.infer_frames))
     else:
         from .bench import flops_table
 
@@ -163,9 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--shapes", nargs="*", help="scan shapes as B,D,L,N (default: the four of the issue)")
     b.add_argument("--arch", nargs="*", metavar="MARCH",
-                   help="scan: benchmark the CPU kernels built for each -march level in turn, e.g. "
+                   help="scan / model: benchmark the CPU kernels built for each -march level in turn, e.g. "
                         "'native x86-64-v3' (default: $VIDEOMAMBA_CPU_ARCH or native)")
-    b.add_argument("--frames", type=int, nargs="*", default=[8, 16, 32, 64])
+    b.add_argument("--frames", type=int, nargs="*", default=[1, 8, 16, 32, 64, 128],
+                   help="model: clip lengths (1 = the image models)")
+    b.add_argument("--infer-frames", type=int, nargs="*", default=[256],
+                   help="model: extra clip lengths measured for inference only")
     b.add_argument("--modes", nargs="*", default=["infer", "train"], choices=["infer", "train"])
     b.add_argument("--batch", type=int, default=1)
     b.add_argument("--mem-limit-gb", type=float, default=20.0, help="address-space cap per CPU measurement")

@@ -11,7 +11,10 @@
 // 16 with AVX-512, 8 with AVX2, 4 with SSE/NEON) with A = B = C = 0 in the padding, which keeps those
 // lanes at h = 0. The state of one row lives in NP/W vector registers.
 // The backward recomputes the states and decays of a row into a per-thread buffer (2*L*NP floats), so nothing of
-// size batch*dim*L*N is ever stored.
+// size batch*dim*L*N is ever stored; it can also write the forward output on the way (the fused mixer's
+// backward needs it and would otherwise run the forward scan a second time).
+// An optional initial state h0 (batch, dim, NP) starts the recurrence (a sequence processed in chunks carries
+// it across chunks); the backward then also returns its gradient.
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -49,13 +52,13 @@ inline void row_dt(const Args& a, int64_t d, const float* delta, float* dt) {
 // (for the backward, which then needs no second exp per step). Loads A.
 template <int NV>
 inline void recurrence(const Args& a, int64_t d, const float* Bp, const float* Cp, const float* u, const float* dt,
-                       vf* A, vf* h, RowSums& ysum, float* hs, float* das) {
+                       const float* h0, vf* A, vf* h, RowSums& ysum, float* hs, float* das) {
     const int64_t nv = NV > 0 ? NV : a.NP / W, NP = a.NP;
     vf A2[NV > 0 ? NV : kMaxNV];   // A * log2(e): the decay is 2^(dt * A2), cheaper than exp (simd_math.h)
     for (int64_t k = 0; k < nv; ++k) {
         A[k] = load(a.A + d * NP + k * W);
         A2[k] = A[k] * kLog2e;
-        h[k] = splat(0.0f);
+        h[k] = h0 ? load(h0 + k * W) : splat(0.0f);
     }
     for (int64_t s = 0; s < a.L; ++s) {
         const int64_t t = a.pos(s);
@@ -74,7 +77,7 @@ inline void recurrence(const Args& a, int64_t d, const float* Bp, const float* C
 }
 
 template <int NV>
-void fwd_row(const Args& a, int64_t bi, int64_t d, float* dt, float* out, float* last) {
+void fwd_row(const Args& a, int64_t bi, int64_t d, const float* h0, float* dt, float* out, float* last) {
     const int64_t nv = NV > 0 ? NV : a.NP / W, NP = a.NP, L = a.L;
     const int64_t row = (bi * a.dim + d) * L;
     const int64_t g = d / (a.dim / a.G);
@@ -85,7 +88,8 @@ void fwd_row(const Args& a, int64_t bi, int64_t d, float* dt, float* out, float*
     row_dt(a, d, a.delta + row, dt);
     vf A[NV > 0 ? NV : kMaxNV], h[NV > 0 ? NV : kMaxNV];
     RowSums y(out + row, a.reverse);
-    recurrence<NV>(a, d, Bp, Cp, u, dt, A, h, y, nullptr, nullptr);
+    const float* h0row = h0 ? h0 + (bi * a.dim + d) * NP : nullptr;
+    recurrence<NV>(a, d, Bp, Cp, u, dt, h0row, A, h, y, nullptr, nullptr);
     // out = (y + D*u) * silu(z)
     const float* z = a.z ? a.z + row : nullptr;
     for_blocks(L, [&](int64_t t, int64_t n) {
@@ -101,8 +105,9 @@ void fwd_row(const Args& a, int64_t bi, int64_t d, float* dt, float* out, float*
 }
 
 template <int NV>
-void bwd_row(const Args& a, int64_t bi, int64_t d, const float* dout, const float* dlast, float* buf, float* dB, float* dC,
-             float* du, float* ddelta, float* dA, float* dD, float* dz, float* dbias) {
+void bwd_row(const Args& a, int64_t bi, int64_t d, const float* h0, const float* dout, const float* dlast, float* buf,
+             float* dB, float* dC, float* du, float* ddelta, float* dA, float* dD, float* dz, float* dbias, float* out,
+             float* dh0) {
     const int64_t nv = NV > 0 ? NV : a.NP / W, NP = a.NP, L = a.L;
     const int64_t row = (bi * a.dim + d) * L;
     const int64_t g = d / (a.dim / a.G);
@@ -119,14 +124,19 @@ void bwd_row(const Args& a, int64_t bi, int64_t d, const float* dout, const floa
 
     vf A[NV > 0 ? NV : kMaxNV], h[NV > 0 ? NV : kMaxNV];
     RowSums ysum(dy, a.reverse);  // y_t before D*u and the gate, turned into dy just below
-    recurrence<NV>(a, d, Bp, Cp, u, dt, A, h, ysum, hs, das);
+    const float* h0row = h0 ? h0 + (bi * a.dim + d) * NP : nullptr;
+    recurrence<NV>(a, d, Bp, Cp, u, dt, h0row, A, h, ysum, hs, das);
     // Gate: out = y * silu(z)  =>  dz = dout * y * silu'(z), dy = dout * silu(z).
     for_blocks(L, [&](int64_t t, int64_t n) {
         vf go = load_n(dout + row + t, n);
+        const vf y = load_n(dy + t, n) + load_n(u + t, n) * Dd;
         if (a.z) {
-            vf zz = load_n(a.z + row + t, n), s = vsigmoid(zz), y = load_n(dy + t, n) + load_n(u + t, n) * Dd;
+            vf zz = load_n(a.z + row + t, n), s = vsigmoid(zz);
             store_n(dz + row + t, go * y * s * (1.0f + zz * (1.0f - s)), n);
+            if (out) store_n(out + row + t, y * zz * s, n);
             go = go * zz * s;
+        } else if (out) {
+            store_n(out + row + t, y, n);
         }
         store_n(dy + t, go, n);
     });
@@ -146,7 +156,7 @@ void bwd_row(const Args& a, int64_t bi, int64_t d, const float* dout, const floa
         for (int64_t k = 0; k < nv; ++k) {
             const int64_t o = t * NP + k * W, os = s * NP + k * W;
             const vf Bt = load(Bp + o), Ct = load(Cp + o), dAt = load(das + os);
-            const vf hprev = s > 0 ? load(hs + os - NP) : splat(0.0f);
+            const vf hprev = s > 0 ? load(hs + os - NP) : (h0row ? load(h0row + k * W) : splat(0.0f));
             const vf gn = gst[k] + Ct * dyt;
             store(dC + bc + o, load(dC + bc + o) + hcur[k] * dyt);
             store(dB + bc + o, load(dB + bc + o) + gn * (dtt * ut));
@@ -183,6 +193,8 @@ void bwd_row(const Args& a, int64_t bi, int64_t d, const float* dout, const floa
         db += n == W ? g : load_n(ddelta + row + t, n);
     });
     for (int64_t k = 0; k < nv; ++k) store(dA + (bi * a.dim + d) * NP + k * W, dA_acc[k]);
+    if (dh0)   // the adjoint after the first step is the gradient of the state before it
+        for (int64_t k = 0; k < nv; ++k) store(dh0 + (bi * a.dim + d) * NP + k * W, gst[k]);
     dD[bi * a.dim + d] = dD_acc;
     dbias[bi * a.dim + d] = hsum(db);
 }
@@ -209,13 +221,13 @@ VM_EXPORT_TARGET_INFO(vm_selective_scan)
 
 extern "C" {
 
-int vm_selective_scan_version() { return 5; }
+int vm_selective_scan_version() { return 6; }
 
-// out: (batch, dim, L); last_state: (batch, dim, NP) or null.
+// out: (batch, dim, L); h0 (initial state), last_state: (batch, dim, NP) or null.
 int vm_selective_scan_fwd(const float* u, const float* delta, const float* A, const float* B, const float* C,
                           const float* D, const float* z, const float* bias, int softplus, int reverse, int64_t batch,
-                          int64_t dim, int64_t L, int64_t NP, int64_t G, float* out, float* last_state,
-                          int num_threads) {
+                          int64_t dim, int64_t L, int64_t NP, int64_t G, const float* h0, float* out,
+                          float* last_state, int num_threads) {
     Args a{u, delta, A, B, C, D, z, bias, softplus, reverse, batch, dim, L, NP, G};
     return dispatch_nv(NP, [&](auto nv) {
         constexpr int NV = decltype(nv)::value;
@@ -224,19 +236,20 @@ int vm_selective_scan_fwd(const float* u, const float* delta, const float* A, co
             FlushDenormals ftz;
             std::vector<float> dt(L + W);
 #pragma omp for schedule(static)
-            for (int64_t r = 0; r < batch * dim; ++r) fwd_row<NV>(a, r / dim, r % dim, dt.data(), out, last_state);
+            for (int64_t r = 0; r < batch * dim; ++r) fwd_row<NV>(a, r / dim, r % dim, h0, dt.data(), out, last_state);
         }
     });
 }
 
 // Gradients (dlast: gradient of the last state, or null). dA_part, dD_part, dbias_part: (batch, dim[, NP]) per-batch partial sums (the caller sums
-// over batch); dB, dC: (batch, G, L, NP), zero-filled by the caller.
+// over batch); dB, dC: (batch, G, L, NP), zero-filled by the caller. Optional: h0 (initial state) and its
+// gradient dh0 (batch, dim, NP); out (batch, dim, L) receives the forward output.
 int vm_selective_scan_bwd(const float* u, const float* delta, const float* A, const float* B, const float* C,
                           const float* D, const float* z, const float* bias, int softplus, int reverse, int64_t batch,
-                          int64_t dim, int64_t L, int64_t NP, int64_t G, const float* dout,
+                          int64_t dim, int64_t L, int64_t NP, int64_t G, const float* h0, const float* dout,
                           const float* dlast, float* du,
                           float* ddelta, float* dA_part, float* dB, float* dC, float* dD_part, float* dz,
-                          float* dbias_part, int num_threads) {
+                          float* dbias_part, float* out, float* dh0, int num_threads) {
     Args a{u, delta, A, B, C, D, z, bias, softplus, reverse, batch, dim, L, NP, G};
     const int64_t bc_size = batch * G * L * NP;
     const int nt = num_threads > 0 ? num_threads : 1;
@@ -256,8 +269,8 @@ int vm_selective_scan_bwd(const float* u, const float* delta, const float* A, co
             std::vector<float> buf(2 * L + 2 * L * NP + W);
 #pragma omp for schedule(static)
             for (int64_t r = 0; r < batch * dim; ++r)
-                bwd_row<NV>(a, r / dim, r % dim, dout, dlast, buf.data(), my_dB, my_dC, du, ddelta, dA_part, dD_part, dz,
-                            dbias_part);
+                bwd_row<NV>(a, r / dim, r % dim, h0, dout, dlast, buf.data(), my_dB, my_dC, du, ddelta, dA_part, dD_part,
+                            dz, dbias_part, out, dh0);
 #pragma omp for schedule(static)
             for (int64_t i = 0; i < bc_size; ++i) {
                 float sb = 0.0f, sc = 0.0f;

@@ -9,6 +9,9 @@
 #include <cstdint>
 #include <cstring>
 #include <utility>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -180,22 +183,36 @@ VM_INLINE vf vexp(vf x) {
     return times_pow2(p * r * r + r + 1.0f, ki);
 }
 
-// 2^x for x in [-127, 127] (clamped): x = k + r with k = round(x) (the 1.5*2^23 trick: add and subtract,
-// the integer lands in the low mantissa bits), 2^r by a degree-6 polynomial on [-0.5, 0.5] (Cephes exp2f,
-// relative error ~2e-7), times 2^k built in the exponent field (k = -127 gives exactly 0). About half the
-// operations of vexp, which is why the scan's decays exp(dt*A) are computed as 2^(dt * A*log2(e)).
+// 2^x: x = k + r with k = round(x) (the 1.5*2^23 trick: add and subtract; the integer lands in the low
+// mantissa bits), 2^r by a degree-6 polynomial on [-0.5, 0.5] (Cephes exp2f, relative error ~2e-7), times 2^k.
+// About half the operations of vexp, which is why the scan's decays exp(dt*A) are computed as
+// 2^(dt * A*log2(e)). With AVX-512 one vscalefps does the 2^k (and its overflow / underflow), otherwise it
+// is built in the exponent field from the bits of the shifted value (x clamped to [-127, 127]; -127 gives 0).
 VM_INLINE vf vexp2(vf x) {
+#if defined(__AVX512F__)
+    x = x < -150.0f ? splat(-150.0f) : x;      // keeps the rounding trick exact; 2^-150 flushes to 0
+    x = x > 150.0f ? splat(150.0f) : x;        // (scalef turns 2^150 into inf, as exp would)
+#else
     x = x < -127.0f ? splat(-127.0f) : x;
     x = x > 127.0f ? splat(127.0f) : x;
+#endif
     const vf shifted = x + 12582912.0f;
     const vf k = shifted - 12582912.0f;
-    vi ki;
-    std::memcpy(&ki, &shifted, sizeof(ki));
-    ki -= 0x4b400000;                      // the bits of 12582912.0f: what remains is k
     const vf r = x - k;
-    return times_pow2(horner(r, 1.535336188319500e-4f, 1.339887440266574e-3f, 9.618437357674640e-3f,
-                             5.550332471162809e-2f, 2.402264791363012e-1f, 6.931472028550421e-1f, 1.0f),
-                      ki);
+    const vf p = horner(r, 1.535336188319500e-4f, 1.339887440266574e-3f, 9.618437357674640e-3f,
+                        5.550332471162809e-2f, 2.402264791363012e-1f, 6.931472028550421e-1f, 1.0f);
+#if defined(__AVX512F__)
+    static_assert(sizeof(vf) == 64, "AVX-512 builds use 16 lanes");
+    return (vf)_mm512_mask_scalef_ps((__m512)p, 0xFFFF, (__m512)p, (__m512)k);   // (mask form: no undefined src)
+#else
+    // The bits of `shifted` are those of 1.5*2^23 plus k: one subtraction gives the biased exponent k + 127.
+    vi bits;
+    std::memcpy(&bits, &shifted, sizeof(bits));
+    bits = (bits - (0x4b400000 - 127)) << 23;
+    vf scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+#endif
 }
 constexpr float kLog2e = 1.44269504088896341f;
 

@@ -1,12 +1,17 @@
 """``videomamba bench model``: VideoMamba-Ti against TimeSformer-Ti (the paper's Fig. 1), 224², T frames.
 
-Every measurement runs in a fresh subprocess. Memory is the peak increase over the level after one
-warm-up step, as the official speed test measures it: on CUDA with ``torch.cuda.max_memory_allocated``
-(bf16 autocast, as the official speed test); on CPU with the kernel's resident-set high-water mark
-(reset through ``/proc/self/clear_refs`` after warm-up; glibc is told to return large blocks to the
-system at once, so freed activations do not inflate the baseline). The address space is capped
-(``--mem-limit-gb``) so that an out-of-memory case is reported as OOM instead of taking the machine down. Two tables: inference (clips/s) and a training step
-(forward + backward + AdamW step).
+Baselines: TimeSformer-Ti with naive attention (the ``(L, L)`` matrix, as in the paper) and with PyTorch's
+fused ``scaled_dot_product_attention``; at 1 frame also timm's DeiT-Ti (fused attention), against the
+VideoMamba-Ti image model. Two modes: inference (clips/s) and a training step (forward + backward + AdamW).
+
+Every measurement runs in a fresh subprocess. Peak memory is the growth over the level with the model and
+its input built, warm-up included: on CUDA ``torch.cuda.max_memory_allocated`` (bf16 autocast, as the
+official speed test); on CPU the resident-set high-water mark (``VmHWM``, reset through
+``/proc/self/clear_refs``) in a second run where glibc returns every large block to the system when it is
+freed, so the resident set follows the live tensors. The address space is capped (``--mem-limit-gb``) so an
+out-of-memory case is reported as OOM instead of taking the machine down. On CPU, VideoMamba runs once per
+kernel build in ``archs`` (``-march`` levels); the baselines do not use those kernels and run once, so every
+ratio compares figures from one run.
 """
 from __future__ import annotations
 
@@ -22,17 +27,33 @@ import torch
 
 from .common import machine_description, median_time, print_table, try_plot, write_json
 
-MODELS = ("videomamba_tiny", "timesformer_tiny_naive", "timesformer_tiny_sdpa")
+MODELS = ("videomamba_tiny", "timesformer_tiny_naive", "timesformer_tiny_sdpa", "deit_tiny_sdpa")
+IMAGE_ONLY = ("deit_tiny_sdpa",)      # measured at 1 frame only
+
+
+def models_at(frames: int, models=MODELS):
+    return [m for m in models if frames == 1 or m not in IMAGE_ONLY]
 
 
 def build(name: str, frames: int, img_size: int = 224):
+    """The model and the shape of its input clip; at 1 frame VideoMamba and DeiT are the image models."""
+    image = (3, img_size, img_size)
     if name == "videomamba_tiny":
         from .. import create_model
 
-        return create_model("videomamba_tiny", num_frames=frames, img_size=img_size, num_classes=400)
+        if frames == 1:
+            return create_model("videomamba_tiny", img_size=img_size, num_classes=400), image
+        return create_model("videomamba_tiny", num_frames=frames, img_size=img_size, num_classes=400), \
+            (3, frames, img_size, img_size)
+    if name == "deit_tiny_sdpa":
+        import timm
+
+        return timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=img_size, num_classes=400), \
+            image
     from .timesformer import TimeSformerTiny
 
-    return TimeSformerTiny(img_size=img_size, num_frames=frames, num_classes=400, attention=name.rsplit("_", 1)[1])
+    return TimeSformerTiny(img_size=img_size, num_frames=frames, num_classes=400,
+                           attention=name.rsplit("_", 1)[1]), (3, frames, img_size, img_size)
 
 
 def _rss_bytes() -> int:
@@ -61,8 +82,9 @@ def measure_one(cfg: dict) -> dict:
 
         flush_denormals(True)
     torch.manual_seed(0)
-    model = build(cfg["model"], cfg["frames"], cfg["img_size"]).to(device)
-    x = torch.randn(cfg["batch"], 3, cfg["frames"], cfg["img_size"], cfg["img_size"], device=device)
+    model, shape = build(cfg["model"], cfg["frames"], cfg["img_size"])
+    model = model.to(device)
+    x = torch.randn(cfg["batch"], *shape, device=device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     if cfg["mode"] == "infer":
         model.eval()
@@ -81,8 +103,12 @@ def measure_one(cfg: dict) -> dict:
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    for _ in range(cfg["warmup"]):     # lazy library init and kernel builds happen here, not below
-        step()
+    if device.type == "cpu":   # build the kernels now: compiling them is not the model's memory
+        from ..ops import causal_conv1d, selective_scan_cpu
+
+        selective_scan_cpu.available(), causal_conv1d.native_available()
+    # The baseline: the built model and its input; the warm-up's lazy allocations (optimizer state,
+    # library workspaces) count, as they do for a user.
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -90,7 +116,7 @@ def measure_one(cfg: dict) -> dict:
     else:
         base = _rss_bytes()
         _reset_peak_rss()
-    seconds = median_time(step, device, warmup=0, repeats=cfg["repeats"], max_seconds=cfg["max_seconds"])
+    seconds = median_time(step, device, warmup=cfg["warmup"], repeats=cfg["repeats"], max_seconds=cfg["max_seconds"])
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
@@ -101,6 +127,8 @@ def measure_one(cfg: dict) -> dict:
 def _run_subprocess(cfg: dict, timeout: int, mem_limit_gb: float, for_memory: bool) -> dict:
     cmd = [sys.executable, "-m", "videomamba.bench.model", "--one", json.dumps(cfg), "--mem-limit-gb", str(mem_limit_gb)]
     env = dict(os.environ)
+    if cfg.get("arch"):
+        env["VIDEOMAMBA_CPU_ARCH"] = cfg["arch"]
     if for_memory and cfg["device"] == "cpu":
         # A fixed mmap threshold makes glibc hand every large tensor back to the system when it is freed,
         # so the resident set follows the live tensors. It slows allocation, hence a separate run.
@@ -128,55 +156,131 @@ def measure(cfg: dict, timeout: int, mem_limit_gb: float) -> dict:
     return res
 
 
-def run(device: str = "cpu", frames=(8, 16, 32, 64), modes=("infer", "train"), batch: int = 1, repeats: int = 3,
-        out_dir: str = "bench_results", timeout: int = 900, mem_limit_gb: float = 20.0, img_size: int = 224,
-        models=MODELS) -> dict:
-    print(f"model benchmark on {machine_description(device)}; batch {batch}, {img_size}px, median of {repeats}")
+def run(device: str = "cpu", frames=(1, 8, 16, 32, 64, 128), modes=("infer", "train"), batch: int = 1,
+        repeats: int = 3, out_dir: str = "bench_results", timeout: int = 1800, mem_limit_gb: float = 20.0,
+        img_size: int = 224, models=MODELS, archs=None, infer_extra_frames=(256,)) -> dict:
+    """Measure every model at every clip length; VideoMamba once per kernel build in ``archs`` (CPU)."""
+    cpu = torch.device(device).type == "cpu"
+    archs = list(archs) if (archs and cpu) else [None]
+    print(f"model benchmark on {machine_description(device)}; batch {batch}, {img_size}px, median of {repeats}"
+          + (f"; VideoMamba kernel builds: {', '.join(archs)}" if archs != [None] else ""), flush=True)
     results = []
     for mode in modes:
-        rows = []
-        for T in frames:
-            by_model = {}
-            for name in models:
-                cfg = dict(model=name, frames=T, batch=batch, mode=mode, device=device, img_size=img_size,
-                           warmup=1, repeats=repeats, max_seconds=120)
-                t0 = time.time()
-                res = measure(cfg, timeout, mem_limit_gb)
-                res["wall_s"] = time.time() - t0
-                results.append(res)
-                by_model[name] = res
-                print(f"  {mode} T={T} {name}: {res['status']}"
-                      + (f", {res['clips_per_s']:.3g} clips/s, {res['peak_mem_mb'] or float('nan'):.0f} MB"
-                         if res["status"] == "ok" else ""),
-                      flush=True)
-            vm = by_model.get("videomamba_tiny", {})
-            for other in models[1:]:
-                o = by_model.get(other, {})
-                ok = vm.get("status") == "ok" and o.get("status") == "ok"
-                rows.append([T, other, vm.get("clips_per_s"), o.get("clips_per_s") if ok else o.get("status"),
-                             vm["clips_per_s"] / o["clips_per_s"] if ok else None,
-                             vm.get("peak_mem_mb"), o.get("peak_mem_mb") if ok else o.get("status"),
-                             o["peak_mem_mb"] / max(vm["peak_mem_mb"], 1e-6)
-                             if ok and o.get("peak_mem_mb") and vm.get("peak_mem_mb") else None])
-        print_table(["frames", "vs", "VideoMamba-Ti clips/s", "other clips/s", "speed-up", "VideoMamba-Ti MB",
-                     "other MB", "memory ratio"], rows, title=f"\n{mode}:")
-    payload = dict(device=machine_description(device), batch=batch, img_size=img_size, results=results)
+        lengths = sorted(set(frames) | (set(infer_extra_frames) if mode == "infer" else set()))
+        for T in lengths:
+            for name in models_at(T, models):
+                for arch in (archs if name == "videomamba_tiny" else [None]):
+                    cfg = dict(model=name, frames=T, batch=batch, mode=mode, device=device, img_size=img_size,
+                               warmup=1, repeats=repeats, max_seconds=None, arch=arch)
+                    t0 = time.time()
+                    res = measure(cfg, timeout, mem_limit_gb)
+                    res["wall_s"] = time.time() - t0
+                    results.append(res)
+                    label = name + (f" [{arch}]" if arch else "")
+                    print(f"  {mode} T={T} {label}: {res['status']}"
+                          + (f", {res['clips_per_s']:.3g} clips/s, {res['peak_mem_mb'] or float('nan'):.0f} MB"
+                             if res["status"] == "ok" else ""), flush=True)
+    tables = {arch: comparison_rows(results, arch) for arch in archs}
+    for arch, rows in tables.items():
+        for mode in modes:
+            print_table(["frames", "vs", "VideoMamba-Ti clips/s", "other clips/s", "speed-up", "VideoMamba-Ti MB",
+                         "other MB", "memory ratio"], [r[1:] for r in rows if r[0] == mode],
+                        title=f"\n{mode}" + (f", VideoMamba kernels -march={arch}" if arch else "") + ":")
+    checks = {arch: target_checks(results, arch) for arch in archs}
+    for arch, lines in checks.items():
+        print(f"\nTARGETS (issue 10)" + (f", -march={arch}" if arch else "") + ":")
+        for line in lines:
+            print(f"  {'ok    ' if line['ok'] else 'MISSED'}  {line['what']}: {line['value']}")
+    payload = dict(device=machine_description(device), batch=batch, img_size=img_size, archs=archs,
+                   results=results, targets=checks)
     path = write_json(f"{out_dir}/model.json", payload)
-    png = try_plot(f"{out_dir}/model.png", lambda plt: _plot(plt, results, modes))
+    png = try_plot(f"{out_dir}/model.png", lambda plt: _plot(plt, results, modes, archs))
     print(f"wrote {path}" + (f" and {png}" if png else ""))
     return payload
 
 
-def _plot(plt, results, modes):
-    fig, axes = plt.subplots(len(modes), 2, figsize=(10, 3.6 * len(modes)), squeeze=False)
+def _find(results, model, mode, frames, arch=None):
+    for r in results:
+        if (r["model"], r["mode"], r["frames"]) == (model, mode, frames) and (
+                model != "videomamba_tiny" or r.get("arch") == arch):
+            return r
+    return {}
+
+
+def comparison_rows(results, arch=None):
+    """``[mode, frames, baseline, vm clips/s, its clips/s, speed-up, vm MB, its MB, its MB / vm MB]``."""
+    rows = []
+    for mode in dict.fromkeys(r["mode"] for r in results):
+        for T in sorted({r["frames"] for r in results if r["mode"] == mode}):
+            vm = _find(results, "videomamba_tiny", mode, T, arch)
+            for other in [m for m in dict.fromkeys(r["model"] for r in results) if m != "videomamba_tiny"]:
+                o = _find(results, other, mode, T)
+                if not o:
+                    continue
+                ok = vm.get("status") == "ok" and o.get("status") == "ok"
+                mems = ok and vm.get("peak_mem_mb") and o.get("peak_mem_mb")
+                rows.append([mode, T, other, vm.get("clips_per_s") if vm.get("status") == "ok" else vm.get("status"),
+                             o.get("clips_per_s") if o.get("status") == "ok" else o.get("status"),
+                             vm["clips_per_s"] / o["clips_per_s"] if ok else None,
+                             vm.get("peak_mem_mb"), o.get("peak_mem_mb") if o.get("status") == "ok" else o.get("status"),
+                             o["peak_mem_mb"] / vm["peak_mem_mb"] if mems else None])
+    return rows
+
+
+def target_checks(results, arch=None) -> list[dict]:
+    """The issue's bars, each as ``{what, value, ok}`` (a missing measurement is not ok)."""
+    def pair(mode, T, other):
+        vm, o = _find(results, "videomamba_tiny", mode, T, arch), _find(results, other, mode, T)
+        if vm.get("status") != "ok" or o.get("status") != "ok":
+            return None
+        return vm, o
+
+    out = []
+
+    def check(what, p, fn, fmt):
+        if p is None:
+            out.append(dict(what=what, value="not measured", ok=False))
+            return
+        v = fn(*p)
+        ok = v[1] if isinstance(v, tuple) else bool(v)
+        out.append(dict(what=what, value=fmt(*p), ok=ok))
+
+    sdpa = "timesformer_tiny_sdpa"
+    speed = lambda vm, o: vm["clips_per_s"] / o["clips_per_s"]          # noqa: E731
+    mem = lambda vm, o: vm["peak_mem_mb"] / o["peak_mem_mb"] if vm.get("peak_mem_mb") and o.get("peak_mem_mb") else float("inf")  # noqa: E731,E501
+    check("64 frames inference: >= 3x TimeSformer-Ti SDPA clips/s", pair("infer", 64, sdpa),
+          lambda vm, o: speed(vm, o) >= 3, lambda vm, o: f"{speed(vm, o):.2f}x")
+    check("64 frames inference: <= 1/3 of its peak memory", pair("infer", 64, sdpa),
+          lambda vm, o: mem(vm, o) <= 1 / 3, lambda vm, o: f"{mem(vm, o):.3f}x ({vm['peak_mem_mb']:.0f} vs {o['peak_mem_mb']:.0f} MB)")
+    check("64 frames training step: >= 3x its clips/s", pair("train", 64, sdpa),
+          lambda vm, o: speed(vm, o) >= 3, lambda vm, o: f"{speed(vm, o):.2f}x")
+    check("64 frames training step: <= 1.0x its peak memory", pair("train", 64, sdpa),
+          lambda vm, o: mem(vm, o) <= 1.0, lambda vm, o: f"{mem(vm, o):.3f}x ({vm['peak_mem_mb']:.0f} vs {o['peak_mem_mb']:.0f} MB)")
+    check("8 frames inference: >= 1.0x its clips/s", pair("infer", 8, sdpa),
+          lambda vm, o: speed(vm, o) >= 1, lambda vm, o: f"{speed(vm, o):.2f}x")
+    check("1 frame inference (image model): >= 1.0x DeiT-Ti SDPA clips/s", pair("infer", 1, "deit_tiny_sdpa"),
+          lambda vm, o: speed(vm, o) >= 1, lambda vm, o: f"{speed(vm, o):.2f}x")
+    vm256, o64 = _find(results, "videomamba_tiny", "infer", 256, arch), _find(results, sdpa, "infer", 64)
+    p = (vm256, o64) if vm256.get("status") == "ok" and o64.get("status") == "ok" else None
+    check("256-frame inference memory < TimeSformer-Ti SDPA's at 64 frames", p,
+          lambda vm, o: (vm.get("peak_mem_mb") or float("inf")) < (o.get("peak_mem_mb") or 0),
+          lambda vm, o: f"{vm.get('peak_mem_mb') or float('nan'):.0f} vs {o.get('peak_mem_mb') or float('nan'):.0f} MB")
+    return out
+
+
+def _plot(plt, results, modes, archs=(None,)):
+    fig, axes = plt.subplots(len(modes), 2, figsize=(11, 3.8 * len(modes)), squeeze=False)
     for i, mode in enumerate(modes):
         for j, (key, label) in enumerate((("clips_per_s", "clips/s"), ("peak_mem_mb", "peak memory (MB)"))):
             ax = axes[i][j]
             for name in MODELS:
-                pts = [(r["frames"], r[key]) for r in results
-                       if r["model"] == name and r["mode"] == mode and r.get("status") == "ok" and r.get(key)]
-                if pts:
-                    ax.plot(*zip(*pts), marker="o", label=name)
+                for arch in (archs if name == "videomamba_tiny" else [None]):
+                    pts = [(r["frames"], r[key]) for r in results
+                           if r["model"] == name and r["mode"] == mode and r.get("status") == "ok" and r.get(key)
+                           and (name != "videomamba_tiny" or r.get("arch") == arch)]
+                    if pts:
+                        ax.plot(*zip(*sorted(pts)), marker="o" if len(pts) > 1 else "s",
+                                label=name + (f" ({arch})" if arch else ""))
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel("frames")

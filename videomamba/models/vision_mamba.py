@@ -39,6 +39,12 @@ class VisionMamba(nn.Module):
     tokens); it makes from-scratch video training far faster (the embedded default uses it) and changes
     nothing for fine-tuning from a checkpoint. ``distill_dim`` adds the self-distillation projector ``distill_head = RMSNorm + Linear(D, distill_dim)``
     (the official student's key names), used by ``forward(x, return_distill=True)``.
+
+    Lean execution (same results, less memory): ``recompute="block"`` (default) trains each block's
+    norm + mixer as one autograd function that keeps only the residual stream for backward
+    (:mod:`videomamba.modules.mixer_recompute`; ``"none"``: plain autograd, every intermediate kept).
+    Without gradients, sequences longer than ``inference_chunk`` tokens run the mixer in chunks and update
+    the residual stream in place (:mod:`videomamba.modules.mixer_chunked`; 0 turns chunking off).
     """
 
     def __init__(self, img_size=224, patch_size=16, stride=None, depth=24, embed_dim=192, in_chans=3,
@@ -46,7 +52,8 @@ class VisionMamba(nn.Module):
                  ssm_cfg=None, norm_epsilon=1e-5, rms_norm=True, residual_in_fp32=True,
                  fused_add_norm=True, num_frames=None, kernel_size=1, use_checkpoint=False,
                  checkpoint_num=0, divide_output=False, global_pool="token", channels=None,
-                 bimamba=True, initializer_cfg=None, distill_dim=None, dt_init="official", device=None, dtype=None):
+                 bimamba=True, initializer_cfg=None, distill_dim=None, dt_init="official", recompute="block",
+                 inference_chunk=1024, device=None, dtype=None):
         super().__init__()
         if not bimamba:
             raise ValueError("VisionMamba: bimamba=False is not supported; VideoMamba is bidirectional")
@@ -101,6 +108,8 @@ class VisionMamba(nn.Module):
                              if distill_dim else None)
 
         self.set_checkpoint_layers(checkpoint_num if use_checkpoint else 0)
+        self.set_recompute(recompute)
+        self.set_inference_chunk(inference_chunk)
         if dt_init not in ("official", "mamba"):
             raise ValueError(f"VisionMamba: dt_init must be 'official' or 'mamba', got {dt_init!r}")
         kept = ({k: v.detach().clone() for k, v in self.named_parameters() if ".dt_proj" in k}
@@ -138,6 +147,25 @@ class VisionMamba(nn.Module):
         self.checkpoint_num = int(num_layers)
         for i, layer in enumerate(self.layers):
             layer.use_checkpoint = i < self.checkpoint_num
+
+    def set_recompute(self, mode: str):
+        """``"block"``: keep only the residual stream for backward and recompute norm + mixer there;
+        ``"none"``: plain autograd. Blocks under :meth:`set_checkpoint_layers` use torch's checkpoint."""
+        from ..modules.mixer_recompute import RECOMPUTE_MODES
+
+        if mode not in RECOMPUTE_MODES:
+            raise ValueError(f"VisionMamba: recompute must be one of {RECOMPUTE_MODES}, got {mode!r}")
+        self.recompute = mode
+        for layer in self.layers:
+            layer.recompute = mode
+
+    def set_inference_chunk(self, tokens: int):
+        """Tokens per chunk of the no-gradient path (0: never chunk)."""
+        if int(tokens) < 0:
+            raise ValueError(f"VisionMamba: inference_chunk must be >= 0, got {tokens}")
+        self.inference_chunk = int(tokens)
+        for layer in self.layers:
+            layer.mixer.inference_chunk = self.inference_chunk
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True):
@@ -191,6 +219,56 @@ class VisionMamba(nn.Module):
 
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
         """Run the Mamba blocks on embedded tokens and apply the final add + norm."""
+        if self._lean_inference(x):
+            return self._forward_blocks_lean(x.clone())
+        return self._forward_blocks(x)
+
+    def _lean_inference(self, x: torch.Tensor) -> bool:
+        """No gradients, nothing tracing, no active drop path, chunking on: the residual stream can be updated
+        in place, one block after another, with the mixers chunked along L."""
+        from ..modules.mixer_chunked import _eager
+
+        return (not torch.is_grad_enabled() and self.inference_chunk > 0 and _eager(x)
+                and not (self.training and any(not isinstance(b.drop_path, nn.Identity) for b in self.layers))
+                and not (self.training and not isinstance(self.drop_path, nn.Identity))
+                and not self._blocks_hooked())
+
+    def _blocks_hooked(self) -> bool:
+        """Forward hooks on a block, its mixer or norm (feature extraction, FLOP counting) must fire: the lean
+        loop does not call those modules, so it steps aside for them."""
+        from torch.nn.modules import module as nn_module
+
+        if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks
+                   for layer in self.layers for m in (layer, layer.mixer, layer.norm))
+
+    def _forward_blocks_lean(self, x: torch.Tensor) -> torch.Tensor:
+        """``residual += mixer(norm(residual))`` per block, in place (``x`` is consumed): the official
+        ``hidden + residual`` sums in the same order of blocks, without a second stream. Beyond the stream,
+        only one ``(B, d_inner, L)`` buffer (the backward direction's output, shared by the blocks) and one
+        chunk's intermediates are alive."""
+        from ..modules.mixer_chunked import mixer_chunked
+
+        dtype = x.dtype
+        residual = x.float() if self.residual_in_fp32 and x.dtype != torch.float64 else x
+        B, L, _ = residual.shape
+        y_b = None
+        for layer in self.layers:
+            mixer = layer.mixer
+            if L > mixer.inference_chunk:
+                if y_b is None:
+                    y_b = torch.empty(B * mixer.d_inner * L, device=x.device, dtype=dtype)
+                mixer_chunked(mixer, residual, out=residual, norm=layer.norm, accumulate=True, y_b=y_b,
+                              hidden_dtype=dtype)
+            else:
+                h = norm_forward(layer.norm, residual, None, prenorm=False).to(dtype)
+                residual += mixer(h)
+                del h
+        del y_b
+        return norm_forward(self.norm_f, residual, None, prenorm=False).to(dtype)
+
+    def _forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
         hidden, residual = x, None
         for layer in self.layers:
             hidden, residual = layer(hidden, residual)
@@ -199,7 +277,10 @@ class VisionMamba(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B,3,H,W)`` or ``(B,3,T,H,W)`` -> normalised tokens ``(B, 1 + T*HW, D)``, CLS first."""
-        return self.forward_blocks(self.pos_drop(self.embed(x)))
+        tokens = self.pos_drop(self.embed(x))
+        if self._lean_inference(tokens):
+            return self._forward_blocks_lean(tokens)   # the embedding is ours to update in place
+        return self._forward_blocks(tokens)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x[:, 0] if self.global_pool == "token" else x[:, 1:].mean(dim=1)

@@ -12,6 +12,7 @@ time-reversed sequence; its result is flipped back and summed with the forward o
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -36,6 +37,7 @@ class BiMamba(nn.Module):
         self.divide_output = divide_output
         self.layer_idx = layer_idx
         self.use_fast_path = use_fast_path  # accepted for the official signature; every path is exact
+        self.inference_chunk = 1024  # tokens per chunk of the no-grad path (mixer_chunked.py)
 
         # Own parameters first: this fixes the official state_dict order.
         A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
@@ -76,41 +78,106 @@ class BiMamba(nn.Module):
             dt_proj.bias.copy_(inv_dt)
         dt_proj.bias._no_reinit = True
 
-    def _scan_direction(self, x, z, conv1d, x_proj, dt_proj, A_log, D, reverse: bool):
-        """One direction: depthwise conv + SiLU, input-dependent (dt, B, C), selective scan gated by z.
+    # ------------------------------------------------------------------ math on tensors
+    def direction_params(self, reverse: bool) -> "DirectionParams":
+        if reverse:
+            return DirectionParams(self.conv1d_b.weight, self.conv1d_b.bias,
+                                   self.x_proj_b.weight, self.dt_proj_b.weight, self.dt_proj_b.bias, self.A_b_log,
+                                   self.D_b)
+        return DirectionParams(self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+                               self.dt_proj.bias, self.A_log, self.D)
 
-        The backward direction (``reverse=True``) runs the anti-causal conv and the reversed scan on the
-        un-flipped sequence, which equals the official flip -> scan -> flip without the copies.
-        Channel-major matmuls keep every intermediate contiguous (no transposes to copy).
-        """
-        x = causal_conv1d_fn(x, conv1d.weight, conv1d.bias, activation="silu", reverse=reverse)  # (b, Di, L)
-        x_dbl = _weight_matmul(x_proj.weight, x)                              # (b, R + 2N, L)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
-        dt = _weight_matmul(dt_proj.weight, dt)                               # (b, Di, L); bias in the scan
-        A = -torch.exp(A_log.float())
-        return selective_scan_fn(x, dt, A, B, C, D.float(), z=z, delta_bias=dt_proj.bias.float(),
-                                 delta_softplus=True, reverse=reverse)
+    def project_in(self, h: torch.Tensor, weight=None, bias=None):
+        """``h (b, L, D) -> x, z (b, Di, L)``, each contiguous."""
+        return project_in(h, self.in_proj.weight if weight is None else weight,
+                          self.in_proj.bias if weight is None else bias)
+
+    def direction_inputs(self, x: torch.Tensor, p: "DirectionParams", reverse: bool):
+        """Depthwise conv + SiLU, then the input-dependent ``(dt, B, C)`` of one direction."""
+        return direction_inputs(x, p, self.dt_rank, self.d_state, reverse)
 
     def forward(self, hidden_states: torch.Tensor, inference_params=None, T: int = 1) -> torch.Tensor:
         """``(batch, L, d_model) -> (batch, L, d_model)``. ``inference_params``/``T`` are accepted
-        for signature compatibility with the official mixer and ignored: both directions always run."""
-        h_t = hidden_states.transpose(1, 2)                                   # (b, D, L) view
-        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
-        x, z = _weight_matmul(w_x, h_t), _weight_matmul(w_z, h_t)             # (b, Di, L) each, contiguous
-        if self.in_proj.bias is not None:
-            b_x, b_z = self.in_proj.bias.chunk(2)
-            x, z = x + b_x[:, None], z + b_z[:, None]
-        y = self._scan_direction(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D, reverse=False)
-        y = y + self._scan_direction(x, z, self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b,
-                                     reverse=True)
+        for signature compatibility with the official mixer and ignored: both directions always run.
+        Without gradients (eager ``torch.no_grad`` / ``inference_mode``) a sequence longer than
+        ``inference_chunk`` runs in chunks (:mod:`.mixer_chunked`): same result, a working set
+        independent of L."""
+        from .mixer_chunked import chunked_inference_applies, mixer_chunked
+
+        if chunked_inference_applies(self, hidden_states):
+            out = torch.empty_like(hidden_states)
+            mixer_chunked(self, hidden_states, out=out)
+            return out
+        x, z = self.project_in(hidden_states)
+        y = None
+        for reverse in (False, True):
+            p = self.direction_params(reverse)
+            xc, dt, B, C = self.direction_inputs(x, p, reverse)
+            yd = scan_direction(xc, dt, B, C, p, z, reverse)
+            y = yd if y is None else y + yd
         if self.divide_output:
             y = y / 2
-        out = torch.matmul(y.transpose(1, 2), self.out_proj.weight.t())       # (b, L, D)
-        return out if self.out_proj.bias is None else out + self.out_proj.bias
+        return project_out(y, self.out_proj.weight, self.out_proj.bias)
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, "
                 f"dt_rank={self.dt_rank}, divide_output={self.divide_output}")
+
+
+class DirectionParams(NamedTuple):
+    """The tensors of one scan direction."""
+    conv_weight: torch.Tensor
+    conv_bias: torch.Tensor | None
+    x_proj_weight: torch.Tensor
+    dt_proj_weight: torch.Tensor
+    dt_proj_bias: torch.Tensor
+    A_log: torch.Tensor
+    D: torch.Tensor
+
+
+def project_in(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """in_proj of ``h (b, L, D)`` as two channel-major halves ``x, z (b, Di, L)``, each contiguous."""
+    h_t = h.transpose(1, 2)                                               # (b, D, L) view
+    w_x, w_z = weight.chunk(2, dim=0)
+    x, z = _weight_matmul(w_x, h_t), _weight_matmul(w_z, h_t)
+    if bias is not None:
+        b_x, b_z = bias.chunk(2)
+        x, z = x + b_x[:, None], z + b_z[:, None]
+    return x, z
+
+
+def project_in_x(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The x half of :func:`project_in` alone."""
+    d_inner = weight.shape[0] // 2
+    x = _weight_matmul(weight[:d_inner], h.transpose(1, 2))
+    return x if bias is None else x + bias[:d_inner, None]
+
+
+def direction_inputs(x: torch.Tensor, p: DirectionParams, dt_rank: int, d_state: int, reverse: bool):
+    """Causal (``reverse``: anti-causal) depthwise conv + SiLU of ``x (b, Di, L)``, then the input-dependent
+    ``dt`` (before its bias, which the scan adds), ``B`` and ``C``. Channel-major matmuls keep every
+    intermediate contiguous (no transposes to copy)."""
+    xc = causal_conv1d_fn(x, p.conv_weight, p.conv_bias, activation="silu", reverse=reverse)   # (b, Di, L)
+    x_dbl = _weight_matmul(p.x_proj_weight, xc)                                               # (b, R + 2N, L)
+    dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=1)
+    return xc, _weight_matmul(p.dt_proj_weight, dt), B, C
+
+
+def scan_direction(xc, dt, B, C, p: DirectionParams, z, reverse: bool, initial_state=None,
+                   return_last_state: bool = False):
+    """The selective scan of one direction (gated by ``silu(z)`` when z is given). A, D and the dt bias
+    enter in fp32 as in the official code (fp64 models keep fp64, so gradcheck sees exact derivatives)."""
+    f = torch.float64 if p.A_log.dtype == torch.float64 else torch.float32
+    A = -torch.exp(p.A_log.to(f))
+    return selective_scan_fn(xc, dt, A, B, C, p.D.to(f), z=z, delta_bias=p.dt_proj_bias.to(f),
+                             delta_softplus=True, reverse=reverse, initial_state=initial_state,
+                             return_last_state=return_last_state)
+
+
+def project_out(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """out_proj of channel-major ``y (b, Di, L)`` -> ``(b, L, D)``."""
+    out = torch.matmul(y.transpose(1, 2), weight.t())
+    return out if bias is None else out + bias
 
 
 def _weight_matmul(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

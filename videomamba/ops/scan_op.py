@@ -116,22 +116,24 @@ selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
 
 class _EagerScan(torch.autograd.Function):
     """The same kernels called straight from autograd, for eager mode: the custom-op route costs
-    ~0.3 ms of dispatch per forward+backward, a sixth of the whole scan at 197 tokens."""
+    ~0.3 ms of dispatch per forward+backward, a sixth of the whole scan at 197 tokens. Also the route of
+    an initial state (the custom ops have none)."""
 
     @staticmethod
-    def forward(ctx, kernel, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+    def forward(ctx, kernel, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, initial_state):
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state)
         ctx.kernel, ctx.delta_softplus, ctx.reverse = kernel, delta_softplus, reverse
         ctx.set_materialize_grads(False)   # an unused last state gives dlast=None, not a zero tensor
-        return kernel.scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+        return kernel.scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse,
+                               initial_state=initial_state)
 
     @staticmethod
     def backward(ctx, dout, dlast):
-        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, h0 = ctx.saved_tensors
         dout = torch.zeros_like(u) if dout is None else dout.contiguous()
         grads = ctx.kernel.scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, dlast=dlast,
-                                    reverse=ctx.reverse)
-        return (None, *grads, None, None)
+                                    reverse=ctx.reverse, initial_state=h0)
+        return (None, *grads[:8], None, None, grads[8] if h0 is not None else None)
 
 
 def _eager(u: Tensor) -> bool:
@@ -141,11 +143,17 @@ def _eager(u: Tensor) -> bool:
     return type(u) is torch.Tensor and not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None
 
 
-def selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool, backend: str):
+def selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, reverse: bool, backend: str,
+                   initial_state: Tensor | None = None):
     """``(out, last_state)`` with the ``backend`` kernel: directly in eager mode, else as the custom op
-    (one opaque node for torch.compile / torch.export)."""
+    (one opaque node for torch.compile / torch.export). An initial state under tracing takes the reference,
+    which traces as plain torch ops."""
     if _eager(u):
         kernel = _kernel_module(backend, u.device.type)
         if kernel is not None:
-            return _EagerScan.apply(kernel, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+            return _EagerScan.apply(kernel, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse,
+                                    initial_state)
+    if initial_state is not None:
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state=True,
+                                  reverse=reverse, initial_state=initial_state)
     return selective_scan_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, backend)

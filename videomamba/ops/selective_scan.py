@@ -141,21 +141,30 @@ def resolve_backend(backend: str | None, u, A, B, C) -> str:
 def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                       C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                       delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
-                      return_last_state: bool = False, backend: str | None = None, reverse: bool = False):
+                      return_last_state: bool = False, backend: str | None = None, reverse: bool = False,
+                      initial_state: torch.Tensor | None = None):
     """Selective scan, ``out = scan(u, delta, A, B, C) + D*u``, gated by ``silu(z)``.
 
     Semantics: :func:`videomamba.ops.selective_scan_ref.selective_scan_ref`. ``backend``: see module doc.
-    ``reverse`` (our extension) scans from the last position to the first without flipping copies.
+    Our extensions: ``reverse`` scans from the last position to the first without flipping copies;
+    ``initial_state (batch, dim, N)`` starts the recurrence from a given state (differentiable), so that a
+    sequence can be scanned in pieces, each starting from the previous piece's last state.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    if initial_state is not None and tuple(initial_state.shape) != (u.shape[0], u.shape[1], A.shape[1]):
+        raise ValueError(f"selective_scan_fn: initial_state must be (batch, dim, N) = "
+                         f"{(u.shape[0], u.shape[1], A.shape[1])}, got {tuple(initial_state.shape)}")
     if not torch.compiler.is_compiling():
-        _refuse_forward_mode_ad(u, delta, A, B, C, D, z, delta_bias)
+        _refuse_forward_mode_ad(u, delta, A, B, C, D, z, delta_bias, initial_state)
     name = resolve_backend(backend, u, A, B, C)
     if name == "reference":
         return selective_scan_ref(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
                                   delta_softplus=delta_softplus, return_last_state=return_last_state,
-                                  reverse=reverse)
+                                  reverse=reverse, initial_state=initial_state)
     if name == "mamba_ssm":
+        if initial_state is not None:
+            raise NotImplementedError("selective_scan_fn: the mamba_ssm backend takes no initial_state; "
+                                      "use backend='triton' or 'reference'")
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as mamba_fn
 
         if reverse:
@@ -166,5 +175,6 @@ def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
         return mamba_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     from .scan_op import selective_scan
 
-    out, last = selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, name)
+    out, last = selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, name,
+                               initial_state=initial_state)
     return (out, last) if return_last_state else out

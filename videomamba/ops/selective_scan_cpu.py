@@ -23,8 +23,8 @@ def _lib():
     lib = load_native(_SOURCE)
     if lib is not None and not getattr(lib, "_vm_typed", False):
         common = [_f, _f, _f, _f, _f, _f, _f, _f, ctypes.c_int, ctypes.c_int, _i64, _i64, _i64, _i64, _i64]
-        lib.vm_selective_scan_fwd.argtypes = common + [_f, _f, ctypes.c_int]
-        lib.vm_selective_scan_bwd.argtypes = common + [_f, _f, _f, _f, _f, _f, _f, _f, _f, _f, ctypes.c_int]
+        lib.vm_selective_scan_fwd.argtypes = common + [_f, _f, _f, ctypes.c_int]
+        lib.vm_selective_scan_bwd.argtypes = common + [_f] * 13 + [ctypes.c_int]
         lib.vm_set_flush_denormals.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.vm_selective_scan_fwd.restype = ctypes.c_int
         lib.vm_selective_scan_bwd.restype = ctypes.c_int
@@ -75,6 +75,8 @@ def _padded(N: int) -> int:
 def _time_major(BC: torch.Tensor, NP: int) -> torch.Tensor:
     BC = BC.unsqueeze(1) if BC.dim() == 3 else BC                      # (b, G, N, L)
     b, G, N, L = BC.shape
+    if N == NP:    # no padding: one transposing copy
+        return BC.detach().to(torch.float32).transpose(-1, -2).contiguous()
     out = torch.zeros(b, G, L, NP, dtype=torch.float32)
     out[..., :N] = BC.detach().transpose(-1, -2)
     return out
@@ -88,17 +90,31 @@ def _prepare(u, delta, A, B, C, D, z, delta_bias):
             _f32(delta_bias), NP)
 
 
-def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False):
-    """Returns ``(out in u's dtype, last_state fp32 (batch, dim, N))``."""
+def _state(h: torch.Tensor | None, NP: int) -> torch.Tensor | None:
+    """A ``(batch, dim, N)`` state padded with zeros to the kernel's ``(batch, dim, NP)``."""
+    if h is None:
+        return None
+    return torch.nn.functional.pad(h.detach().float(), (0, NP - h.shape[-1])).contiguous()
+
+
+def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False,
+             initial_state=None, out=None):
+    """Returns ``(out in u's dtype, last_state fp32 (batch, dim, N))``; ``initial_state`` (batch, dim, N)
+    is the state before the first scan step (zeros when None); ``out``: a contiguous fp32 tensor to write
+    the output into (for fp32 inputs it is the returned one)."""
     lib = _lib()
     batch, dim, L = u.shape
     N = A.shape[1]
     uu, dd, AA, BB, CC, DD, zz, bb, NP = _prepare(u, delta, A, B, C, D, z, delta_bias)
     G = BB.shape[1]
-    out = torch.empty(batch, dim, L, dtype=torch.float32)
+    if out is None:
+        out = torch.empty(batch, dim, L, dtype=torch.float32)
+    elif out.dtype != torch.float32 or not out.is_contiguous() or out.shape != u.shape:
+        raise ValueError(f"scan_fwd: out must be a contiguous fp32 tensor of shape {tuple(u.shape)}")
     last = torch.empty(batch, dim, NP, dtype=torch.float32)
+    h0 = _state(initial_state, NP)
     rc = lib.vm_selective_scan_fwd(_p(uu), _p(dd), _p(AA), _p(BB), _p(CC), _p(DD), _p(zz), _p(bb),
-                                   int(delta_softplus), int(reverse), batch, dim, L, NP, G, _p(out), _p(last),
+                                   int(delta_softplus), int(reverse), batch, dim, L, NP, G, _p(h0), _p(out), _p(last),
                                    torch.get_num_threads())
     if rc != 0:
         raise RuntimeError(f"selective scan CPU kernel failed (code {rc})")
@@ -106,8 +122,10 @@ def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
 
 
 def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, dlast=None,
-             reverse=False):
-    """Gradients ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)`` shaped like the inputs (None where absent)."""
+             reverse=False, initial_state=None, return_out=False):
+    """Gradients ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)`` shaped like the inputs (None where absent),
+    then ``d initial_state`` when an initial state is given, then the forward output when ``return_out``
+    (computed on the way, so a caller that needs it runs no second forward scan)."""
     lib = _lib()
     batch, dim, L = u.shape
     N = A.shape[1]
@@ -121,9 +139,13 @@ def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     dA = torch.empty(batch, dim, NP, **f32)
     dD, dbias = torch.empty(batch, dim, **f32), torch.empty(batch, dim, **f32)
     dB, dC = torch.zeros_like(BB), torch.zeros_like(CC)
+    h0 = _state(initial_state, NP)
+    dh0 = torch.empty(batch, dim, NP, **f32) if h0 is not None else None
+    out = torch.empty(batch, dim, L, **f32) if return_out else None
     rc = lib.vm_selective_scan_bwd(_p(uu), _p(dd), _p(AA), _p(BB), _p(CC), _p(DD), _p(zz), _p(bb),
-                                   int(delta_softplus), int(reverse), batch, dim, L, NP, G, _p(g), _p(gl), _p(du), _p(ddelta),
-                                   _p(dA), _p(dB), _p(dC), _p(dD), _p(dz), _p(dbias), torch.get_num_threads())
+                                   int(delta_softplus), int(reverse), batch, dim, L, NP, G, _p(h0), _p(g), _p(gl), _p(du),
+                                   _p(ddelta), _p(dA), _p(dB), _p(dC), _p(dD), _p(dz), _p(dbias), _p(out), _p(dh0),
+                                   torch.get_num_threads())
     if rc != 0:
         raise RuntimeError(f"selective scan CPU kernel backward failed (code {rc})")
 
@@ -131,6 +153,9 @@ def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         grad = grad[..., :N].transpose(-1, -2)                          # (b, G, N, L)
         return (grad.squeeze(1) if like.dim() == 3 else grad).to(like.dtype).contiguous()
 
-    return (du.to(u.dtype), ddelta.to(delta.dtype), dA[..., :N].sum(0).to(A.dtype), bc_grad(dB, B), bc_grad(dC, C),
-            None if D is None else dD.sum(0).to(D.dtype), None if z is None else dz.to(z.dtype),
-            None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype))
+    grads = (du.to(u.dtype), ddelta.to(delta.dtype), dA[..., :N].sum(0).to(A.dtype), bc_grad(dB, B), bc_grad(dC, C),
+             None if D is None else dD.sum(0).to(D.dtype), None if z is None else dz.to(z.dtype),
+             None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype))
+    if dh0 is not None:
+        grads += (dh0[..., :N].to(initial_state.dtype),)
+    return grads + (out.to(u.dtype),) if return_out else grads

@@ -61,7 +61,7 @@ def _state_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                       delta_softplus=False, return_last_state=False, reverse=False):
+                       delta_softplus=False, return_last_state=False, reverse=False, initial_state=None):
     """Reference selective scan (see module docstring).
 
     Args:
@@ -72,6 +72,8 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         D: ``(dim,)`` skip connection; z: ``(batch, dim, L)`` gate; delta_bias: ``(dim,)``.
         reverse: scan from the last position to the first (``flip(scan(flip(inputs)))``); the last
             state is then the one after position 0.
+        initial_state: ``(batch, dim, N)`` state before the first scan step (zeros when None); a
+            sequence scanned in pieces passes each piece's last state to the next.
     Returns:
         ``out (batch, dim, L)`` in u's dtype, and with ``return_last_state`` also the final state
         ``(batch, dim, N)`` in the state dtype (fp32, or fp64 for fp64 inputs).
@@ -79,7 +81,7 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     if reverse:
         flip = lambda t: t if t is None or t.dim() < 3 else t.flip(-1)  # noqa: E731  (time is last)
         res = selective_scan_ref(flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias,
-                                 delta_softplus, return_last_state)
+                                 delta_softplus, return_last_state, initial_state=initial_state)
         return (res[0].flip(-1), res[1]) if return_last_state else res.flip(-1)
     dtype_in = u.dtype
     sd = _state_dtype(u)
@@ -106,6 +108,9 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         G = Bg.shape[2]
         delta_bu = (du_t.view(L, batch, G, dim // G, 1) * Bg.unsqueeze(3)).view(L, batch, dim, N)
 
+    if initial_state is not None:   # h_0 = a_0 * h_init + b_0; the rest of the recurrence is unchanged
+        first = delta_bu[0] + delta_a[0] * initial_state.to(sd)
+        delta_bu = torch.cat((first[None], delta_bu[1:]))
     h = linear_recurrence(delta_a, delta_bu)                             # (L, b, d, N)
 
     if C.dim() == 2:

@@ -70,13 +70,21 @@ def _step(h, t, u_ptr, delta_ptr, B_ptr, A, bias, row, bc, mask_d, mask_n, SOFTP
 
 
 @triton.jit
-def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr,
+def _initial_state(h0_ptr, pid_b, dim, N, offs_d, offs_n, mask_dn, HAS_H0: tl.constexpr,
+                   BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    if HAS_H0:
+        return tl.load(h0_ptr + (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0)
+    return tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+
+
+@triton.jit
+def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, out_ptr, last_ptr,
                      dim, L, N, G,
-                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
                      SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_b, pid_d, offs_d, offs_n, mask_d, mask_n, mask_dn, A, Dv, bias, row, bc = _block_setup(
         A_ptr, D_ptr, bias_ptr, dim, L, N, G, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
-    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    h = _initial_state(h0_ptr, pid_b, dim, N, offs_d, offs_n, mask_dn, HAS_H0, BLOCK_D, BLOCK_N)
     for t in range(0, L):
         h, u = _step(h, t, u_ptr, delta_ptr, B_ptr, A, bias, row, bc, mask_d, mask_n, SOFTPLUS)
         Ct = tl.load(C_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
@@ -89,12 +97,12 @@ def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
 
 
 @triton.jit
-def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, dlast_ptr,
+def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, dout_ptr, dlast_ptr,
                      ckpt_ptr, scratch_ptr,
-                     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
+                     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, out_ptr, dh0_ptr,
                      dim, L, N, G, n_chunks, n_dblocks,
                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr,
+                     SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, HAS_H0: tl.constexpr, HAS_OUT: tl.constexpr,
                      BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK_L: tl.constexpr):
     pid_b, pid_d, offs_d, offs_n, mask_d, mask_n, mask_dn, A, Dv, bias, row, bc = _block_setup(
         A_ptr, D_ptr, bias_ptr, dim, L, N, G, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
@@ -105,7 +113,7 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
     part = (pid_b * n_dblocks + pid_d) * N                      # this block's dB/dC partial sums
 
     # Sweep 1: keep the state entering every chunk.
-    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    h = _initial_state(h0_ptr, pid_b, dim, N, offs_d, offs_n, mask_dn, HAS_H0, BLOCK_D, BLOCK_N)
     for t in range(0, L):
         if t % CHUNK_L == 0:
             tl.store(ckpt + (t // CHUNK_L) * BLOCK_D * BLOCK_N + tile, h)
@@ -146,12 +154,16 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                     hprev = tl.load(ckpt + c * BLOCK_D * BLOCK_N + tile)
                 dA_t = tl.exp(dt[:, None] * A)
                 dy = tl.load(dout_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+                if HAS_Z or HAS_OUT:
+                    y = tl.sum(ht * Ct[None, :], axis=1) + Dv * u
                 if HAS_Z:
                     zt = tl.load(z_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
                     s = _sigmoid(zt)
-                    y = tl.sum(ht * Ct[None, :], axis=1) + Dv * u
                     tl.store(dz_ptr + row + t, dy * y * s * (1.0 + zt * (1.0 - s)), mask=mask_d)
                     dy = dy * zt * s
+                    y = y * zt * s
+                if HAS_OUT:   # the forward output, for a caller that would otherwise scan forward again
+                    tl.store(out_ptr + row + t, y, mask=mask_d)
                 dD_acc += dy * u
                 gn = gst + dy[:, None] * Ct[None, :]
                 gn = tl.where(mask_dn, gn, 0.0)
@@ -168,6 +180,8 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                 dbias_acc += ddt
         tl.debug_barrier()
     tl.store(dA_ptr + (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :], dA_acc, mask=mask_dn)
+    if HAS_H0:   # the adjoint after the first step is the gradient of the state before it
+        tl.store(dh0_ptr + (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :], gst, mask=mask_dn)
     tl.store(dD_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
     tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
 
@@ -194,9 +208,14 @@ def _flip(t):
     return t if t is None or t.dim() < 3 else t.flip(-1)
 
 
-def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False):
+def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False,
+             initial_state=None, out=None):
+    if out is not None:   # (the CPU kernel's signature; here the result is copied)
+        res, last = scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, initial_state)
+        return out.copy_(res), last
     if reverse:   # the GPU kernel scans forward only; flips are cheap next to the scan there
-        out, last = scan_fwd(_flip(u), _flip(delta), A, _flip(B), _flip(C), D, _flip(z), delta_bias, delta_softplus)
+        out, last = scan_fwd(_flip(u), _flip(delta), A, _flip(B), _flip(C), D, _flip(z), delta_bias, delta_softplus,
+                             initial_state=initial_state)
         return out.flip(-1), last
     batch, dim, L = u.shape
     N = A.shape[1]
@@ -207,19 +226,26 @@ def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
     BLOCK_D = _block_d(dim, G)
     dummy = AA
     grid = (batch, triton.cdiv(dim, BLOCK_D))
+    h0 = None if initial_state is None else initial_state.detach().float().contiguous()
     _scan_fwd_kernel[grid](uu, dd, AA, BB, CC, DD if DD is not None else dummy, zz if zz is not None else dummy,
-                           bb if bb is not None else dummy, out, last, dim, L, N, G,
+                           bb if bb is not None else dummy, h0 if h0 is not None else dummy, out, last, dim, L, N, G,
                            HAS_D=DD is not None, HAS_Z=zz is not None, HAS_BIAS=bb is not None,
+                           HAS_H0=h0 is not None,
                            SOFTPLUS=bool(delta_softplus), BLOCK_D=BLOCK_D, BLOCK_N=triton.next_power_of_2(N))
     return out.to(u.dtype), last
 
 
 def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, dlast=None,
-             reverse=False):
+             reverse=False, initial_state=None, return_out=False):
+    """Gradients as :func:`videomamba.ops.selective_scan_cpu.scan_bwd` returns them (then ``d initial_state``
+    when given, then the forward output when ``return_out``)."""
     if reverse:
         g = scan_bwd(_flip(dout), _flip(u), _flip(delta), A, _flip(B), _flip(C), D, _flip(z), delta_bias,
-                     delta_softplus, dlast)
-        return tuple(_flip(x) if x is not None and x.dim() >= 3 else x for x in g)
+                     delta_softplus, dlast, initial_state=initial_state, return_out=return_out)
+        flipped = [_flip(x) if x is not None and x.dim() >= 3 else x for x in g[:8]]   # per-position grads
+        if initial_state is not None:
+            flipped.append(g[8])                                                      # d initial_state
+        return tuple(flipped + ([g[-1].flip(-1)] if return_out else []))
     batch, dim, L = u.shape
     N = A.shape[1]
     uu, dd, AA, BB, CC, DD, zz, bb = _prep(u, delta, A, B, C, D, z, delta_bias)
@@ -237,19 +263,27 @@ def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     dA, dD, dbias = torch.empty(batch, dim, N, **f), torch.empty(batch, dim, **f), torch.empty(batch, dim, **f)
     dB_part = torch.empty(batch, n_dblocks, N, L, **f)
     dC_part = torch.empty(batch, n_dblocks, N, L, **f)
+    h0 = None if initial_state is None else initial_state.detach().float().contiguous()
+    dh0 = torch.empty(batch, dim, N, **f) if h0 is not None else None
+    out = torch.empty(batch, dim, L, **f) if return_out else None
     dummy = AA
+    or_dummy = lambda t: t if t is not None else dummy  # noqa: E731  (absent pointers are never read)
     _scan_bwd_kernel[(batch, n_dblocks)](
-        uu, dd, AA, BB, CC, DD if DD is not None else dummy, zz if zz is not None else dummy,
-        bb if bb is not None else dummy, dout.contiguous(), dlast.contiguous().float() if dlast is not None else dummy,
-        ckpt, scratch, du, ddelta, dz if dz is not None else dummy, dA, dD, dbias, dB_part, dC_part,
+        uu, dd, AA, BB, CC, or_dummy(DD), or_dummy(zz), or_dummy(bb), or_dummy(h0), dout.contiguous(),
+        dlast.contiguous().float() if dlast is not None else dummy,
+        ckpt, scratch, du, ddelta, or_dummy(dz), dA, dD, dbias, dB_part, dC_part, or_dummy(out), or_dummy(dh0),
         dim, L, N, G, n_chunks, n_dblocks,
         HAS_D=DD is not None, HAS_Z=zz is not None, HAS_BIAS=bb is not None, SOFTPLUS=bool(delta_softplus),
-        HAS_DLAST=dlast is not None, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK_L=CHUNK)
+        HAS_DLAST=dlast is not None, HAS_H0=h0 is not None, HAS_OUT=out is not None,
+        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK_L=CHUNK)
     per_group = n_dblocks // G
     dB = dB_part.view(batch, G, per_group, N, L).sum(2)
     dC = dC_part.view(batch, G, per_group, N, L).sum(2)
     if B.dim() == 3:
         dB, dC = dB.squeeze(1), dC.squeeze(1)
-    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
-            None if D is None else dD.sum(0).to(D.dtype), None if z is None else dz.to(z.dtype),
-            None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype))
+    grads = (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+             None if D is None else dD.sum(0).to(D.dtype), None if z is None else dz.to(z.dtype),
+             None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype))
+    if dh0 is not None:
+        grads += (dh0.to(initial_state.dtype),)
+    return grads + (out.to(u.dtype),) if return_out else grads

@@ -1,0 +1,148 @@
+"""The bidirectional mixer without gradients, in chunks along the sequence: a working set independent of L.
+
+The unchunked forward materialises a dozen ``(b, d_inner, L)`` tensors per block (in_proj halves, two conv
+outputs, two deltas, two scan outputs, the gate), which at 64 frames is more memory than the whole residual
+stream. Here every one of them lives for one chunk only:
+
+* pass 1, chunks from the last to the first: in_proj (x half) of the chunk and the K-1 rows after it (the
+  anti-causal conv's halo) -> conv -> x_proj / dt_proj -> reverse scan starting from the state the chunk
+  after left -> the ungated output ``y_b`` is written to one ``b * d_inner * L`` buffer, the only
+  full-length intermediate (the model reuses it across blocks);
+* pass 2, chunks from the first to the last: in_proj (x and z) of the chunk and the K-1 rows before it ->
+  causal conv -> x_proj / dt_proj -> forward scan carrying the state -> ``(y_f + y_b) * silu(z)`` ->
+  out_proj, written (or added, for an in-place residual update) to the chunk's rows of the output once the
+  next chunk has read its halo rows.
+
+The x half of in_proj runs twice (once per pass), the K-1 halo rows of in_proj and the conv three times;
+everything else once. The outputs equal the unchunked
+path's up to float rounding (the gate is applied to the sum instead of to each direction).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..ops import norm_forward
+from .bimamba import _weight_matmul, project_in, project_in_x, project_out, scan_direction
+
+
+def _eager(t: torch.Tensor) -> bool:
+    from ..ops.scan_op import _eager as eager
+
+    return eager(t)
+
+
+def chunked_inference_applies(mixer, h: torch.Tensor) -> bool:
+    """Chunk when no gradient is recorded, the sequence is longer than one chunk, and nothing traces."""
+    chunk = getattr(mixer, "inference_chunk", 0)
+    return not torch.is_grad_enabled() and 0 < chunk < h.shape[1] and _eager(h)
+
+
+def _chunks(L: int, size: int):
+    return [(s, min(s + size, L)) for s in range(0, L, size)]
+
+
+def _conv_inputs(mixer, x_ext, p, reverse: bool, n: int):
+    """Conv over the chunk plus its halo, keep the chunk's n positions, then dt / B / C on those only."""
+    from ..ops import causal_conv1d_fn
+
+    xc = causal_conv1d_fn(x_ext, p.conv_weight, p.conv_bias, activation="silu", reverse=reverse)
+    if xc.shape[-1] != n:
+        xc = (xc[..., :n] if reverse else xc[..., -n:]).contiguous()
+    x_dbl = _weight_matmul(p.x_proj_weight, xc)
+    dt, B, C = torch.split(x_dbl, [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=1)
+    return xc, _weight_matmul(p.dt_proj_weight, dt), B, C
+
+
+def _scan_into(kernel, xc, dt, B, C, p, reverse, state, out):
+    """The ungated scan of one chunk written into ``out`` (kernel backends write there directly)."""
+    if kernel is None:
+        y, last = scan_direction(xc, dt, B, C, p, None, reverse, initial_state=state, return_last_state=True)
+        return out.copy_(y), last
+    f = torch.float64 if p.A_log.dtype == torch.float64 else torch.float32
+    return kernel.scan_fwd(xc, dt, -torch.exp(p.A_log.to(f)), B, C, p.D.to(f), None, p.dt_proj_bias.to(f), True,
+                           reverse, initial_state=state, out=out)
+
+
+def _scan_kernel(x: torch.Tensor, mixer):
+    """The kernel module the scans of this mixer will use, or None (reference / mamba_ssm: the public path)."""
+    from ..ops.scan_op import _kernel_module
+    from ..ops.selective_scan import resolve_backend
+
+    probe = x.new_empty((1, mixer.d_inner, 1))
+    bc = x.new_empty((1, mixer.d_state, 1))
+    name = resolve_backend(None, probe, mixer.A_log, bc, bc)
+    if name not in ("cpu", "triton") or x.dtype != torch.float32:
+        return None
+    return _kernel_module(name, x.device.type)
+
+
+@torch.no_grad()
+def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, accumulate: bool = False,
+                  y_b: torch.Tensor | None = None, hidden_dtype: torch.dtype | None = None,
+                  chunk: int | None = None) -> torch.Tensor:
+    """``out = mixer(h)`` (``accumulate``: ``out += mixer(h)``) with ``h = src``, or ``h = norm(src)`` when a norm
+    is given (then ``src`` is the residual stream and ``out`` may be ``src`` itself: a chunk's rows are
+    updated only after the next chunk has read its conv halo from them).
+
+    ``y_b``: an optional buffer of ``>= b * d_inner * L`` elements for the backward direction's output, kept
+    chunk-major so that each chunk's slab is contiguous (allocated if None).
+    """
+    b, L, _ = src.shape
+    chunk = chunk or mixer.inference_chunk
+    halo = mixer.d_conv - 1
+    dtype = hidden_dtype or src.dtype
+    Di = mixer.d_inner
+
+    def mixer_input(s, e):
+        h = src[:, s:e]
+        if norm is not None:
+            h = norm_forward(norm, h, None, prenorm=False).to(dtype)
+        return h
+
+    w_in, b_in = mixer.in_proj.weight, mixer.in_proj.bias
+    if y_b is None:
+        y_b = torch.empty(b * Di * L, device=src.device, dtype=dtype)
+    kernel = _scan_kernel(src.to(dtype) if src.dtype != dtype else src, mixer)
+    pieces = _chunks(L, chunk)
+
+    def slab(s, e):   # the backward direction's output for positions [s, e), contiguous (b, Di, e - s)
+        return y_b[b * Di * s:b * Di * e].view(b, Di, e - s)
+
+    # Pass 1: the backward direction, last chunk first; keeps its ungated output. The anti-causal conv's
+    # halo (the next positions' x) comes from projecting a few more rows of the input.
+    p = mixer.direction_params(reverse=True)
+    state = None
+    for s, e in reversed(pieces):
+        x_ext = project_in_x(mixer_input(s, min(e + halo, L)), w_in, b_in)
+        xc, dt, B, C = _conv_inputs(mixer, x_ext, p, True, e - s)
+        _, state = _scan_into(kernel, xc, dt, B, C, p, True, state, slab(s, e))
+        del x_ext, xc, dt, B, C
+
+    # Pass 2: the forward direction, first chunk first; gate, out_proj, write. The causal conv's halo is
+    # projected from the rows before the chunk, which is why each chunk's result is written one step late.
+    p = mixer.direction_params(reverse=False)
+    state, pending = None, None
+    for s, e in pieces:
+        s0 = max(s - halo, 0)
+        x_ext, z_ext = project_in(mixer_input(s0, e), w_in, b_in)
+        if pending is not None:
+            _write(out, *pending, accumulate)
+        xc, dt, B, C = _conv_inputs(mixer, x_ext, p, False, e - s)
+        y = torch.empty(b, Di, e - s, device=src.device, dtype=torch.float32) if kernel is not None else \
+            torch.empty(b, Di, e - s, device=src.device, dtype=dtype)
+        y, state = _scan_into(kernel, xc, dt, B, C, p, False, state, y)
+        y = y.add_(slab(s, e)).mul_(F.silu(z_ext[..., s - s0:], inplace=True))
+        if mixer.divide_output:
+            y = y / 2
+        pending = (s, e, project_out(y.to(dtype), mixer.out_proj.weight, mixer.out_proj.bias))
+        del x_ext, z_ext, xc, dt, B, C, y
+    _write(out, *pending, accumulate)
+    return out
+
+
+def _write(out, s, e, o, accumulate):
+    if accumulate:
+        out[:, s:e] += o
+    else:
+        out[:, s:e] = o
