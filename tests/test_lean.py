@@ -9,7 +9,7 @@ from conftest import load_official
 from videomamba.models.vision_mamba import VisionMamba
 from videomamba.modules import BiMamba
 from videomamba.modules.mixer_recompute import _RecomputedMixer, _params
-from videomamba.ops import selective_scan_cpu, selective_scan_fn, selective_scan_ref
+from videomamba.ops import causal_conv1d_ref, selective_scan_cpu, selective_scan_fn, selective_scan_ref
 
 from test_kernels_cpu import _close, scan_inputs
 from test_selective_scan_ref import stepwise_scan
@@ -282,3 +282,36 @@ def test_recompute_mode_is_validated():
         m.set_recompute("everything")
     with pytest.raises(ValueError, match="inference_chunk must be >= 0"):
         m.set_inference_chunk(-1)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_conv_window_keeps_the_outputs_its_halo_serves(reverse, backend, monkeypatch):
+    """The chunked path's conv: outputs for n positions from n + halo inputs equal the full conv's there."""
+    from videomamba.ops.causal_conv1d import causal_conv1d_window
+
+    monkeypatch.setenv("VIDEOMAMBA_CONV_BACKEND", backend)
+    x, w, b = torch.randn(2, 5, 40), torch.randn(5, 4), torch.randn(5)
+    full = causal_conv1d_ref(x, w, b, "silu", reverse)
+    for s, e in ((0, 40), (0, 7), (10, 23), (33, 40), (38, 40)):
+        lo, hi = (s, min(e + 3, 40)) if reverse else (max(s - 3, 0), e)
+        got = causal_conv1d_window(x[..., lo:hi].contiguous(), w, b, "silu", reverse, e - s)
+        _close(got, full[..., s:e], 1e-6, 1e-6, f"[{s}, {e})")
+    with pytest.raises(ValueError, match="out_len must be in"):
+        causal_conv1d_window(x, w, b, None, False, 41)
+
+
+def test_lean_video_embedding_equals_embed():
+    m = VisionMamba(img_size=32, depth=1, embed_dim=32, num_classes=2, num_frames=6, kernel_size=2).eval()
+    with torch.no_grad():
+        m.temporal_pos_embedding.normal_()
+        m.cls_token.normal_()
+        x = torch.randn(2, 3, 6, 32, 32)
+        lean = m._embed_video_lean(x, frames_per_step=2)
+        torch.set_grad_enabled(True)
+    with torch.no_grad():
+        pass
+    plain = m.embed(x)                     # gradients on: the plain embedding
+    _close(lean, plain.detach(), 1e-6, 1e-6, "lean embed")
+    with torch.no_grad(), pytest.raises(ValueError, match="num_frames=6"):
+        m.embed(torch.randn(1, 3, 4, 32, 32))

@@ -47,37 +47,68 @@ inline void row_dt(const Args& a, int64_t d, const float* delta, float* dt) {
     });
 }
 
-// The state recurrence of one row: h = exp(dt*A) * h + dt*u*B, y = <C, h> (summed into ysum at each
-// position); states and decays exp(dt*A) are also kept in scan-step order when hs / das are given
-// (for the backward, which then needs no second exp per step). Loads A.
+// One scan step at position t: h = exp(dt*A) * h + dt*u*B_t; returns C_t * h (its lane sum is y_t). Stores
+// the state and the decay at hs_s / das_s when given (the backward's buffers).
 template <int NV>
-inline void recurrence(const Args& a, int64_t d, const float* Bp, const float* Cp, const float* u, const float* dt,
-                       const float* h0, vf* A, vf* h, RowSums& ysum, float* hs, float* das) {
-    const int64_t nv = NV > 0 ? NV : a.NP / W, NP = a.NP;
+VM_INLINE vf scan_step(const float* Bt, const float* Ct, float dtt, float dtu, const vf* A2, vf* h, int64_t nv,
+                       float* hs_s, float* das_s) {
+    vf acc = splat(0.0f);
+    for (int64_t k = 0; k < nv; ++k) {
+        const vf decay = vexp2(A2[k] * dtt);
+        h[k] = decay * h[k] + load(Bt + k * W) * dtu;
+        if (hs_s) store(hs_s + k * W, h[k]);
+        if (das_s) store(das_s + k * W, decay);
+        acc += h[k] * load(Ct + k * W);
+    }
+    return acc;
+}
+
+// The state recurrence of one row: h = exp(dt*A) * h + dt*u*B, y = <C, h> written to ysum[position]; states
+// and decays exp(dt*A) are also kept in scan-step order when hs / das are given (for the backward, which then
+// needs no second exp per step). Loads A. The direction is a template argument and the steps run in blocks
+// of W with the W partial sums in registers, so a step carries no bookkeeping beyond its arithmetic.
+template <int NV, bool REV>
+inline void recurrence_dir(const Args& a, int64_t d, const float* Bp, const float* Cp, const float* u,
+                           const float* dt, const float* h0, vf* A, vf* h, float* ysum, float* hs, float* das) {
+    const int64_t nv = NV > 0 ? NV : a.NP / W, NP = a.NP, L = a.L;
     vf A2[NV > 0 ? NV : kMaxNV];   // A * log2(e): the decay is 2^(dt * A2), cheaper than exp (simd_math.h)
     for (int64_t k = 0; k < nv; ++k) {
         A[k] = load(a.A + d * NP + k * W);
         A2[k] = A[k] * kLog2e;
         h[k] = h0 ? load(h0 + k * W) : splat(0.0f);
     }
-    for (int64_t s = 0; s < a.L; ++s) {
-        const int64_t t = a.pos(s);
-        const float dtt = dt[t], dtu = dt[t] * u[t];
-        vf acc = splat(0.0f);
-        for (int64_t k = 0; k < nv; ++k) {
-            const vf decay = vexp2(A2[k] * dtt);
-            h[k] = decay * h[k] + load(Bp + t * NP + k * W) * dtu;
-            if (hs) store(hs + s * NP + k * W, h[k]);
-            if (das) store(das + s * NP + k * W, decay);
-            acc += h[k] * load(Cp + t * NP + k * W);
+    auto at = [&](int64_t s) { return REV ? L - 1 - s : s; };
+    int64_t s = 0;
+    for (; s + W <= L; s += W) {
+        vf acc[W];
+#pragma GCC unroll 16
+        for (int j = 0; j < W; ++j) {
+            const int64_t t = at(s + j);
+            acc[REV ? W - 1 - j : j] = scan_step<NV>(Bp + t * NP, Cp + t * NP, dt[t], dt[t] * u[t], A2, h, nv,
+                                                     hs ? hs + (s + j) * NP : nullptr,
+                                                     das ? das + (s + j) * NP : nullptr);
         }
-        ysum.push(acc, t);
+        store(ysum + (REV ? L - s - W : s), hsum_rows(acc));   // W positions, ascending
     }
-    ysum.flush();
+    for (; s < L; ++s) {
+        const int64_t t = at(s);
+        ysum[t] = hsum(scan_step<NV>(Bp + t * NP, Cp + t * NP, dt[t], dt[t] * u[t], A2, h, nv,
+                                     hs ? hs + s * NP : nullptr, das ? das + s * NP : nullptr));
+    }
 }
 
 template <int NV>
-void fwd_row(const Args& a, int64_t bi, int64_t d, const float* h0, float* dt, float* out, float* last) {
+inline void recurrence(const Args& a, int64_t d, const float* Bp, const float* Cp, const float* u, const float* dt,
+                       const float* h0, vf* A, vf* h, float* ysum, float* hs, float* das) {
+    if (a.reverse)
+        recurrence_dir<NV, true>(a, d, Bp, Cp, u, dt, h0, A, h, ysum, hs, das);
+    else
+        recurrence_dir<NV, false>(a, d, Bp, Cp, u, dt, h0, A, h, ysum, hs, das);
+}
+
+template <int NV>
+void fwd_row(const Args& a, int64_t bi, int64_t d, const float* h0, const float* add, float* dt, float* out,
+             float* last) {
     const int64_t nv = NV > 0 ? NV : a.NP / W, NP = a.NP, L = a.L;
     const int64_t row = (bi * a.dim + d) * L;
     const int64_t g = d / (a.dim / a.G);
@@ -87,13 +118,13 @@ void fwd_row(const Args& a, int64_t bi, int64_t d, const float* h0, float* dt, f
     const float Dd = a.D ? a.D[d] : 0.0f;
     row_dt(a, d, a.delta + row, dt);
     vf A[NV > 0 ? NV : kMaxNV], h[NV > 0 ? NV : kMaxNV];
-    RowSums y(out + row, a.reverse);
     const float* h0row = h0 ? h0 + (bi * a.dim + d) * NP : nullptr;
-    recurrence<NV>(a, d, Bp, Cp, u, dt, h0row, A, h, y, nullptr, nullptr);
-    // out = (y + D*u) * silu(z)
+    recurrence<NV>(a, d, Bp, Cp, u, dt, h0row, A, h, out + row, nullptr, nullptr);
+    // out = (y + D*u [+ add]) * silu(z)
     const float* z = a.z ? a.z + row : nullptr;
     for_blocks(L, [&](int64_t t, int64_t n) {
         vf o = load_n(out + row + t, n) + load_n(u + t, n) * Dd;
+        if (add) o += load_n(add + row + t, n);
         if (z) {
             vf zz = load_n(z + t, n);
             o = o * zz * vsigmoid(zz);
@@ -123,9 +154,9 @@ void bwd_row(const Args& a, int64_t bi, int64_t d, const float* h0, const float*
     row_dt(a, d, a.delta + row, dt);
 
     vf A[NV > 0 ? NV : kMaxNV], h[NV > 0 ? NV : kMaxNV];
-    RowSums ysum(dy, a.reverse);  // y_t before D*u and the gate, turned into dy just below
     const float* h0row = h0 ? h0 + (bi * a.dim + d) * NP : nullptr;
-    recurrence<NV>(a, d, Bp, Cp, u, dt, h0row, A, h, ysum, hs, das);
+    // dy first holds y_t before D*u and the gate; it becomes the gradient just below.
+    recurrence<NV>(a, d, Bp, Cp, u, dt, h0row, A, h, dy, hs, das);
     // Gate: out = y * silu(z)  =>  dz = dout * y * silu'(z), dy = dout * silu(z).
     for_blocks(L, [&](int64_t t, int64_t n) {
         vf go = load_n(dout + row + t, n);
@@ -221,12 +252,13 @@ VM_EXPORT_TARGET_INFO(vm_selective_scan)
 
 extern "C" {
 
-int vm_selective_scan_version() { return 6; }
+int vm_selective_scan_version() { return 7; }
 
-// out: (batch, dim, L); h0 (initial state), last_state: (batch, dim, NP) or null.
+// out: (batch, dim, L); h0 (initial state), last_state: (batch, dim, NP) or null; add: (batch, dim, L) or
+// null, added to the output before the gate (a chunked caller's other scan direction).
 int vm_selective_scan_fwd(const float* u, const float* delta, const float* A, const float* B, const float* C,
                           const float* D, const float* z, const float* bias, int softplus, int reverse, int64_t batch,
-                          int64_t dim, int64_t L, int64_t NP, int64_t G, const float* h0, float* out,
+                          int64_t dim, int64_t L, int64_t NP, int64_t G, const float* h0, const float* add, float* out,
                           float* last_state, int num_threads) {
     Args a{u, delta, A, B, C, D, z, bias, softplus, reverse, batch, dim, L, NP, G};
     return dispatch_nv(NP, [&](auto nv) {
@@ -236,7 +268,7 @@ int vm_selective_scan_fwd(const float* u, const float* delta, const float* A, co
             FlushDenormals ftz;
             std::vector<float> dt(L + W);
 #pragma omp for schedule(static)
-            for (int64_t r = 0; r < batch * dim; ++r) fwd_row<NV>(a, r / dim, r % dim, h0, dt.data(), out, last_state);
+            for (int64_t r = 0; r < batch * dim; ++r) fwd_row<NV>(a, r / dim, r % dim, h0, add, dt.data(), out, last_state);
         }
     });
 }

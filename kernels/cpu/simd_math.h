@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <utility>
-#if defined(__AVX512F__)
+#if defined(__AVX__) || defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -183,6 +183,31 @@ VM_INLINE vf vexp(vf x) {
     return times_pow2(p * r * r + r + 1.0f, ki);
 }
 
+// max(c, x) and min(c, x) as one instruction where the ISA has it (a compare and a blend otherwise); a NaN x
+// stays NaN (the instructions return their second operand when either is NaN).
+VM_INLINE vf vmax(float c, vf x) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_mask_max_ps((__m512)x, 0xFFFF, (__m512)splat(c), (__m512)x);   // (mask form: see vexp2)
+#elif defined(__AVX__)
+    return (vf)_mm256_max_ps((__m256)splat(c), (__m256)x);
+#elif defined(__SSE2__)
+    return (vf)_mm_max_ps((__m128)splat(c), (__m128)x);
+#else
+    return x < c ? splat(c) : x;
+#endif
+}
+VM_INLINE vf vmin(float c, vf x) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_mask_min_ps((__m512)x, 0xFFFF, (__m512)splat(c), (__m512)x);
+#elif defined(__AVX__)
+    return (vf)_mm256_min_ps((__m256)splat(c), (__m256)x);
+#elif defined(__SSE2__)
+    return (vf)_mm_min_ps((__m128)splat(c), (__m128)x);
+#else
+    return x > c ? splat(c) : x;
+#endif
+}
+
 // 2^x: x = k + r with k = round(x) (the 1.5*2^23 trick: add and subtract; the integer lands in the low
 // mantissa bits), 2^r by a degree-6 polynomial on [-0.5, 0.5] (Cephes exp2f, relative error ~2e-7), times 2^k.
 // About half the operations of vexp, which is why the scan's decays exp(dt*A) are computed as
@@ -190,11 +215,9 @@ VM_INLINE vf vexp(vf x) {
 // is built in the exponent field from the bits of the shifted value (x clamped to [-127, 127]; -127 gives 0).
 VM_INLINE vf vexp2(vf x) {
 #if defined(__AVX512F__)
-    x = x < -150.0f ? splat(-150.0f) : x;      // keeps the rounding trick exact; 2^-150 flushes to 0
-    x = x > 150.0f ? splat(150.0f) : x;        // (scalef turns 2^150 into inf, as exp would)
+    x = vmin(150.0f, vmax(-150.0f, x));   // keeps the rounding trick exact; 2^-150 flushes to 0, 2^150 is inf
 #else
-    x = x < -127.0f ? splat(-127.0f) : x;
-    x = x > 127.0f ? splat(127.0f) : x;
+    x = vmin(127.0f, vmax(-127.0f, x));
 #endif
     const vf shifted = x + 12582912.0f;
     const vf k = shifted - 12582912.0f;

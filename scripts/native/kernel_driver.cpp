@@ -9,7 +9,7 @@
 extern "C" {
 int vm_selective_scan_fwd(const float*, const float*, const float*, const float*, const float*, const float*,
                           const float*, const float*, int, int, int64_t, int64_t, int64_t, int64_t, int64_t,
-                          const float*, float*, float*, int);
+                          const float*, const float*, float*, float*, int);
 int vm_selective_scan_bwd(const float*, const float*, const float*, const float*, const float*, const float*,
                           const float*, const float*, int, int, int64_t, int64_t, int64_t, int64_t, int64_t,
                           const float*, const float*, const float*, float*, float*, float*, float*, float*, float*,
@@ -40,7 +40,8 @@ int main() {
     std::vector<float> out(row), last(batch * dim * NP), du(row), ddelta(row), dA(batch * dim * NP), dB(bc, 0.0f),
         dC(bc, 0.0f), dD(batch * dim), dz(row), dbias(batch * dim);
     int rc = vm_selective_scan_fwd(u.data(), delta.data(), A.data(), B.data(), C.data(), D.data(), z.data(),
-                                   bias.data(), 1, reverse, batch, dim, L, NP, G, nullptr, out.data(), last.data(), 2);
+                                   bias.data(), 1, reverse, batch, dim, L, NP, G, nullptr, nullptr, out.data(), last.data(),
+                                   2);
     rc |= vm_selective_scan_bwd(u.data(), delta.data(), A.data(), B.data(), C.data(), D.data(), z.data(), bias.data(),
                                 1, reverse, batch, dim, L, NP, G, nullptr, dout.data(), dlast.data(), du.data(),
                                 ddelta.data(), dA.data(), dB.data(), dC.data(), dD.data(), dz.data(), dbias.data(),

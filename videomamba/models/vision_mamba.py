@@ -199,6 +199,8 @@ class VisionMamba(nn.Module):
     # ------------------------------------------------------------------ forward
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Pixels -> token sequence ``(B, 1 + T*HW, D)`` with position embeddings added."""
+        if self.is_video and not torch.is_grad_enabled() and self._lean_inference(x):
+            return self._embed_video_lean(x)
         x = self.patch_embed(x)
         if not self.is_video:
             x = x.flatten(2).transpose(1, 2)                                 # (B, HW, D)
@@ -216,6 +218,39 @@ class VisionMamba(nn.Module):
         x = x + t_pos[:, :, None]                                            # temporal, per frame
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)
         return torch.cat((cls, x.reshape(B, T * H * W, D)), dim=1)
+
+    @torch.no_grad()
+    def _embed_video_lean(self, x: torch.Tensor, frames_per_step: int = 4) -> torch.Tensor:
+        """:meth:`embed` for videos a few frames at a time into the token tensor, so no full-size
+        intermediate (conv output, permuted copy, each position-embedding sum) is ever alive."""
+        if x.dim() != 5 or tuple(x.shape[-2:]) != self.patch_embed.img_size:
+            return self.patch_embed(x)   # raises the shape error
+        ts = self.tubelet_size
+        if x.shape[2] % ts:
+            raise ValueError(f"video of {x.shape[2]} frames is not a multiple of the tubelet size {ts}")
+        B, T = x.shape[0], x.shape[2] // ts
+        t_pos = self.temporal_pos_embedding
+        if T != t_pos.shape[1]:
+            raise ValueError(
+                f"video model was built for num_frames={self.num_frames} ({t_pos.shape[1]} temporal "
+                f"positions) but got {T * ts} frames; build it with num_frames="
+                f"{T * ts} (load_checkpoint resizes the temporal position embedding)")
+        HW, D = self.patch_embed.num_patches, self.embed_dim
+        tokens = patches = None
+        for t0 in range(0, T, frames_per_step):
+            t1 = min(t0 + frames_per_step, T)
+            out = self.patch_embed.proj(x[:, :, t0 * ts:t1 * ts])                  # (B, D, t, H, W)
+            if tokens is None:   # the dtype embed() gives: conv output + position embeddings
+                dtype = torch.promote_types(out.dtype, self.pos_embed.dtype)
+                tokens = torch.empty(B, 1 + T * HW, D, device=x.device, dtype=dtype)
+                tokens[:, 0] = (self.cls_token + self.pos_embed[:, :1])[:, 0]
+                patches = tokens[:, 1:].view(B, T, HW, D)
+            view = patches[:, t0:t1]
+            view.copy_(out.permute(0, 2, 3, 4, 1).reshape(B, t1 - t0, HW, D))
+            view += self.pos_embed[:, None, 1:]                                     # the order of embed()
+            view += t_pos[:, t0:t1, None]
+            del out
+        return tokens
 
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
         """Run the Mamba blocks on embedded tokens and apply the final add + norm."""

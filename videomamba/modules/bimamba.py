@@ -146,11 +146,12 @@ def project_in(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None)
     return x, z
 
 
-def project_in_x(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """The x half of :func:`project_in` alone."""
+def project_in_half(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, half: int) -> torch.Tensor:
+    """One half of :func:`project_in` alone: x (``half=0``) or z (``half=1``)."""
     d_inner = weight.shape[0] // 2
-    x = _weight_matmul(weight[:d_inner], h.transpose(1, 2))
-    return x if bias is None else x + bias[:d_inner, None]
+    rows = slice(half * d_inner, (half + 1) * d_inner)
+    x = _weight_matmul(weight[rows], h.transpose(1, 2))
+    return x if bias is None else x + bias[rows, None]
 
 
 def direction_inputs(x: torch.Tensor, p: DirectionParams, dt_rank: int, d_state: int, reverse: bool):

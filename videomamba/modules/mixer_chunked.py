@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import norm_forward
-from .bimamba import _weight_matmul, project_in, project_in_x, project_out, scan_direction
+from .bimamba import _weight_matmul, project_in_half, project_out, scan_direction
 
 
 def _eager(t: torch.Tensor) -> bool:
@@ -44,24 +44,27 @@ def _chunks(L: int, size: int):
 
 def _conv_inputs(mixer, x_ext, p, reverse: bool, n: int):
     """Conv over the chunk plus its halo, keep the chunk's n positions, then dt / B / C on those only."""
-    from ..ops import causal_conv1d_fn
+    from ..ops.causal_conv1d import causal_conv1d_window
 
-    xc = causal_conv1d_fn(x_ext, p.conv_weight, p.conv_bias, activation="silu", reverse=reverse)
-    if xc.shape[-1] != n:
-        xc = (xc[..., :n] if reverse else xc[..., -n:]).contiguous()
+    xc = causal_conv1d_window(x_ext, p.conv_weight, p.conv_bias, "silu", reverse, n)
     x_dbl = _weight_matmul(p.x_proj_weight, xc)
     dt, B, C = torch.split(x_dbl, [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=1)
     return xc, _weight_matmul(p.dt_proj_weight, dt), B, C
 
 
-def _scan_into(kernel, xc, dt, B, C, p, reverse, state, out):
-    """The ungated scan of one chunk written into ``out`` (kernel backends write there directly)."""
+def _scan_into(kernel, xc, dt, B, C, p, reverse, state, out, add=None, z=None):
+    """The scan of one chunk written into ``out``: ``(y + add) * silu(z)``, or ungated without z (kernel
+    backends write there directly and fuse the add and the gate into their last pass)."""
     if kernel is None:
         y, last = scan_direction(xc, dt, B, C, p, None, reverse, initial_state=state, return_last_state=True)
+        if add is not None:
+            y = y + add
+        if z is not None:
+            y = y * F.silu(z)
         return out.copy_(y), last
     f = torch.float64 if p.A_log.dtype == torch.float64 else torch.float32
-    return kernel.scan_fwd(xc, dt, -torch.exp(p.A_log.to(f)), B, C, p.D.to(f), None, p.dt_proj_bias.to(f), True,
-                           reverse, initial_state=state, out=out)
+    return kernel.scan_fwd(xc, dt, -torch.exp(p.A_log.to(f)), B, C, p.D.to(f), z, p.dt_proj_bias.to(f), True,
+                           reverse, initial_state=state, out=out, add=add)
 
 
 def _scan_kernel(x: torch.Tensor, mixer):
@@ -114,7 +117,7 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
     p = mixer.direction_params(reverse=True)
     state = None
     for s, e in reversed(pieces):
-        x_ext = project_in_x(mixer_input(s, min(e + halo, L)), w_in, b_in)
+        x_ext = project_in_half(mixer_input(s, min(e + halo, L)), w_in, b_in, 0)
         xc, dt, B, C = _conv_inputs(mixer, x_ext, p, True, e - s)
         _, state = _scan_into(kernel, xc, dt, B, C, p, True, state, slab(s, e))
         del x_ext, xc, dt, B, C
@@ -125,18 +128,20 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
     state, pending = None, None
     for s, e in pieces:
         s0 = max(s - halo, 0)
-        x_ext, z_ext = project_in(mixer_input(s0, e), w_in, b_in)
+        h = mixer_input(s0, e)
+        x_ext, z = project_in_half(h, w_in, b_in, 0), project_in_half(h[:, s - s0:], w_in, b_in, 1)
+        del h
         if pending is not None:
             _write(out, *pending, accumulate)
         xc, dt, B, C = _conv_inputs(mixer, x_ext, p, False, e - s)
-        y = torch.empty(b, Di, e - s, device=src.device, dtype=torch.float32) if kernel is not None else \
-            torch.empty(b, Di, e - s, device=src.device, dtype=dtype)
-        y, state = _scan_into(kernel, xc, dt, B, C, p, False, state, y)
-        y = y.add_(slab(s, e)).mul_(F.silu(z_ext[..., s - s0:], inplace=True))
+        del x_ext
+        y = torch.empty(b, Di, e - s, device=src.device, dtype=torch.float32 if kernel is not None else dtype)
+        y, state = _scan_into(kernel, xc, dt, B, C, p, False, state, y, add=slab(s, e), z=z)
+        del xc, dt, B, C, z
         if mixer.divide_output:
             y = y / 2
         pending = (s, e, project_out(y.to(dtype), mixer.out_proj.weight, mixer.out_proj.bias))
-        del x_ext, z_ext, xc, dt, B, C, y
+        del y
     _write(out, *pending, accumulate)
     return out
 

@@ -21,7 +21,7 @@ import torch
 from ..ops import selective_scan_ref
 from ..ops.scan_op import _eager, _kernel_module
 from ..ops.selective_scan import resolve_backend
-from .bimamba import DirectionParams, direction_inputs, project_in, project_out, scan_direction
+from .bimamba import DirectionParams, _weight_matmul, direction_inputs, project_in, project_out, scan_direction
 
 RECOMPUTE_MODES = ("none", "block")
 
@@ -78,18 +78,17 @@ class _RecomputedMixer(torch.autograd.Function):
             recomputed = [direction_inputs(x, p, m.dt_rank, m.d_state, rev) for rev, p in zip((False, True), dirs)]
         # Gradient reaching the gated scan outputs: out = y @ W_out^T (+ b).
         dout = dout.contiguous()
-        dy = torch.matmul(dout, out_w.to(dout.dtype)).transpose(1, 2)          # (b, Di, L)
+        dy = _weight_matmul(out_w.to(dout.dtype).t(), dout.transpose(1, 2))   # (b, Di, L), contiguous
         if m.divide_output:
             dy = dy / 2
-        dy = dy.contiguous()
         outputs, grads = [z], [None]
         y = None
         for rev, p, (xc, dt, B, C) in zip((False, True), dirs, recomputed):
             with torch.enable_grad():
                 A = -torch.exp(p.A_log.to(torch.float64 if p.A_log.dtype == torch.float64 else torch.float32))
             du, ddelta, dA, dB, dC, dD, dz, dbias, yd = _scan_backward(xc, dt, A, B, C, p, z, dy, rev)
-            y = yd if y is None else y + yd
-            grads[0] = dz if grads[0] is None else grads[0] + dz
+            y = yd if y is None else y.add_(yd)
+            grads[0] = dz if grads[0] is None else grads[0].add_(dz)
             outputs += [xc, dt, A, B, C]
             grads += [du, ddelta, dA, dB, dC]
             _accumulate(p.D, dD)
@@ -98,8 +97,11 @@ class _RecomputedMixer(torch.autograd.Function):
         if m.divide_output:
             y = y / 2
         # out_proj: dW = dout^T y, db = sum dout.
-        if out_w.requires_grad:
-            _accumulate(out_w, torch.einsum("bld,bil->di", dout, y.to(dout.dtype)))
+        if out_w.requires_grad:   # (D, Di) = sum over batch and positions of dout^T y^T, as one matrix product
+            L = dout.shape[1]
+            y_t = y.to(dout.dtype).transpose(1, 2).reshape(-1, y.shape[1])             # (b*L, Di)
+            _accumulate(out_w, dout.reshape(-1, dout.shape[-1]).t() @ y_t)
+            del y_t, L
         if out_b is not None and out_b.requires_grad:
             _accumulate(out_b, dout.sum((0, 1)))
         del y, dy

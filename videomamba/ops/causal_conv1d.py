@@ -42,6 +42,8 @@ def _lib():
         head = [_f, _f, _f, ctypes.c_int, ctypes.c_int, _i64, _i64, _i64, _i64]
         lib.vm_causal_conv1d_fwd.argtypes = head + [_f, ctypes.c_int]
         lib.vm_causal_conv1d_bwd.argtypes = head + [_f, _f, _f, _f, ctypes.c_int]
+        lib.vm_causal_conv1d_fwd_window.argtypes = [_f, _f, _f, ctypes.c_int, ctypes.c_int, _i64, _i64, _i64, _i64,
+                                                    _i64, _f, ctypes.c_int]
         lib._vm_typed = True
     return lib
 
@@ -126,6 +128,31 @@ def _backward(ctx, dy):
 
 
 causal_conv1d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.no_grad()
+def causal_conv1d_window(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | None, reverse: bool,
+                         out_len: int) -> Tensor:
+    """The conv's last (causal) or first (``reverse``) ``out_len`` outputs of ``x (batch, dim, L_in)``, where the
+    other ``L_in - out_len`` inputs are only the halo those outputs read (a chunked caller's neighbouring
+    positions). No autograd; the native kernel writes just those outputs, the reference slices."""
+    w2 = weight.squeeze(1) if weight.dim() == 3 else weight
+    L_in = x.shape[-1]
+    if not 0 <= out_len <= L_in:
+        raise ValueError(f"causal_conv1d_window: out_len must be in [0, {L_in}], got {out_len}")
+    native = (x.device.type == "cpu" and x.dtype == torch.float32 and native_available()
+              and (os.environ.get(ENV_VAR) or "auto") != "reference")
+    if not native:
+        y = causal_conv1d_fn(x, w2, bias, activation, reverse)
+        return (y[..., :out_len] if reverse else y[..., L_in - out_len:]).contiguous()
+    batch, dim, _ = x.shape
+    xx, ww, bb = _f32(x), _f32(w2), _f32(bias)
+    y = torch.empty(batch, dim, out_len, dtype=torch.float32)
+    rc = _lib().vm_causal_conv1d_fwd_window(_p(xx), _p(ww), _p(bb), int(activation is not None), int(reverse),
+                                            batch, dim, L_in, out_len, w2.shape[-1], _p(y), torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"causal conv CPU kernel failed (code {rc})")
+    return y
 
 
 def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None,

@@ -23,7 +23,7 @@ def _lib():
     lib = load_native(_SOURCE)
     if lib is not None and not getattr(lib, "_vm_typed", False):
         common = [_f, _f, _f, _f, _f, _f, _f, _f, ctypes.c_int, ctypes.c_int, _i64, _i64, _i64, _i64, _i64]
-        lib.vm_selective_scan_fwd.argtypes = common + [_f, _f, _f, ctypes.c_int]
+        lib.vm_selective_scan_fwd.argtypes = common + [_f, _f, _f, _f, ctypes.c_int]
         lib.vm_selective_scan_bwd.argtypes = common + [_f] * 13 + [ctypes.c_int]
         lib.vm_set_flush_denormals.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.vm_selective_scan_fwd.restype = ctypes.c_int
@@ -98,10 +98,11 @@ def _state(h: torch.Tensor | None, NP: int) -> torch.Tensor | None:
 
 
 def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False,
-             initial_state=None, out=None):
+             initial_state=None, out=None, add=None):
     """Returns ``(out in u's dtype, last_state fp32 (batch, dim, N))``; ``initial_state`` (batch, dim, N)
     is the state before the first scan step (zeros when None); ``out``: a contiguous fp32 tensor to write
-    the output into (for fp32 inputs it is the returned one)."""
+    the output into (for fp32 inputs it is the returned one); ``add`` (batch, dim, L): added to the output
+    before the ``silu(z)`` gate (no autograd)."""
     lib = _lib()
     batch, dim, L = u.shape
     N = A.shape[1]
@@ -113,9 +114,12 @@ def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
         raise ValueError(f"scan_fwd: out must be a contiguous fp32 tensor of shape {tuple(u.shape)}")
     last = torch.empty(batch, dim, NP, dtype=torch.float32)
     h0 = _state(initial_state, NP)
+    extra = _f32(add)
+    if extra is not None and extra.shape != u.shape:
+        raise ValueError(f"scan_fwd: add must have u's shape {tuple(u.shape)}, got {tuple(extra.shape)}")
     rc = lib.vm_selective_scan_fwd(_p(uu), _p(dd), _p(AA), _p(BB), _p(CC), _p(DD), _p(zz), _p(bb),
-                                   int(delta_softplus), int(reverse), batch, dim, L, NP, G, _p(h0), _p(out), _p(last),
-                                   torch.get_num_threads())
+                                   int(delta_softplus), int(reverse), batch, dim, L, NP, G, _p(h0), _p(extra), _p(out),
+                                   _p(last), torch.get_num_threads())
     if rc != 0:
         raise RuntimeError(f"selective scan CPU kernel failed (code {rc})")
     return out.to(u.dtype), last[..., :N].contiguous()

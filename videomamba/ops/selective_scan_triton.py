@@ -209,7 +209,13 @@ def _flip(t):
 
 
 def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False,
-             initial_state=None, out=None):
+             initial_state=None, out=None, add=None):
+    if add is not None:   # (the CPU kernel's extra: added before the gate; here with torch ops)
+        res, last = scan_fwd(u, delta, A, B, C, D, None, delta_bias, delta_softplus, reverse, initial_state)
+        res = res + add
+        if z is not None:
+            res = res * torch.nn.functional.silu(z.to(res.dtype))
+        return (res if out is None else out.copy_(res)), last
     if out is not None:   # (the CPU kernel's signature; here the result is copied)
         res, last = scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, initial_state)
         return out.copy_(res), last
