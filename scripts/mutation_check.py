@@ -30,7 +30,7 @@ MUTATIONS = [
     ("scan bwd: dA accumulated without dt", "cpu/selective_scan.cpp",
      "dA_acc[k] += gh * dtt;", "dA_acc[k] += gh;"),
     ("scan bwd: first step's previous state taken from the buffer", "cpu/selective_scan.cpp",
-     "s > 0 ? load(hs + os - NP) : splat(0.0f)", "load(hs + (s > 0 ? os - NP : os))"),
+     "s > 0 ? load(hs + os - NP) : (h0row", "load(hs + (s > 0 ? os - NP : os)) + 0.0f * (h0row"),
     ("scan fwd: last state of the wrong vector", "cpu/selective_scan.cpp",
      "store(last + (bi * a.dim + d) * NP + k * W, h[k]);", "store(last + (bi * a.dim + d) * NP + k * W, h[0]);"),
     ("row sums: partial descending block misplaced", "cpu/simd_math.h",
@@ -44,9 +44,21 @@ MUTATIONS = [
      "const int64_t tap = reverse ? K - 1 - k : K - 1 - k;\n                vf acc"),
     ("conv bwd: SiLU derivative without the second term", "cpu/causal_conv1d.cpp",
      "gv = gv * s * (1.0f + v * (1.0f - s));", "gv = gv * s;"),
+    # issue 10: what the chunked / recomputing model paths rely on
+    ("scan fwd: initial state ignored", "cpu/selective_scan.cpp",
+     "h[k] = h0 ? load(h0 + k * W) : splat(0.0f);", "h[k] = splat(0.0f);"),
+    ("scan fwd: addend before the gate ignored", "cpu/selective_scan.cpp",
+     "if (add) o += load_n(add + row + t, n);", ""),
+    ("scan bwd: initial-state gradient is the last step's adjoint input", "cpu/selective_scan.cpp",
+     "store(dh0 + (bi * a.dim + d) * NP + k * W, gst[k]);", "store(dh0 + (bi * a.dim + d) * NP + k * W, dA_acc[k]);"),
+    ("scan: reverse blocks of W row sums stored at the forward place", "cpu/selective_scan.cpp",
+     "store(ysum + (REV ? L - s - W : s), hsum_rows(acc));", "store(ysum + s, hsum_rows(acc));"),
+    ("conv window: causal halo offset by one", "cpu/causal_conv1d.cpp",
+     "const int64_t shift = reverse ? 0 : L_in - L_out;",
+     "const int64_t shift = reverse ? 0 : L_in - L_out + (L_in > L_out ? 1 : 0);"),
 ]
 
-TESTS = ["tests/test_kernels_cpu.py"]
+TESTS = ["tests/test_kernels_cpu.py", "tests/test_lean.py"]
 
 
 def run_one(name, rel, old, new, tests) -> bool:

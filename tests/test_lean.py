@@ -98,9 +98,12 @@ def test_initial_state_shape_is_checked():
 
 
 # ---------------------------------------------------------------- chunked inference
+@pytest.mark.parametrize("memory", ["fast", "low"])
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
 @pytest.mark.parametrize("divide", [False, True])
-def test_chunked_mixer_equals_the_plain_mixer(backend, divide, monkeypatch):
+def test_chunked_mixer_equals_the_plain_mixer(backend, divide, memory, monkeypatch):
+    from videomamba.modules.mixer_chunked import mixer_chunked
+
     monkeypatch.setenv("VIDEOMAMBA_SCAN_BACKEND", backend)
     torch.manual_seed(0)
     m = BiMamba(32, divide_output=divide)
@@ -113,8 +116,11 @@ def test_chunked_mixer_equals_the_plain_mixer(backend, divide, monkeypatch):
             m.inference_chunk = 0
             plain = m(h)
             for chunk in (1, 3, 4, 16):
+                got = mixer_chunked(m, h, out=torch.empty_like(h), chunk=chunk, memory=memory)
+                _close(got, plain, 0, 1e-6, f"L={L} chunk={chunk}")
                 m.inference_chunk = chunk
-                _close(m(h), plain, 0, 1e-6, f"L={L} chunk={chunk}")
+                if memory == "fast":
+                    _close(m(h), plain, 0, 1e-6, f"L={L} chunk={chunk} (through forward)")
 
 
 def test_chunking_only_without_gradients():
@@ -132,10 +138,10 @@ def test_chunking_only_without_gradients():
 
 
 @pytest.mark.parametrize("fixture", ["video_depth2_dim96_f4_64px", "image_depth2_dim96_64px"])
-@pytest.mark.parametrize("chunk", [0, 7, 16])
-def test_lean_inference_matches_official_logits(fixture, chunk):
+@pytest.mark.parametrize("chunk,memory", [(0, "fast"), (7, "fast"), (16, "fast"), (7, "low"), (16, "low")])
+def test_lean_inference_matches_official_logits(fixture, chunk, memory):
     fx = load_official(fixture)
-    m = VisionMamba(**fx["kwargs"], inference_chunk=chunk).eval()
+    m = VisionMamba(**fx["kwargs"], inference_chunk=chunk, inference_memory=memory).eval()
     m.load_state_dict(fx["state_dict"], strict=True)
     with torch.no_grad():
         assert m._lean_inference(fx["input"]) == (chunk > 0)
@@ -282,6 +288,8 @@ def test_recompute_mode_is_validated():
         m.set_recompute("everything")
     with pytest.raises(ValueError, match="inference_chunk must be >= 0"):
         m.set_inference_chunk(-1)
+    with pytest.raises(ValueError, match="inference_memory must be one of"):
+        VisionMamba(img_size=32, depth=1, embed_dim=32, num_classes=2, inference_memory="tiny")
 
 
 @pytest.mark.parametrize("reverse", [False, True])

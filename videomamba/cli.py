@@ -130,7 +130,9 @@ def cmd_bench(args) -> int:
 
         model.run(device=args.device, frames=tuple(args.frames), modes=tuple(args.modes), batch=args.batch,
                   repeats=args.repeats, out_dir=args.out, mem_limit_gb=args.mem_limit_gb, archs=args.arch,
-                  infer_extra_frames=tuple(args.infer_frames))
+                  infer_extra_frames=tuple(args.infer_frames), models=tuple(args.models),
+                  vm_kwargs={k: v for k, v in (("inference_memory", args.inference_memory),
+                                               ("recompute", args.recompute)) if v})
     else:
         from .bench import flops_table
 
@@ -170,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model: clip lengths (1 = the image models)")
     b.add_argument("--infer-frames", type=int, nargs="*", default=[256],
                    help="model: extra clip lengths measured for inference only")
+    from .bench import MODELS
+
+    b.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS), help="model: which to measure")
+    b.add_argument("--inference-memory", choices=["fast", "low"],
+                   help="model: VideoMamba's no-grad chunked path (default: the model's, fast)")
+    b.add_argument("--recompute", choices=["block", "none"],
+                   help="model: VideoMamba's training path (default: the model's, block)")
     b.add_argument("--modes", nargs="*", default=["infer", "train"], choices=["infer", "train"])
     b.add_argument("--batch", type=int, default=1)
     b.add_argument("--mem-limit-gb", type=float, default=20.0, help="address-space cap per CPU measurement")

@@ -27,7 +27,8 @@ import torch
 
 from .common import machine_description, median_time, print_table, try_plot, write_json
 
-MODELS = ("videomamba_tiny", "timesformer_tiny_naive", "timesformer_tiny_sdpa", "deit_tiny_sdpa")
+from . import MODELS  # noqa: E402
+
 IMAGE_ONLY = ("deit_tiny_sdpa",)      # measured at 1 frame only
 
 
@@ -35,15 +36,17 @@ def models_at(frames: int, models=MODELS):
     return [m for m in models if frames == 1 or m not in IMAGE_ONLY]
 
 
-def build(name: str, frames: int, img_size: int = 224):
-    """The model and the shape of its input clip; at 1 frame VideoMamba and DeiT are the image models."""
+def build(name: str, frames: int, img_size: int = 224, vm_kwargs: dict | None = None):
+    """The model and the shape of its input clip; at 1 frame VideoMamba and DeiT are the image models.
+    ``vm_kwargs``: extra VideoMamba constructor options (e.g. ``inference_memory``, ``recompute``)."""
     image = (3, img_size, img_size)
     if name == "videomamba_tiny":
         from .. import create_model
 
+        kw = dict(vm_kwargs or {})
         if frames == 1:
-            return create_model("videomamba_tiny", img_size=img_size, num_classes=400), image
-        return create_model("videomamba_tiny", num_frames=frames, img_size=img_size, num_classes=400), \
+            return create_model("videomamba_tiny", img_size=img_size, num_classes=400, **kw), image
+        return create_model("videomamba_tiny", num_frames=frames, img_size=img_size, num_classes=400, **kw), \
             (3, frames, img_size, img_size)
     if name == "deit_tiny_sdpa":
         import timm
@@ -82,7 +85,7 @@ def measure_one(cfg: dict) -> dict:
 
         flush_denormals(True)
     torch.manual_seed(0)
-    model, shape = build(cfg["model"], cfg["frames"], cfg["img_size"])
+    model, shape = build(cfg["model"], cfg["frames"], cfg["img_size"], cfg.get("vm_kwargs"))
     model = model.to(device)
     x = torch.randn(cfg["batch"], *shape, device=device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -158,12 +161,13 @@ def measure(cfg: dict, timeout: int, mem_limit_gb: float) -> dict:
 
 def run(device: str = "cpu", frames=(1, 8, 16, 32, 64, 128), modes=("infer", "train"), batch: int = 1,
         repeats: int = 3, out_dir: str = "bench_results", timeout: int = 1800, mem_limit_gb: float = 20.0,
-        img_size: int = 224, models=MODELS, archs=None, infer_extra_frames=(256,)) -> dict:
+        img_size: int = 224, models=MODELS, archs=None, infer_extra_frames=(256,), vm_kwargs=None) -> dict:
     """Measure every model at every clip length; VideoMamba once per kernel build in ``archs`` (CPU)."""
     cpu = torch.device(device).type == "cpu"
     archs = list(archs) if (archs and cpu) else [None]
     print(f"model benchmark on {machine_description(device)}; batch {batch}, {img_size}px, median of {repeats}"
-          + (f"; VideoMamba kernel builds: {', '.join(archs)}" if archs != [None] else ""), flush=True)
+          + (f"; VideoMamba kernel builds: {', '.join(archs)}" if archs != [None] else "")
+          + (f"; VideoMamba options: {vm_kwargs}" if vm_kwargs else ""), flush=True)
     results = []
     for mode in modes:
         lengths = sorted(set(frames) | (set(infer_extra_frames) if mode == "infer" else set()))
@@ -171,7 +175,8 @@ def run(device: str = "cpu", frames=(1, 8, 16, 32, 64, 128), modes=("infer", "tr
             for name in models_at(T, models):
                 for arch in (archs if name == "videomamba_tiny" else [None]):
                     cfg = dict(model=name, frames=T, batch=batch, mode=mode, device=device, img_size=img_size,
-                               warmup=1, repeats=repeats, max_seconds=None, arch=arch)
+                               warmup=1, repeats=repeats, max_seconds=None, arch=arch,
+                               vm_kwargs=vm_kwargs if name == "videomamba_tiny" else None)
                     t0 = time.time()
                     res = measure(cfg, timeout, mem_limit_gb)
                     res["wall_s"] = time.time() - t0
@@ -192,7 +197,7 @@ def run(device: str = "cpu", frames=(1, 8, 16, 32, 64, 128), modes=("infer", "tr
         for line in lines:
             print(f"  {'ok    ' if line['ok'] else 'MISSED'}  {line['what']}: {line['value']}")
     payload = dict(device=machine_description(device), batch=batch, img_size=img_size, archs=archs,
-                   results=results, targets=checks)
+                   vm_kwargs=vm_kwargs or {}, results=results, targets=checks)
     path = write_json(f"{out_dir}/model.json", payload)
     png = try_plot(f"{out_dir}/model.png", lambda plt: _plot(plt, results, modes, archs))
     print(f"wrote {path}" + (f" and {png}" if png else ""))

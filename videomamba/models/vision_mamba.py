@@ -44,7 +44,9 @@ class VisionMamba(nn.Module):
     norm + mixer as one autograd function that keeps only the residual stream for backward
     (:mod:`videomamba.modules.mixer_recompute`; ``"none"``: plain autograd, every intermediate kept).
     Without gradients, sequences longer than ``inference_chunk`` tokens run the mixer in chunks and update
-    the residual stream in place (:mod:`videomamba.modules.mixer_chunked`; 0 turns chunking off).
+    the residual stream in place (:mod:`videomamba.modules.mixer_chunked`; 0 turns chunking off);
+    ``inference_memory="fast"`` keeps one ``(B, d_inner, L)`` buffer between the two scan directions,
+    ``"low"`` none (each chunk's backward direction is scanned twice: about a fifth more time).
     """
 
     def __init__(self, img_size=224, patch_size=16, stride=None, depth=24, embed_dim=192, in_chans=3,
@@ -53,7 +55,7 @@ class VisionMamba(nn.Module):
                  fused_add_norm=True, num_frames=None, kernel_size=1, use_checkpoint=False,
                  checkpoint_num=0, divide_output=False, global_pool="token", channels=None,
                  bimamba=True, initializer_cfg=None, distill_dim=None, dt_init="official", recompute="block",
-                 inference_chunk=1024, device=None, dtype=None):
+                 inference_chunk=1024, inference_memory="fast", device=None, dtype=None):
         super().__init__()
         if not bimamba:
             raise ValueError("VisionMamba: bimamba=False is not supported; VideoMamba is bidirectional")
@@ -110,6 +112,12 @@ class VisionMamba(nn.Module):
         self.set_checkpoint_layers(checkpoint_num if use_checkpoint else 0)
         self.set_recompute(recompute)
         self.set_inference_chunk(inference_chunk)
+        from ..modules.mixer_chunked import INFERENCE_MEMORY
+
+        if inference_memory not in INFERENCE_MEMORY:
+            raise ValueError(f"VisionMamba: inference_memory must be one of {INFERENCE_MEMORY}, "
+                             f"got {inference_memory!r}")
+        self.inference_memory = inference_memory
         if dt_init not in ("official", "mamba"):
             raise ValueError(f"VisionMamba: dt_init must be 'official' or 'mamba', got {dt_init!r}")
         kept = ({k: v.detach().clone() for k, v in self.named_parameters() if ".dt_proj" in k}
@@ -292,16 +300,23 @@ class VisionMamba(nn.Module):
         for layer in self.layers:
             mixer = layer.mixer
             if L > mixer.inference_chunk:
-                if y_b is None:
-                    y_b = torch.empty(B * mixer.d_inner * L, device=x.device, dtype=dtype)
+                if y_b is None and self.inference_memory == "fast":
+                    y_b = torch.empty(B * mixer.d_inner * L, device=x.device,
+                                      dtype=torch.float32 if dtype == torch.float32 else dtype)
                 mixer_chunked(mixer, residual, out=residual, norm=layer.norm, accumulate=True, y_b=y_b,
-                              hidden_dtype=dtype)
+                              hidden_dtype=dtype, memory=self.inference_memory)
             else:
                 h = norm_forward(layer.norm, residual, None, prenorm=False).to(dtype)
                 residual += mixer(h)
                 del h
         del y_b
-        return norm_forward(self.norm_f, residual, None, prenorm=False).to(dtype)
+        # The final norm chunk by chunk, in place where the dtypes allow: a whole-sequence norm would hold two
+        # more stream-sized temporaries, the peak of the whole forward at long clips.
+        out = residual if residual.dtype == dtype else torch.empty_like(residual, dtype=dtype)
+        step = max(self.inference_chunk, 1)
+        for s in range(0, L, step):
+            out[:, s:s + step] = norm_forward(self.norm_f, residual[:, s:s + step], None, prenorm=False).to(dtype)
+        return out
 
     def _forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
         hidden, residual = x, None

@@ -80,22 +80,31 @@ def _scan_kernel(x: torch.Tensor, mixer):
     return _kernel_module(name, x.device.type)
 
 
+INFERENCE_MEMORY = ("fast", "low")
+
+
 @torch.no_grad()
 def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, accumulate: bool = False,
                   y_b: torch.Tensor | None = None, hidden_dtype: torch.dtype | None = None,
-                  chunk: int | None = None) -> torch.Tensor:
+                  chunk: int | None = None, memory: str = "fast") -> torch.Tensor:
     """``out = mixer(h)`` (``accumulate``: ``out += mixer(h)``) with ``h = src``, or ``h = norm(src)`` when a norm
     is given (then ``src`` is the residual stream and ``out`` may be ``src`` itself: a chunk's rows are
     updated only after the next chunk has read its conv halo from them).
 
-    ``y_b``: an optional buffer of ``>= b * d_inner * L`` elements for the backward direction's output, kept
-    chunk-major so that each chunk's slab is contiguous (allocated if None).
+    ``memory="fast"`` keeps the backward direction's output for the whole sequence between the passes (``y_b``:
+    an optional buffer of ``>= b * d_inner * L`` elements, chunk-major so that each chunk's slab is contiguous;
+    allocated if None). ``"low"`` keeps only its state at each chunk boundary and scans each chunk backwards
+    again in pass 2 (the x projection is shared, the conv / x_proj / dt_proj / scan of that direction run
+    twice): nothing of length L but the stream itself, for ~20% more time.
     """
+    if memory not in INFERENCE_MEMORY:
+        raise ValueError(f"mixer_chunked: memory must be one of {INFERENCE_MEMORY}, got {memory!r}")
     b, L, _ = src.shape
     chunk = chunk or mixer.inference_chunk
     halo = mixer.d_conv - 1
     dtype = hidden_dtype or src.dtype
     Di = mixer.d_inner
+    low = memory == "low"
 
     def mixer_input(s, e):
         h = src[:, s:e]
@@ -104,22 +113,28 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
         return h
 
     w_in, b_in = mixer.in_proj.weight, mixer.in_proj.bias
-    if y_b is None:
-        y_b = torch.empty(b * Di * L, device=src.device, dtype=dtype)
     kernel = _scan_kernel(src.to(dtype) if src.dtype != dtype else src, mixer)
     pieces = _chunks(L, chunk)
+    out_dtype = torch.float32 if kernel is not None else dtype
+    if low:
+        y_b = torch.empty(b * Di * min(chunk, L), device=src.device, dtype=out_dtype)   # one chunk, reused
+    elif y_b is None:
+        y_b = torch.empty(b * Di * L, device=src.device, dtype=out_dtype)
 
     def slab(s, e):   # the backward direction's output for positions [s, e), contiguous (b, Di, e - s)
-        return y_b[b * Di * s:b * Di * e].view(b, Di, e - s)
+        offset = 0 if low else b * Di * s
+        return y_b[offset:offset + b * Di * (e - s)].view(b, Di, e - s)
 
-    # Pass 1: the backward direction, last chunk first; keeps its ungated output. The anti-causal conv's
-    # halo (the next positions' x) comes from projecting a few more rows of the input.
-    p = mixer.direction_params(reverse=True)
-    state = None
+    # Pass 1: the backward direction, last chunk first; keeps its ungated output ("fast") or the state that
+    # enters each chunk ("low"). The anti-causal conv's halo (the next positions' x) comes from projecting a
+    # few more rows of the input.
+    p_b = mixer.direction_params(reverse=True)
+    state, entering = None, {}
     for s, e in reversed(pieces):
+        entering[s] = state
         x_ext = project_in_half(mixer_input(s, min(e + halo, L)), w_in, b_in, 0)
-        xc, dt, B, C = _conv_inputs(mixer, x_ext, p, True, e - s)
-        _, state = _scan_into(kernel, xc, dt, B, C, p, True, state, slab(s, e))
+        xc, dt, B, C = _conv_inputs(mixer, x_ext, p_b, True, e - s)
+        _, state = _scan_into(kernel, xc, dt, B, C, p_b, True, state, slab(s, e))
         del x_ext, xc, dt, B, C
 
     # Pass 2: the forward direction, first chunk first; gate, out_proj, write. The causal conv's halo is
@@ -127,15 +142,19 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
     p = mixer.direction_params(reverse=False)
     state, pending = None, None
     for s, e in pieces:
-        s0 = max(s - halo, 0)
-        h = mixer_input(s0, e)
-        x_ext, z = project_in_half(h, w_in, b_in, 0), project_in_half(h[:, s - s0:], w_in, b_in, 1)
+        s0, e1 = max(s - halo, 0), (min(e + halo, L) if low else e)
+        h = mixer_input(s0, e1)
+        x_ext, z = project_in_half(h, w_in, b_in, 0), project_in_half(h[:, s - s0:e - s0], w_in, b_in, 1)
         del h
         if pending is not None:
             _write(out, *pending, accumulate)
+        if low:   # this chunk's backward direction again, from the state saved at its end
+            xc, dt, B, C = _conv_inputs(mixer, x_ext[..., s - s0:], p_b, True, e - s)
+            _scan_into(kernel, xc, dt, B, C, p_b, True, entering[s], slab(s, e))
+            x_ext = x_ext[..., :e - s0]
         xc, dt, B, C = _conv_inputs(mixer, x_ext, p, False, e - s)
         del x_ext
-        y = torch.empty(b, Di, e - s, device=src.device, dtype=torch.float32 if kernel is not None else dtype)
+        y = torch.empty(b, Di, e - s, device=src.device, dtype=out_dtype)
         y, state = _scan_into(kernel, xc, dt, B, C, p, False, state, y, add=slab(s, e), z=z)
         del xc, dt, B, C, z
         if mixer.divide_output:
