@@ -1,7 +1,5 @@
 """Lean execution: the scan's initial state and emitted output, the chunked no-grad mixer and model loop,
 and the recomputing training function. Every lean path is compared with the plain one it replaces."""
-import os
-
 import pytest
 import torch
 
@@ -316,9 +314,6 @@ def test_lean_video_embedding_equals_embed():
         m.cls_token.normal_()
         x = torch.randn(2, 3, 6, 32, 32)
         lean = m._embed_video_lean(x, frames_per_step=2)
-        torch.set_grad_enabled(True)
-    with torch.no_grad():
-        pass
     plain = m.embed(x)                     # gradients on: the plain embedding
     _close(lean, plain.detach(), 1e-6, 1e-6, "lean embed")
     with torch.no_grad(), pytest.raises(ValueError, match="num_frames=6"):

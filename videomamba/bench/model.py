@@ -193,7 +193,7 @@ def run(device: str = "cpu", frames=(1, 8, 16, 32, 64, 128), modes=("infer", "tr
                         title=f"\n{mode}" + (f", VideoMamba kernels -march={arch}" if arch else "") + ":")
     checks = {arch: target_checks(results, arch) for arch in archs}
     for arch, lines in checks.items():
-        print(f"\nTARGETS (issue 10)" + (f", -march={arch}" if arch else "") + ":")
+        print("\nTARGETS (issue 10)" + (f", -march={arch}" if arch else "") + ":")
         for line in lines:
             print(f"  {'ok    ' if line['ok'] else 'MISSED'}  {line['what']}: {line['value']}")
     payload = dict(device=machine_description(device), batch=batch, img_size=img_size, archs=archs,

@@ -98,10 +98,9 @@ class _RecomputedMixer(torch.autograd.Function):
             y = y / 2
         # out_proj: dW = dout^T y, db = sum dout.
         if out_w.requires_grad:   # (D, Di) = sum over batch and positions of dout^T y^T, as one matrix product
-            L = dout.shape[1]
             y_t = y.to(dout.dtype).transpose(1, 2).reshape(-1, y.shape[1])             # (b*L, Di)
             _accumulate(out_w, dout.reshape(-1, dout.shape[-1]).t() @ y_t)
-            del y_t, L
+            del y_t
         if out_b is not None and out_b.requires_grad:
             _accumulate(out_b, dout.sum((0, 1)))
         del y, dy
