@@ -207,7 +207,7 @@ class VisionMamba(nn.Module):
     # ------------------------------------------------------------------ forward
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Pixels -> token sequence ``(B, 1 + T*HW, D)`` with position embeddings added."""
-        if self.is_video and not torch.is_grad_enabled() and self._lean_inference(x):
+        if self.is_video and self._lean_inference(x):
             return self._embed_video_lean(x)
         x = self.patch_embed(x)
         if not self.is_video:
@@ -216,16 +216,21 @@ class VisionMamba(nn.Module):
             return torch.cat((cls, x), dim=1) + self.pos_embed
         B, D, T, H, W = x.shape
         t_pos = self.temporal_pos_embedding
-        if T != t_pos.shape[1]:
-            raise ValueError(
-                f"video model was built for num_frames={self.num_frames} ({t_pos.shape[1]} temporal "
-                f"positions) but got {T * self.tubelet_size} frames; build it with num_frames="
-                f"{T * self.tubelet_size} (load_checkpoint resizes the temporal position embedding)")
+        self._check_time_steps(T)
         x = x.permute(0, 2, 3, 4, 1).reshape(B, T, H * W, D)
         x = x + self.pos_embed[:, None, 1:]                                  # spatial, shared by frames
         x = x + t_pos[:, :, None]                                            # temporal, per frame
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)
         return torch.cat((cls, x.reshape(B, T * H * W, D)), dim=1)
+
+    def _check_time_steps(self, T: int):
+        """The clip must have as many tubelets as the model has temporal positions."""
+        n = self.temporal_pos_embedding.shape[1]
+        if T != n:
+            raise ValueError(
+                f"video model was built for num_frames={self.num_frames} ({n} temporal positions) but got "
+                f"{T * self.tubelet_size} frames; build it with num_frames={T * self.tubelet_size} "
+                f"(load_checkpoint resizes the temporal position embedding)")
 
     @torch.no_grad()
     def _embed_video_lean(self, x: torch.Tensor, frames_per_step: int = 4) -> torch.Tensor:
@@ -237,12 +242,8 @@ class VisionMamba(nn.Module):
         if x.shape[2] % ts:
             raise ValueError(f"video of {x.shape[2]} frames is not a multiple of the tubelet size {ts}")
         B, T = x.shape[0], x.shape[2] // ts
+        self._check_time_steps(T)
         t_pos = self.temporal_pos_embedding
-        if T != t_pos.shape[1]:
-            raise ValueError(
-                f"video model was built for num_frames={self.num_frames} ({t_pos.shape[1]} temporal "
-                f"positions) but got {T * ts} frames; build it with num_frames="
-                f"{T * ts} (load_checkpoint resizes the temporal position embedding)")
         HW, D = self.patch_embed.num_patches, self.embed_dim
         tokens = patches = None
         for t0 in range(0, T, frames_per_step):
