@@ -23,9 +23,11 @@ from .data import build_datasets
 
 
 def build_model(cfg, distill_dim: int | None = None, load_finetune: bool = True):
-    # e.g. 224 -> 448 fine-tuning: the loader interpolates pos_embed and drops a mismatched head
+    # e.g. 224 -> 448 fine-tuning: the loader interpolates pos_embed and drops a mismatched head. Any timm
+    # model name works too (the masked-pretraining pipeline trains a CLIP-architecture ViT teacher here).
+    extra = {"distill_dim": distill_dim} if distill_dim else {}
     return task.build_model(cfg, load_finetune, log=lambda m: print(m, flush=True), img_size=cfg.data.img_size,
-                            distill_dim=distill_dim)
+                            **extra)
 
 
 def build_teacher(cfg, device) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""``videomamba`` command line: ``demo``, ``models``, ``bench``, ``convert``, ``predict``."""
+"""``videomamba`` command line: ``demo``, ``models``, ``bench``, ``convert``, ``convert-clip``, ``predict``."""
 from __future__ import annotations
 
 import argparse
@@ -81,6 +81,16 @@ def cmd_convert(args) -> int:
     out = save_checkpoint(sd, args.output, metadata={"source": Path(args.input).name})
     n = sum(v.numel() for v in sd.values())
     print(f"wrote {out}: {len(sd)} tensors, {n:,} values")
+    return 0
+
+
+def cmd_convert_clip(args) -> int:
+    from .models.clip_teacher import convert_clip, load_clip_teacher
+
+    teacher = load_clip_teacher(args.input)
+    out = convert_clip(teacher, args.output)
+    print(f"read {args.input} ({teacher.source_format}): CLIP ViT {teacher.describe()}; "
+          f"wrote {out} (OpenAI visual layout)")
     return 0
 
 
@@ -194,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unpickle the file fully without trying the safe loader first (and without the warning); "
                         "only for files you trust")
     c.set_defaults(fn=cmd_convert)
+
+    cc = sub.add_parser("convert-clip", help="write a CLIP teacher file (OpenAI visual layout) for masked pretraining",
+                        description="Read an OpenAI CLIP visual tower (extracted, a whole CLIP state dict or "
+                                    "OpenAI's download) or a timm CLIP ViT state dict and write the extracted "
+                                    "OpenAI visual layout the teacher loads (.pth; .safetensors if OUT ends so). "
+                                    "A timm ViT gets the identity proj.")
+    cc.add_argument("input")
+    cc.add_argument("output")
+    cc.set_defaults(fn=cmd_convert_clip)
 
     r = sub.add_parser("predict", help="classify video files with a checkpoint (multi-view test protocol)",
                        description="Top-k classes of each video: temporal views x crops, softmax averaged. The "

@@ -79,9 +79,10 @@ def _fmt(shape) -> str:
     return "(" + ",".join(str(s) for s in shape) + ")"
 
 
-# Heads that exist only while training (the self-distillation projector): a plain backbone skips them
-# without making a strict load fail, as the official --load_from_distill does.
-TRAINING_ONLY_PREFIXES = ("distill_head.",)
+# Heads that exist only while training (the self-distillation projector, the masked-pretraining decoders):
+# a plain backbone skips them without making a strict load fail, as the official --load_from_distill does
+# and as official fine-tuning ignores `clip_decoder.*`.
+TRAINING_ONLY_PREFIXES = ("distill_head.", "clip_decoder.")
 
 
 def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: torch.nn.Module, inflate: str = "center",

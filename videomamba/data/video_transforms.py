@@ -101,3 +101,46 @@ class VideoEvalTransform:
             top, left = test_crop_offsets(nh, nw, self.short, self.num_crops)[crop]
         x = x[..., top:top + side, left:left + side].float().div_(255)
         return ((x - self.mean) / self.std).permute(1, 0, 2, 3).contiguous()
+
+
+def multi_scale_crop_params(h: int, w: int, size: int, scales=(1.0, 0.875, 0.75, 0.66), max_distort: int = 1,
+                            rng: np.random.Generator | None = None) -> tuple[int, int, int, int]:
+    """``(top, left, crop_h, crop_w)`` of the TSN/VideoMAE multi-scale crop (the official pretraining
+    ``GroupMultiScaleCrop`` with fixed, "more fix crop" offsets): the crop's sides are two of
+    ``scales x min(h, w)`` at most ``max_distort`` scale steps apart (a side within 3 px of ``size`` becomes
+    ``size``), and its corner one of 13 fixed positions on a 4 x 4 grid of the remaining space."""
+    rng = rng or np.random.default_rng()
+    base = min(h, w)
+    sizes = [int(base * s) for s in scales]
+    snap = [size if abs(s - size) < 3 else s for s in sizes]
+    pairs = [(snap[i], snap[j]) for i in range(len(snap)) for j in range(len(snap)) if abs(i - j) <= max_distort]
+    crop_w, crop_h = pairs[int(rng.integers(len(pairs)))]
+    ws, hs = (w - crop_w) // 4, (h - crop_h) // 4
+    grid = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2), (2, 0), (2, 4), (4, 2), (0, 2), (1, 1), (1, 3), (3, 1), (3, 3)]
+    gy, gx = grid[int(rng.integers(len(grid)))]
+    return gy * hs, gx * ws, crop_h, crop_w
+
+
+class VideoPretrainTransform:
+    """The masked-pretraining augmentation: multi-scale crop resized to ``size`` (bilinear), horizontal
+    flip (``hflip`` probability; the official ``--flip True``), normalise. One draw for all frames."""
+
+    def __init__(self, size: int, scales=(1.0, 0.875, 0.75, 0.66), hflip: float = 0.5, mean=IMAGENET_MEAN,
+                 std=IMAGENET_STD):
+        self.size, self.scales, self.hflip = size, tuple(scales), hflip
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+
+    def __call__(self, frames) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as TF
+
+        # torch's generator (seeded per rank and worker, restored on resume) drives the draws
+        rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
+        x = _to_video(frames).as_subclass(torch.Tensor)
+        top, left, ch, cw = multi_scale_crop_params(x.shape[-2], x.shape[-1], self.size, self.scales, rng=rng)
+        x = TF.resized_crop(x, top, left, ch, cw, [self.size, self.size],
+                            interpolation=TF.InterpolationMode.BILINEAR, antialias=False)
+        if rng.random() < self.hflip:
+            x = x.flip(-1)
+        x = x.float().div_(255)
+        return ((x - self.mean) / self.std).permute(1, 0, 2, 3).contiguous()

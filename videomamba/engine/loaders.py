@@ -27,7 +27,7 @@ def build_eval_loader(cfg, info: DistInfo, dataset, collate_fn=None) -> torch.ut
 def build_loaders(cfg, info: DistInfo, train_set, val_set, train_collate=None, val_collate=None):
     """Keys: data.batch_size, data.eval_batch_size, data.num_workers, data.pin_memory, aug.repeated_aug
     (number of repeats; 0/1/null = off), seed. Returns ``(train_loader, val_loader, train_sampler)``;
-    call ``train_sampler.set_epoch(e)``."""
+    call ``train_sampler.set_epoch(e)``. ``val_set=None`` gives ``val_loader=None`` (no validation)."""
     d = cfg.data
     repeats = int(cfg.get("aug", {}).get("repeated_aug") or 1)
     if repeats > 1:
@@ -36,4 +36,5 @@ def build_loaders(cfg, info: DistInfo, train_set, val_set, train_collate=None, v
         train_sampler = EpochShuffleSampler(len(train_set), info.rank, info.world_size, cfg.seed)
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=d.batch_size, sampler=train_sampler,
                                                drop_last=True, collate_fn=train_collate, **_common(cfg))
-    return train_loader, build_eval_loader(cfg, info, val_set, val_collate), train_sampler
+    val_loader = None if val_set is None else build_eval_loader(cfg, info, val_set, val_collate)
+    return train_loader, val_loader, train_sampler

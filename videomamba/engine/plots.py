@@ -8,7 +8,7 @@ import numpy as np
 
 from ..checkpoint.io import atomic_write
 
-_LABELS = {"acc1": "val top-1 (%)", "mse": "val MSE"}
+_LABELS = {"acc1": "val top-1 (%)", "mse": "val MSE", "loss": "val loss"}
 
 
 def _pyplot():

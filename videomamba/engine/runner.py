@@ -10,7 +10,9 @@ ema_decay, save_every, compile (false | true | a torch.compile backend name), de
 batch of the lr scaling rule, as the official video code does.
 
 The best checkpoint follows ``metric`` of the evaluation (``acc1`` by default, higher is better; a
-regression task passes ``metric="mse", higher_is_better=False``).
+regression task passes ``metric="mse", higher_is_better=False``, masked pretraining ``metric="loss"``).
+Without a validation loader (``val_loader=None``, e.g. the official pretraining recipes) no evaluation
+runs and only ``checkpoint-latest.pth`` is written.
 """
 from __future__ import annotations
 
@@ -246,9 +248,9 @@ class TrainingRun:
             first_step, self.step = self.step, tr.pop("step")
             step_losses = tr.pop("step_losses")
             stats = dict(tr)
-            if (epoch + 1) % t.get("eval_every", 1) == 0 or epoch + 1 == t.epochs:
+            if self.val_loader is not None and ((epoch + 1) % t.get("eval_every", 1) == 0 or epoch + 1 == t.epochs):
                 val = self.evaluate()
-                stats.update({f"val_{k}": val[k] for k in ("acc1", "acc5", "mse", "loss") if k in val})
+                stats.update({f"val_{k}": val[k] for k in ("acc1", "acc5", "mse", "loss", "cos") if k in val})
                 if self.ema is not None:
                     stats[f"val_{self.metric}_ema"] = self.evaluate(self.ema)[self.metric]
             if self.epoch_stats_fn is not None:
@@ -268,9 +270,9 @@ class TrainingRun:
                                 + "\n")
             logger.epoch(epoch, stats)
         logger.close()
-        if self.info.is_main and self.best is not None:
-            print(f"done: best val {self.metric} {self.best:.4g} in {time.time() - t0:.0f} s; checkpoints in {self.out}",
-                  flush=True)
+        if self.info.is_main and self.start_epoch < t.epochs:
+            best = f"best val {self.metric} {self.best:.4g}" if self.best is not None else "no validation"
+            print(f"done: {best} in {time.time() - t0:.0f} s; checkpoints in {self.out}", flush=True)
             plot_curves(self.out, STEPS_LOG, self.metric)
         return stats
 

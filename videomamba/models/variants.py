@@ -4,6 +4,7 @@ from __future__ import annotations
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from .pretrain import VideoMambaPretrain
 from .vision_mamba import VisionMamba
 from .zoo import HF_HUB_ID, ZOO, zoo_entries
 
@@ -31,8 +32,12 @@ def _cfg(entry=None, **kwargs):
     return cfg
 
 
+# Masked-pretraining students (official.md §3.4): no head, 8 frames; the official file of M loads strictly.
+PRETRAIN_VARIANTS = ("videomamba_tiny", "videomamba_small", "videomamba_middle")
+
 default_cfgs = generate_default_cfgs(
-    {e.name: _cfg(e) for v in VARIANT_ARGS for e in zoo_entries(v)}
+    {**{e.name: _cfg(e) for v in VARIANT_ARGS for e in zoo_entries(v)},
+     **{f"{v}_pretrain": _cfg(num_classes=0) for v in PRETRAIN_VARIANTS}}
 )
 
 
@@ -74,3 +79,30 @@ def videomamba_middle(pretrained: bool = False, **kwargs) -> VisionMamba:
 def videomamba_base(pretrained: bool = False, **kwargs) -> VisionMamba:
     """VideoMamba-B: D 768, depth 24 (97.6M params with the IN-1K head); released for images only."""
     return _create("videomamba_base", pretrained, **kwargs)
+
+
+def _create_pretrain(variant: str, pretrained: bool = False, **kwargs) -> VideoMambaPretrain:
+    if pretrained:
+        raise ValueError(f"{variant}_pretrain: pass the student checkpoint with create_model(..., checkpoint_path=...)")
+    kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None)
+    kwargs = {"num_frames": 8, **VARIANT_ARGS[variant], **kwargs}
+    return build_model_with_cfg(VideoMambaPretrain, f"{variant}_pretrain", False, **kwargs)
+
+
+@register_model
+def videomamba_tiny_pretrain(pretrained: bool = False, **kwargs) -> VideoMambaPretrain:
+    """Masked-pretraining student of VideoMamba-Ti (8 frames, clip decoder to 512)."""
+    return _create_pretrain("videomamba_tiny", pretrained, **kwargs)
+
+
+@register_model
+def videomamba_small_pretrain(pretrained: bool = False, **kwargs) -> VideoMambaPretrain:
+    """Masked-pretraining student of VideoMamba-S (8 frames, clip decoder to 512)."""
+    return _create_pretrain("videomamba_small", pretrained, **kwargs)
+
+
+@register_model
+def videomamba_middle_pretrain(pretrained: bool = False, **kwargs) -> VideoMambaPretrain:
+    """Masked-pretraining student of VideoMamba-M (8 frames, clip decoder to 512): the official
+    ``videomamba_m16_{k400,ssv2}_mask_pt_f8_res224.pth`` layout."""
+    return _create_pretrain("videomamba_middle", pretrained, **kwargs)
