@@ -118,3 +118,9 @@ def test_two_process_pretraining(tmp_path, data_root, teacher_file):
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = _lines(tmp_path / "two" / "log.txt")
     assert len(log) == 1 and log[0]["val_loss"] > 0
+    state = torch.load(tmp_path / "two" / "checkpoint-latest.pth", map_location="cpu", weights_only=True)
+    torch.manual_seed(0)
+    init = videomamba.create_model(**state["extra"]["model_config"]).state_dict()
+    for k in ("layers.1.mixer.in_proj.weight", "norm.weight"):       # frozen: bit-identical to the init
+        assert torch.equal(state["model"][k], init[k]), k
+    assert not torch.equal(state["model"]["layers.0.mixer.in_proj.weight"], init["layers.0.mixer.in_proj.weight"])

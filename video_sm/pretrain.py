@@ -8,7 +8,7 @@ Single process, ``torchrun --nproc_per_node=N`` or Slurm, DeepSpeed: the run is
 split (``data.val``) the mean alignment loss on fixed masks is measured every epoch and selects
 ``checkpoint-best.pth``; the official recipes have none and keep ``checkpoint-latest.pth`` only.
 ``--eval`` measures that loss for a checkpoint. Fine-tune from the result with
-``python -m video_sm.finetune --opts model.finetune=<output_dir>/checkpoint-latest.pth``.
+``python -m video_sm.finetune --config CONFIG --opts model.finetune=<output_dir>/checkpoint-latest.pth``.
 """
 from __future__ import annotations
 
@@ -73,27 +73,23 @@ def build_sets(cfg, files):
     return train, val
 
 
-def build_step(cfg, device) -> MaskedAlignmentStep:
-    """The teacher (checked against the student's shape) and the alignment step of ``cfg``."""
-    t, m = cfg.teacher, cfg.model
+def build_step(cfg, model, device) -> MaskedAlignmentStep:
+    """The teacher of ``cfg`` (checked against the student ``model``) and the alignment step."""
+    t = cfg.teacher
     if not t.get("path"):
         raise ValueError("teacher.path is required: the CLIP visual tower file (videomamba convert-clip IN OUT "
                          "writes one from an OpenAI CLIP checkpoint)")
     teacher = load_clip_teacher(t.path).to(device)
-    kw = dict(m.get("kwargs") or {})
-    out_dim = kw.get("clip_output_dim", 512)
-    if teacher.out_dim != out_dim:
-        raise ValueError(f"teacher {t.path} gives {teacher.out_dim}-d features but model.kwargs.clip_output_dim="
-                         f"{out_dim}")
-    grid = teacher.img_size // teacher.patch_size
-    student_grid = cfg.data.input_size // kw.get("patch_size", 16)
-    if grid != student_grid:
-        raise ValueError(f"teacher {t.path} has a {grid}x{grid} patch grid ({teacher.img_size} px / "
-                         f"{teacher.patch_size}), the student {student_grid}x{student_grid}: the masks and "
+    if teacher.out_dim != model.clip_output_dim:
+        raise ValueError(f"teacher {t.path} gives {teacher.out_dim}-d features but the student's decoder gives "
+                         f"{model.clip_output_dim} (model.kwargs.clip_output_dim)")
+    grid = (teacher.img_size // teacher.patch_size,) * 2
+    if grid != tuple(model.patch_embed.grid_size):
+        raise ValueError(f"teacher {t.path} has a {grid[0]}x{grid[1]} patch grid ({teacher.img_size} px / "
+                         f"{teacher.patch_size}), the student {model.patch_embed.grid_size}: the masks and "
                          "targets are per patch, so they must agree")
-    log(f"teacher {t.path}: width {teacher.width}, {len(teacher.vit.blocks)} blocks, {teacher.img_size} px, "
-        f"patch {teacher.patch_size}, {teacher.out_dim}-d targets")
-    return MaskedAlignmentStep(teacher, cfg.mask.type, cfg.mask.ratio, kw.get("clip_return_layers", 1),
+    log(f"teacher {t.path}: {teacher.describe()}")
+    return MaskedAlignmentStep(teacher, cfg.mask.type, cfg.mask.ratio, len(model.return_index),
                                t.get("return_interval", 1), cfg.get("loss", {}).get("ratio", 1.0))
 
 
@@ -111,7 +107,7 @@ def main(argv=None):
     weights = eval_weights(cfg, args.checkpoint, log) if args.eval else None
     model = build_model(cfg, load_finetune=weights is None, log=log, **model_shape(cfg))
     seed_everything(cfg.seed + info.rank)   # ... and different augmentation / mask draws per rank
-    step = build_step(cfg, info.device)
+    step = build_step(cfg, model, info.device)
     train_set, val_set = build_sets(cfg, files)
     evaluate_fn = partial(evaluate_alignment, step=step, seed=cfg.seed)
 

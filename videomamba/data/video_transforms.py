@@ -109,7 +109,8 @@ def multi_scale_crop_params(h: int, w: int, size: int, scales=(1.0, 0.875, 0.75,
     ``GroupMultiScaleCrop`` with fixed, "more fix crop" offsets): the crop's sides are two of
     ``scales x min(h, w)`` at most ``max_distort`` scale steps apart (a side within 3 px of ``size`` becomes
     ``size``), and its corner one of 13 fixed positions on a 4 x 4 grid of the remaining space."""
-    rng = rng or np.random.default_rng()
+    if rng is None:   # from torch's generator, which the engine seeds per rank and saves for resumes
+        rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
     base = min(h, w)
     sizes = [int(base * s) for s in scales]
     snap = [size if abs(s - size) < 3 else s for s in sizes]
@@ -122,8 +123,9 @@ def multi_scale_crop_params(h: int, w: int, size: int, scales=(1.0, 0.875, 0.75,
 
 
 class VideoPretrainTransform:
-    """The masked-pretraining augmentation: multi-scale crop resized to ``size`` (bilinear), horizontal
-    flip (``hflip`` probability; the official ``--flip True``), normalise. One draw for all frames."""
+    """The masked-pretraining augmentation: multi-scale crop resized to ``size`` (bilinear, without the
+    antialiasing PIL applies when shrinking, as the other video transforms here), horizontal flip
+    (``hflip`` probability; the official ``--flip True``), normalise. One draw for all frames."""
 
     def __init__(self, size: int, scales=(1.0, 0.875, 0.75, 0.66), hflip: float = 0.5, mean=IMAGENET_MEAN,
                  std=IMAGENET_STD):

@@ -119,11 +119,11 @@ class VideoMambaPretrain(VisionMamba):
                 feats.append(norm_forward(self.norm, residual, None, prenorm=False).to(tokens.dtype))
         if not {last - 1, last} & set(self.return_index):
             return feats
-        # the stream entering the last block: the sum it forms before its norm (drop path on the incoming
-        # hidden state, as every block does)
-        if residual is None:
+        if self.clip_target == "final":   # run the last block: its input stream and its normalised output
+            hidden, stream = self.layers[last](hidden, residual)
+        elif residual is None:            # depth 1: the stream entering block 0 is the tokens themselves
             stream = hidden
-        else:
+        else:   # the sum the last block would form before its norm (drop path on the incoming hidden state)
             h = self.layers[last].drop_path(hidden)
             stream = h.float() + residual.float() if self.residual_in_fp32 else h + residual
         if last - 1 in self.return_index:
@@ -132,8 +132,7 @@ class VideoMambaPretrain(VisionMamba):
             if self.clip_target == "official":   # the un-normalised stream (the official `residual`)
                 feats.append(stream.to(tokens.dtype))
             else:
-                hidden, residual = self.layers[last](hidden, residual)
-                feats.append(norm_forward(self.norm, self.drop_path(hidden), residual, prenorm=False,
+                feats.append(norm_forward(self.norm, self.drop_path(hidden), stream, prenorm=False,
                                           residual_in_fp32=self.residual_in_fp32).to(tokens.dtype))
         return feats
 

@@ -84,7 +84,6 @@ def videomamba_base(pretrained: bool = False, **kwargs) -> VisionMamba:
 def _create_pretrain(variant: str, pretrained: bool = False, **kwargs) -> VideoMambaPretrain:
     if pretrained:
         raise ValueError(f"{variant}_pretrain: pass the student checkpoint with create_model(..., checkpoint_path=...)")
-    kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None)
     kwargs = {"num_frames": 8, **VARIANT_ARGS[variant], **kwargs}
     return build_model_with_cfg(VideoMambaPretrain, f"{variant}_pretrain", False, **kwargs)
 

@@ -38,6 +38,8 @@ class MaskedAlignmentStep:
 
     def __init__(self, teacher, mask_type: str = "attention", mask_ratio: float = 0.8, return_layers: int = 1,
                  teacher_interval: int = 1, loss_ratio: float = 1.0):
+        if not loss_ratio > 0:
+            raise ValueError(f"loss ratio must be > 0, got {loss_ratio}")
         self.teacher, self.mask_type, self.mask_ratio = teacher, mask_type, float(mask_ratio)
         self.return_layers, self.teacher_interval, self.loss_ratio = return_layers, teacher_interval, loss_ratio
 
@@ -67,8 +69,8 @@ def _unwrap(model):
 
 
 @torch.no_grad()
-def evaluate_alignment(model, loader, device, amp: str = "none", progress: bool = True, step=None,
-                       seed: int = 0) -> dict:
+def evaluate_alignment(model, loader, device, amp: str = "none", progress: bool = True, *,
+                       step: MaskedAlignmentStep, seed: int = 0) -> dict:
     """Mean alignment loss over an evaluation loader (batches of :func:`collate_eval` or ``(x, y)``), with
     masks from a generator seeded with ``seed`` so that epochs are compared on the same masks. Returns
     ``loss`` (lower is better), ``cos`` (mean cosine) and ``n``, summed over every rank."""
