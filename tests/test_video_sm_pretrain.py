@@ -108,14 +108,23 @@ def test_teacher_must_fit_the_student(tmp_path, data_root, teacher_file):
         main(_args(tmp_path / "b", data_root, teacher_file, "model.kwargs.patch_size=16"))
 
 
-def test_two_process_pretraining(tmp_path, data_root, teacher_file):
-    """DDP with the frozen last block (no find_unused_parameters needed) and the teacher on every rank."""
+@pytest.mark.parametrize("engine", ["ddp", "deepspeed"])
+def test_two_process_pretraining(tmp_path, data_root, teacher_file, engine):
+    """DDP (or DeepSpeed ZeRO-2) with the frozen last block (no find_unused_parameters needed) and the
+    teacher on every rank."""
+    extra = []
+    if engine == "deepspeed":
+        pytest.importorskip("deepspeed", reason="deepspeed not installed (pip install 'videomamba[deepspeed]')")
+        extra = ["train.deepspeed.enabled=true", "train.deepspeed.stage=2"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29673", "-m",
+    port = 29673 if engine == "ddp" else 29674
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m",
            "video_sm.pretrain", *_args(tmp_path / "two", data_root, teacher_file, "train.epochs=1",
-                                       "data.limit_videos=32")]
+                                       "data.limit_videos=32", *extra)]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    if engine == "deepspeed":
+        assert "DeepSpeed" in proc.stdout
     log = _lines(tmp_path / "two" / "log.txt")
     assert len(log) == 1 and log[0]["val_loss"] > 0
     state = torch.load(tmp_path / "two" / "checkpoint-latest.pth", map_location="cpu", weights_only=True)

@@ -157,11 +157,13 @@ class _OutOfOrder(Exception):
     """The decoder returned frames with decreasing pts."""
 
 
-def _rgb(frame) -> np.ndarray:
+def _rgb(frame, reformatter=None) -> np.ndarray:
     """A PyAV frame as RGB, turned as a player shows it: ``frame.rotation`` is the display
     matrix's counter-clockwise angle (ffmpeg's convention, also what decord applies); mirror
-    flags in the matrix are ignored."""
-    rgb = frame.to_ndarray(format="rgb24")
+    flags in the matrix are ignored. A reader's own ``VideoReformatter`` keeps one swscale context
+    for all its frames (``to_ndarray(format=...)`` makes one per frame: 4x slower on small frames)."""
+    rgb = (reformatter.reformat(frame, format="rgb24").to_ndarray() if reformatter is not None
+           else frame.to_ndarray(format="rgb24"))
     k = int(round((frame.rotation or 0) / 90)) % 4
     return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
@@ -186,6 +188,9 @@ class _PyAVReader(VideoReader):
         super().__init__(path)
         self._container = None
         self._by_position = False  # True when timestamps cannot name frames: count them instead
+        from av.video.reformatter import VideoReformatter
+
+        self._reformatter = VideoReformatter()
         with self._errors("cannot be opened as a video"):
             self._container = av.open(path)
         try:
@@ -288,7 +293,7 @@ class _PyAVReader(VideoReader):
         wanted, out = set(unique), {}
         for pos, frame in enumerate(self._frames):
             if pos in wanted:
-                out[pos] = _rgb(frame)
+                out[pos] = _rgb(frame, self._reformatter)
             if pos >= unique[-1]:
                 break
         self._frames = None
@@ -334,7 +339,7 @@ class _PyAVReader(VideoReader):
                 raise _OutOfOrder
             self._last_pts = t
             if t in wanted and self._pos[t] not in out:
-                out[self._pos[t]] = _rgb(frame)
+                out[self._pos[t]] = _rgb(frame, self._reformatter)
             # Past the target without meeting it: look a few frames further, in case the
             # timestamps are out of order (raises above) rather than the frame undecodable.
             passed += t > target
