@@ -91,15 +91,21 @@ def parse_task_args(doc: str, argv=None, eval_help: str = "only evaluate"):
 
 def run_main(main, prog: str):
     """Run an entry point's ``main()`` as a command: bad user input (a checkpoint, data or config problem,
-    a missing file) ends with one line on stderr and exit status 1 instead of a traceback."""
+    a missing file) ends with one line on stderr and exit status 1 instead of a traceback; the process
+    group, if any, is destroyed on the way out."""
     import sys
 
     from ..checkpoint.io import CheckpointError
     from ..data.image_dataset import DataError
     from .config import ConfigError
+    from .dist import cleanup
 
     try:
         main()
     except (CheckpointError, DataError, ConfigError, FileNotFoundError) as err:
         print(f"{prog}: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        # End the process group before the interpreter does: a gloo group torn down at exit can abort a
+        # rank ("terminate called without an active exception") after all the work is done.
+        cleanup()
