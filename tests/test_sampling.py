@@ -111,3 +111,23 @@ def test_clip_indices_dispatches_by_sampler_name():
     assert clip_indices("dense", 100, 8, 2, 3, sampling_rate=4) == dense_indices(100, 8, 4, 2, 3)
     with pytest.raises(ValueError, match="sampler"):
         clip_indices("lvu", 100, 8, 0, 1)
+
+
+def test_interval_indices_rand_and_middle():
+    import numpy as np
+
+    from videomamba.data.sampling import interval_indices
+
+    # 16 frames, 8 intervals of 2: middles are the first frame of each pair
+    assert interval_indices(16, 8, "middle") == [0, 2, 4, 6, 8, 10, 12, 14]
+    # 10 frames, 4 intervals at linspace(0, 10, 5) = 0, 2.5, 5, 7.5, 10 -> [0,1], [2,4], [5,6], [7,9]
+    assert interval_indices(10, 4, "middle") == [0, 3, 5, 8]
+    rng = np.random.default_rng(0)
+    seen = [set() for _ in range(4)]
+    for _ in range(300):
+        for i, f in enumerate(interval_indices(10, 4, "rand", rng)):
+            seen[i].add(f)
+    assert seen == [{0, 1}, {2, 3, 4}, {5, 6}, {7, 8, 9}]   # every frame of every interval, nothing else
+    assert interval_indices(3, 8, "middle") == [0, 1, 2, 2, 2, 2, 2, 2]   # short video: the last repeats
+    with pytest.raises(ValueError, match="mode"):
+        interval_indices(10, 4, "uniform")

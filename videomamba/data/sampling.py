@@ -9,6 +9,7 @@ official code exactly: ``round`` is round-half-to-even (as ``np.round``) and ``i
   segment of ``seg = (len - 1) / T``.
 - :func:`ssv2_indices`: the SSv2 loader (two fixed temporal test views).
 - :func:`dense_indices`: dense ``Kinetics``: ``T`` frames ``sampling_rate`` apart.
+- :func:`interval_indices`: the video-text loaders' ``rand`` / ``middle``: one frame per equal interval.
 - :func:`lvu_windows` / :func:`window_indices`: LVU's sliding windows over long videos.
 - :func:`short_side_size` / :func:`test_crop_offsets`: the test resize and the crops along the long side.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sparse_indices", "ssv2_indices", "dense_indices", "clip_indices", "lvu_windows", "window_indices",
+__all__ = ["sparse_indices", "ssv2_indices", "dense_indices", "interval_indices", "clip_indices", "lvu_windows", "window_indices",
            "short_side_resize", "test_crop_offsets"]
 
 SAMPLERS = ("sparse", "ssv2", "dense")
@@ -118,6 +119,28 @@ def dense_indices(video_len: int, num_frames: int, sampling_rate: int, view: int
         start = int(view * max((video_len - span) / (num_views - 1), 0.0))
     idx = list(range(start, min(start + span, video_len), sampling_rate))
     return idx + [idx[-1]] * (num_frames - len(idx))
+
+
+def interval_indices(video_len: int, num_frames: int, mode: str = "middle",
+                     rng: np.random.Generator | None = None) -> list[int]:
+    """The video-text (UMT) loaders: cut ``[0, len)`` into ``min(T, len)`` equal intervals at
+    ``linspace(0, len, n + 1)`` (truncated to int); ``mode="rand"`` takes a uniform frame of each interval
+    (training), ``"middle"`` its centre ``(start + end) // 2`` (evaluation). A video shorter than ``T``
+    repeats its last index. (The official ``rand`` draws from ``range(start, end)``, which never picks an
+    interval's last frame and falls back to a random subset when an interval is one frame long; here
+    every frame of the interval can be drawn.)"""
+    _check(video_len, num_frames, None, 1)
+    if mode not in ("rand", "middle"):
+        raise ValueError(f"mode must be 'rand' or 'middle', got {mode!r}")
+    n = min(num_frames, video_len)
+    edges = np.linspace(0, video_len, n + 1).astype(int)
+    starts, ends = edges[:-1], edges[1:] - 1
+    if mode == "middle":
+        idx = [int((a + b) // 2) for a, b in zip(starts, ends)]
+    else:
+        g = _rng(rng)
+        idx = [int(g.integers(a, b, endpoint=True)) for a, b in zip(starts, ends)]
+    return idx + [idx[-1]] * (num_frames - n)
 
 
 def clip_indices(sampler: str, video_len: int, num_frames: int, view: int | None = None, num_views: int = 1,
