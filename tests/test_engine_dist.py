@@ -33,9 +33,19 @@ def test_single_process_collectives_are_identity():
     assert all_gather_object({"a": 1}) == [{"a": 1}]
 
 
-def test_two_process_gloo_collectives(tmp_path):
+def _run_two_ranks(tmp_path, body: str, port: int) -> str:
+    """Run ``body`` (a script) as 2 gloo ranks under torchrun; returns their stdout."""
     script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(textwrap.dedent(body))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+                        str(script)], capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_two_process_gloo_collectives(tmp_path):
+    out = _run_two_ranks(tmp_path, """
         import torch
         from videomamba.engine.dist import init_distributed, all_reduce_mean, all_gather_object, cleanup
         info = init_distributed(device="cpu")
@@ -43,13 +53,9 @@ def test_two_process_gloo_collectives(tmp_path):
         g = all_gather_object(info.rank * 10)
         print(f"rank{info.rank} world{info.world_size} mean{m.item()} gather{g} source{info.source}", flush=True)
         cleanup()
-    """))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29611",
-                        str(script)], capture_output=True, text=True, timeout=180, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
+    """, port=29611)
     for rank in (0, 1):
-        assert f"rank{rank} world2 mean0.5 gather[0, 10] sourcetorchrun" in r.stdout
+        assert f"rank{rank} world2 mean0.5 gather[0, 10] sourcetorchrun" in out
 
 
 def test_shard_sampler_covers_every_sample_once():
@@ -100,8 +106,7 @@ def test_repeat_aug_sampler_sends_copies_to_different_ranks():
 def test_all_gather_with_grad_two_ranks_equals_one_process(tmp_path):
     """A contrastive loss over features gathered from 2 gloo ranks: the same loss on every rank, and each
     rank's gradient (after DDP's mean over ranks) equals that of one process holding the whole batch."""
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent("""
+    out = _run_two_ranks(tmp_path, """
         import torch
         from videomamba.engine.dist import init_distributed, all_gather_with_grad, cleanup
         info = init_distributed(device="cpu")
@@ -124,12 +129,8 @@ def test_all_gather_with_grad_two_ranks_equals_one_process(tmp_path):
         ok = ok and torch.allclose(b.grad, 2 * ref_b.grad[3 * info.rank:3 * info.rank + 3], atol=1e-6)
         print(f"rank{info.rank} ok{bool(ok)}", flush=True)
         cleanup()
-    """))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29612",
-                        str(script)], capture_output=True, text=True, timeout=180, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "rank0 okTrue" in r.stdout and "rank1 okTrue" in r.stdout
+    """, port=29612)
+    assert "rank0 okTrue" in out and "rank1 okTrue" in out
 
 
 def test_all_gather_with_grad_single_process_is_identity():

@@ -74,6 +74,12 @@ class VideoTrainTransform:
         return self.transform(_to_video(frames)).as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()
 
 
+def _normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(T, 3, H, W)`` -> normalised float ``(3, T, H, W)``, the model's layout."""
+    x = x.float().div_(255)
+    return ((x - mean) / std).permute(1, 0, 2, 3).contiguous()
+
+
 class VideoEvalTransform:
     """Resize the short side to ``short_side_size`` (bilinear), then either a centre ``size`` crop
     (validation) or crop ``j`` of ``num_crops`` ``short_side_size`` squares along the long side (test),
@@ -99,8 +105,7 @@ class VideoEvalTransform:
         else:
             side = self.short
             top, left = test_crop_offsets(nh, nw, self.short, self.num_crops)[crop]
-        x = x[..., top:top + side, left:left + side].float().div_(255)
-        return ((x - self.mean) / self.std).permute(1, 0, 2, 3).contiguous()
+        return _normalise(x[..., top:top + side, left:left + side], self.mean, self.std)
 
 
 def multi_scale_crop_params(h: int, w: int, size: int, scales=(1.0, 0.875, 0.75, 0.66), max_distort: int = 1,
@@ -144,5 +149,4 @@ class VideoPretrainTransform:
                             interpolation=TF.InterpolationMode.BILINEAR, antialias=False)
         if rng.random() < self.hflip:
             x = x.flip(-1)
-        x = x.float().div_(255)
-        return ((x - self.mean) / self.std).permute(1, 0, 2, 3).contiguous()
+        return _normalise(x, self.mean, self.std)

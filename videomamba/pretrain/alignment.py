@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from ..engine.train_state import unwrap
 from .masks import make_mask
 
 
@@ -52,20 +53,13 @@ class MaskedAlignmentStep:
         return mask, visible_targets(out.features, mask)
 
     def __call__(self, model, x: torch.Tensor, y=None, generator=None):
-        student = _unwrap(model)
-        T = x.shape[2] // student.tubelet_size
-        if T != x.shape[2]:
+        student = unwrap(model)
+        if student.tubelet_size != 1:
             raise ValueError("masked alignment needs tubelet size 1 (one teacher frame per student frame)")
         mask, target = self.masks_and_targets(x, tuple(student.patch_embed.grid_size), generator)
         pred = model(x, mask)
         loss = alignment_loss(pred, target) * self.loss_ratio
         return loss, {"align_cos": 1 - loss.detach() / (2 * self.loss_ratio)}
-
-
-def _unwrap(model):
-    from ..engine.train_state import unwrap
-
-    return unwrap(model)
 
 
 @torch.no_grad()
