@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from video_mm.losses import mlm_mask, sample_hard_negatives, similarity, vtc_loss
+from videomamba.pretrain.contrastive import mlm_mask, sample_hard_negatives, similarity, vtc_loss
 
 
 def test_similarity_per_frame_is_the_mean_of_frame_cosines():

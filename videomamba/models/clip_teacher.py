@@ -49,7 +49,7 @@ from torch import nn
 from ..checkpoint.io import (DEFAULT_MODEL_KEYS, CheckpointError, atomic_write, extract_state_dict,
                              read_checkpoint, save_checkpoint)
 
-__all__ = ["CLIPTeacher", "TeacherOutput", "build_clip_vit", "load_clip_teacher", "convert_clip"]
+__all__ = ["CLIPTeacher", "TeacherOutput", "build_clip_vit", "load_clip_teacher", "teacher_from_state_dict", "convert_clip"]
 
 
 def build_clip_vit(img_size: int = 224, patch_size: int = 16, width: int = 768, layers: int = 12,
@@ -248,19 +248,29 @@ def load_clip_teacher(path: str | os.PathLike, map_location="cpu", heads: int | 
     """
     path = Path(path)
     sd, container = _read(path, map_location)
+    teacher = teacher_from_state_dict(sd, path, heads)
+    if container is not None:
+        teacher.source_format = f"{teacher.source_format} in '{container}'"
+    return teacher
+
+
+def teacher_from_state_dict(sd: Mapping[str, torch.Tensor], source: str | os.PathLike = "<state dict>",
+                            heads: int | None = None) -> CLIPTeacher:
+    """:func:`load_clip_teacher` for a state dict already in memory (e.g. the ``clip_teacher.*`` part of an
+    official video-text checkpoint, prefix stripped); ``source`` names it in errors."""
     layout = _layout(sd)
     if layout is None:
         keys = sorted(sd, key=_natural)
-        raise CheckpointError(path, "no CLIP visual tower (OpenAI or timm layout) found: the file holds "
+        raise CheckpointError(source, "no CLIP visual tower (OpenAI or timm layout) found: it holds "
                               f"{len(keys)} tensors ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})")
     if layout == "openai-clip":   # the visual tower; the text tower is not needed
         sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
     openai = layout != "timm-vit"
-    arch = _architecture(path, sd, openai)
+    arch = _architecture(source, sd, openai)
     try:
         vit = build_clip_vit(**arch, heads=heads)
     except (AssertionError, ValueError) as err:   # e.g. a width that the heads do not divide
-        raise CheckpointError(path, f"cannot build a CLIP ViT of width {arch['width']} ({err})") from err
+        raise CheckpointError(source, f"cannot build a CLIP ViT of width {arch['width']} ({err})") from err
 
     # strict, in the file's own names: every tensor of the tower and nothing else (a timm head and
     # patch bias are handled by _to_timm)
@@ -268,17 +278,17 @@ def load_clip_teacher(path: str | os.PathLike, map_location="cpu", heads: int | 
     expected = {_openai_name(k) for k in expected} | {"proj"} if openai else expected | {"patch_embed.proj.bias"}
     have = set(sd) if openai else {k for k in sd if not k.startswith("head.")} | {"patch_embed.proj.bias"}
     if expected != have:
-        raise _missing(path, _WHAT[openai], expected - have, have - expected)
-    tsd, proj = _to_timm(sd, openai, vit)
+        raise _missing(source, _WHAT[openai], expected - have, have - expected)
+    tsd, proj = _to_timm(dict(sd), openai, vit)
     if proj.dim() != 2 or proj.shape[0] != arch["width"]:
-        raise CheckpointError(path, f"proj is {tuple(proj.shape)}, expected ({arch['width']}, out_dim)")
+        raise CheckpointError(source, f"proj is {tuple(proj.shape)}, expected ({arch['width']}, out_dim)")
     try:
         vit.load_state_dict(tsd, strict=True)
     except RuntimeError as err:   # a shape that does not fit (the keys were checked above)
         msg = " ".join(str(err).split())
-        raise CheckpointError(path, f"shapes do not fit one CLIP ViT ({msg[:300]})") from err
+        raise CheckpointError(source, f"shapes do not fit one CLIP ViT ({msg[:300]})") from err
     teacher = CLIPTeacher(vit, proj)
-    teacher.source_format = layout if container is None else f"{layout} in '{container}'"
+    teacher.source_format = layout
     return teacher
 
 

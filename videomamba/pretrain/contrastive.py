@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from videomamba.engine.dist import all_gather_with_grad
+from ..engine.dist import all_gather_with_grad
 
 
 def similarity(vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
