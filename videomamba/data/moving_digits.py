@@ -232,3 +232,65 @@ def reversal_pair_accuracy(labels, preds) -> list[float | None]:
         inside = np.isin(labels, (k, k + 1)) & np.isin(preds, (k, k + 1))
         out.append(float(100.0 * (labels[inside] == preds[inside]).mean()) if inside.any() else None)
     return out
+
+
+# ---------------------------------------------------------------------------------------------- captions
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# Paraphrases per motion ("{d}" = the digit word); each caption names the digit and the motion, so a
+# retrieval model must see both what moves and how (time order: each motion's reverse is another motion).
+MOTION_PHRASES = (
+    ("a handwritten {d} moving left", "the digit {d} slides to the left", "a {d} travels leftwards"),
+    ("a handwritten {d} moving right", "the digit {d} slides to the right", "a {d} travels rightwards"),
+    ("a handwritten {d} moving up", "the digit {d} slides upwards", "a {d} rises to the top"),
+    ("a handwritten {d} moving down", "the digit {d} slides downwards", "a {d} sinks to the bottom"),
+    ("a handwritten {d} zooming in", "the digit {d} grows larger", "a {d} gets bigger and bigger"),
+    ("a handwritten {d} zooming out", "the digit {d} shrinks", "a {d} gets smaller and smaller"),
+    ("a handwritten {d} rotating clockwise", "the digit {d} turns clockwise", "a {d} spins to the right"),
+    ("a handwritten {d} rotating counter-clockwise", "the digit {d} turns anticlockwise", "a {d} spins to the left"),
+)
+IMAGE_PHRASES = ("a handwritten {d}", "the digit {d}", "a picture of a handwritten {d}")
+
+
+def make_video_text_variant(root: str | os.PathLike | None = None, captions_per_test_video: int = 2,
+                            seed: int = 0) -> Path:
+    """Caption files for the video-text task over the video and image variants (made first if missing):
+    ``root/video_text/{train,val,test}_video.json`` (``{"video": relpath, "caption": [...]}``; every paraphrase
+    of the video's motion for training, ``captions_per_test_video`` of them for val/test: a multi-caption
+    retrieval set) with prefix ``root/videos``, and ``train_image.json`` (``{"image": relpath, "caption":
+    [...]}``, the digit alone) with prefix ``root/images``. Idempotent."""
+    from sklearn.datasets import load_digits
+
+    root = Path(root) if root is not None else default_root()
+    videos, images = make_video_variant(root), make_image_variant(root)
+    out = root / "video_text"
+    settings = {"captions_per_test_video": captions_per_test_video, "seed": seed, "version": 1}
+    stamp = out / "settings.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
+        return out
+    target = load_digits().target
+    rng = np.random.default_rng(seed)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        entries = []
+        for line in (videos / f"{split}.csv").read_text().split():
+            rel, motion = line.split(",")
+            word = DIGIT_WORDS[int(target[int(Path(rel).stem.split("_")[0])])]
+            caps = [p.format(d=word) for p in MOTION_PHRASES[int(motion)]]
+            if split != "train":
+                caps = [caps[i] for i in sorted(rng.choice(len(caps), captions_per_test_video, replace=False))]
+            entries.append({"video": rel, "caption": caps})
+        (tmp / f"{split}_video.json").write_text(json.dumps(entries, indent=0))
+    entries = []
+    for line in (images / "train.txt").read_text().splitlines():
+        if line.strip():
+            rel, label = line.split()
+            entries.append({"image": rel, "caption": [p.format(d=DIGIT_WORDS[int(label)]) for p in IMAGE_PHRASES]})
+    (tmp / "train_image.json").write_text(json.dumps(entries, indent=0))
+    (tmp / "settings.json").write_text(json.dumps(settings))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out

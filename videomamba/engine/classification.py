@@ -26,6 +26,25 @@ def set_lr(optimizer, lr: float, wd: float | None = None):
             g["weight_decay"] = wd
 
 
+def to_device(x, device):
+    """A batch part (tensor, or a dict / list / tuple of them, e.g. a video-text batch) on ``device``."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_device(v, device) for v in x)
+    return x
+
+
+def batch_len(x) -> int:
+    """Samples in a batch part: the first dimension of its (first) tensor."""
+    if isinstance(x, torch.Tensor):
+        return x.shape[0]
+    values = x.values() if isinstance(x, dict) else x
+    return next(batch_len(v) for v in values if isinstance(v, (torch.Tensor, dict, list, tuple)))
+
+
 def default_loss_fn(criterion):
     """``loss_fn(model, x, y)`` for plain classification."""
     return lambda model, x, y: criterion(model(x), y)
@@ -36,6 +55,7 @@ def train_one_epoch(model, loader, stepper, loss_fn, device, epoch: int, lr_sche
                     mixup_fn=None, ema=None, logger=None, progress: bool = True) -> dict:
     """Train for ``steps_per_epoch`` optimiser steps of ``accum_steps`` micro-batches each.
 
+    Batches are ``(x, y)``; ``x`` may be a tensor or a dict/list of tensors (a video-text batch).
     ``lr_schedule[i]`` is the lr of optimiser step ``i``; ``loss_fn(model, x, y)`` returns the loss or
     ``(loss, parts)`` with extra scalars to log; ``stepper`` does backward and step (see steppers.py).
     Returns the epoch's mean loss (over every rank), the lr, the next step and the main rank's per-step
@@ -54,7 +74,7 @@ def train_one_epoch(model, loader, stepper, loss_fn, device, epoch: int, lr_sche
     for i, (x, y) in enumerate(loader):
         if i >= micro_batches:   # a partial accumulation window at the end is skipped, as DeepSpeed does
             break
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = to_device(x, device), to_device(y, device)
         if i % accum_steps == 0:
             set_lr(optimizer, float(lr_schedule[min(step, len(lr_schedule) - 1)]),
                    None if wd_schedule is None else float(wd_schedule[min(step, len(wd_schedule) - 1)]))
@@ -68,10 +88,11 @@ def train_one_epoch(model, loader, stepper, loss_fn, device, epoch: int, lr_sche
         grad_norm = stepper.micro_step(loss, boundary)   # the pre-clip norm when clipping
         value = loss.item()
         window += value / accum_steps
-        total += value * x.shape[0]
-        count += x.shape[0]
+        n = batch_len(x)
+        total += value * n
+        count += n
         for k, v in parts.items():
-            parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * x.shape[0]
+            parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * n
         if boundary:
             if ema is not None:
                 ema.update(model)

@@ -5,7 +5,8 @@ and hands them to :class:`TrainingRun`; it never re-implements any of this.
 Config keys read here (``train.*``): epochs, lr, lr_scale_batch (lr x global batch / this; null = no
 scaling), min_lr, warmup_epochs, warmup_lr, sched_per ('step' | 'epoch'), weight_decay, weight_decay_end,
 layer_decay, layer_decay_mode, betas, eps, clip_grad, accum_steps, amp ('none' | 'bf16' | 'fp16'),
-ema_decay, save_every, compile (false | true | a torch.compile backend name), deepspeed {enabled, stage, config}.
+ema_decay, save_every, compile (false | true | a torch.compile backend name), find_unused_parameters (DDP),
+deepspeed {enabled, stage, config}.
 ``data.num_sample`` (video repeated augmentation: each loaded item is that many samples) enters the global
 batch of the lr scaling rule, as the official video code does.
 
@@ -133,7 +134,11 @@ class TrainingRun:
             self.wrapped = self.engine
             self.stepper = DeepSpeedStepper(self.engine)
         else:
-            self.wrapped = (torch.nn.parallel.DistributedDataParallel(model) if info.distributed else model)
+            # train.find_unused_parameters: for models whose steps leave some parameters out (a video-text
+            # image step skips the temporal position embedding)
+            self.wrapped = (torch.nn.parallel.DistributedDataParallel(
+                model, find_unused_parameters=bool(t.get("find_unused_parameters", False)))
+                if info.distributed else model)
             compile_with = t.get("compile")
             if compile_with:   # true = inductor; or a backend name. The scan and conv are custom ops, so
                 # the whole model compiles as one graph (our checkpoints keep the plain model's key names).
@@ -250,7 +255,8 @@ class TrainingRun:
             stats = dict(tr)
             if self.val_loader is not None and ((epoch + 1) % t.get("eval_every", 1) == 0 or epoch + 1 == t.epochs):
                 val = self.evaluate()
-                stats.update({f"val_{k}": val[k] for k in ("acc1", "acc5", "mse", "loss", "cos") if k in val})
+                stats.update({f"val_{k}": v for k, v in val.items()
+                              if k != "n" and isinstance(v, (int, float)) and not isinstance(v, bool)})
                 if self.ema is not None:
                     stats[f"val_{self.metric}_ema"] = self.evaluate(self.ema)[self.metric]
             if self.epoch_stats_fn is not None:

@@ -31,6 +31,7 @@ from .pretrain import VideoMambaPretrain
 from .text_bert import BertFusionForMaskedLM
 
 LOSSES = ("vtc", "vtm", "mlm", "uta")
+TEXT_POOLS = ("cls", "mean")
 TEMP_RANGE = (0.001, 0.5)
 
 
@@ -111,12 +112,12 @@ class VideoMambaText(nn.Module):
     """See the module doc. ``token_ids``: ``{"pad", "cls", "mask"}`` ids of the tokenizer (for MLM);
     ``masks``: ``{"video": (type, ratio), "image": (type, ratio)}`` of UTA (official: attention 0.8 / 0.5);
     ``keep_temporal``: per-frame VTC features where no mask is used (official: True); ``mlm_prob`` 0.5;
-    ``losses``: which losses ``forward`` computes (the ones with a weight)."""
+    ``losses``: which losses ``forward`` computes (the ones with a weight); ``text_pool``: see :meth:`pool_text`."""
 
     def __init__(self, vision_encoder: VideoTextVisionEncoder, text_encoder: BertFusionForMaskedLM,
                  embed_dim: int = 512, temp: float = 0.07, clip_teacher: nn.Module | None = None,
                  token_ids: dict | None = None, masks: dict | None = None, keep_temporal: bool = True,
-                 mlm_prob: float = 0.5, losses=LOSSES):
+                 mlm_prob: float = 0.5, losses=LOSSES, text_pool: str = "cls"):
         super().__init__()
         unknown = set(losses) - set(LOSSES)
         if unknown:
@@ -138,6 +139,9 @@ class VideoMambaText(nn.Module):
         self.token_ids = dict(token_ids or {})
         self.masks = {"video": ("attention", 0.8), "image": ("attention", 0.5), **(masks or {})}
         self.keep_temporal, self.mlm_prob, self.losses = keep_temporal, float(mlm_prob), tuple(losses)
+        if text_pool not in TEXT_POOLS:
+            raise ValueError(f"text_pool must be one of {TEXT_POOLS}, got {text_pool!r}")
+        self.text_pool = text_pool
 
     def no_weight_decay(self):
         # as officially: only 1-D parameters and biases are excluded (pos / cls embeddings are decayed)
@@ -153,10 +157,18 @@ class VideoMambaText(nn.Module):
         return self.vision_encoder(media, mask, keep_temporal=self.keep_temporal and mask is None,
                                    return_clip=return_clip)
 
+    def pool_text(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The CLS state (official) or, with ``text_pool="mean"``, the mean over the real tokens (for BERTs
+        trained as sentence encoders with mean pooling, whose CLS state is the same for every sentence)."""
+        if self.text_pool == "cls":
+            return hidden[:, 0]
+        m = attention_mask[..., None].to(hidden.dtype)
+        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp_min(1)
+
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """``(text tokens (B, L, H), CLS (B, H))`` of the text-only layers."""
+        """``(text tokens (B, L, H), pooled (B, H))`` of the text-only layers."""
         h = self.text_encoder(input_ids, attention_mask, mode="text")
-        return h, h[:, 0]
+        return h, self.pool_text(h, attention_mask)
 
     def vision_features(self, pooled: torch.Tensor) -> torch.Tensor:
         """Joint-space vision features: ``(B, D)`` or per frame ``(B, T, D)``."""
@@ -167,10 +179,10 @@ class VideoMambaText(nn.Module):
         return self.text_proj(text_cls)
 
     def fuse(self, vision_tokens, text_hidden, text_mask) -> torch.Tensor:
-        """The fusion CLS ``(B, H)`` of text hidden states attending to vision tokens."""
+        """The pooled fusion output ``(B, H)`` (CLS, officially) of text hidden states attending to vision tokens."""
         out = self.text_encoder(mode="fusion", hidden_states=text_hidden, attention_mask=text_mask,
                                 encoder_hidden_states=vision_tokens)
-        return out[:, 0]
+        return self.pool_text(out, text_mask)
 
     def itm_scores(self, vision_tokens, text_hidden, text_mask) -> torch.Tensor:
         """The raw ``itm_head`` logit of "matched" (what the official re-ranking uses)."""
@@ -228,10 +240,12 @@ class VideoMambaText(nn.Module):
         hidden = self.text_encoder(ids, attention_mask, mode="text")
         hidden = self.text_encoder(mode="fusion", hidden_states=hidden, attention_mask=attention_mask,
                                    encoder_hidden_states=vision_tokens)
-        logits = self.text_encoder.mlm_logits(hidden)
-        if not (labels != -100).any():   # nothing chosen (tiny batches): a zero that keeps the graph
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        chosen = labels != -100
+        if not chosen.any():   # nothing chosen (tiny batches): a zero that keeps the graph
+            return hidden.sum() * 0.0
+        # the vocabulary projection only where there is a label: the same mean loss at a fraction of the cost
+        logits = self.text_encoder.mlm_logits(hidden[chosen])
+        return F.cross_entropy(logits.float(), labels[chosen])
 
 
 
@@ -256,7 +270,7 @@ def build_video_text_model(spec: dict, token_ids: dict | None = None, teacher: n
     plain-data description saved in checkpoints (:func:`video_text_from_meta` rebuilds the model from it).
 
     ``spec``: ``vision`` {variant, kwargs}, ``text`` {path (a local BERT folder; null = the offline MiniLM
-    default), fusion_layer}, ``embed_dim``, ``temp``, ``keep_temporal``, ``mlm_prob``."""
+    default), fusion_layer, pool (cls | mean)}, ``embed_dim``, ``temp``, ``keep_temporal``, ``mlm_prob``."""
     from .text_bert import build_text_encoder, text_config_dict, text_encoder_from_config
 
     vkw = vision_kwargs(spec.get("vision") or {})
@@ -271,10 +285,12 @@ def build_video_text_model(spec: dict, token_ids: dict | None = None, teacher: n
     model = VideoMambaText(vision, text, embed_dim=int(spec.get("embed_dim", 512)), temp=float(spec.get("temp", 0.07)),
                            clip_teacher=teacher, token_ids=token_ids, masks=masks,
                            keep_temporal=bool(spec.get("keep_temporal", True)),
-                           mlm_prob=float(spec.get("mlm_prob", 0.5)), losses=losses)
+                           mlm_prob=float(spec.get("mlm_prob", 0.5)), losses=losses,
+                           text_pool=text_spec.get("pool", "cls"))
     meta = {"vision": {"variant": (spec.get("vision") or {}).get("variant", "videomamba_middle"), "kwargs": vkw},
             "text": {"config": text_config_dict(text), "fusion_layer": text.bert.fusion_layer,
-                     "tokenizer": str(text_spec["path"]) if text_spec.get("path") else None},
+                     "tokenizer": str(text_spec["path"]) if text_spec.get("path") else None,
+                     "pool": model.text_pool},
             "embed_dim": model.vision_proj.out_features, "temp": float(spec.get("temp", 0.07)),
             "keep_temporal": model.keep_temporal, "mlm_prob": model.mlm_prob}
     return model, meta
