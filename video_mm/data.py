@@ -47,7 +47,7 @@ def train_sets(cfg) -> dict[str, ConcatCaptioned]:
         if media not in MEDIA:
             raise ValueError(f"data.train.{name}.media must be one of {MEDIA}, got {media!r}")
         anno = expand(c.get("anno"), d)
-        records = read_caption_annotations(anno, expand(c.get("prefix"), d), media, limit=d.get("limit"))
+        records = read_caption_annotations(anno, expand(c.get("prefix"), d), media, limit=c.get("limit") or d.get("limit"))
         size = d.input_size
         ds = CaptionedMediaDataset(records, d.num_frames if media == "video" else 1,
                                    MediaTrainTransform(size, tuple(d.scale), d.get("hflip", 0.5)),

@@ -61,7 +61,7 @@ def build(cfg, losses=None, load_weights: bool = True, log=print, text_pretraine
                                             verbose=False)
         log(f"vision encoder from {m.vision.pretrained}:\n{report}")
     if load_weights and m.get("pretrained"):
-        report = load_video_text_checkpoint(model, resolve_checkpoint(m.pretrained), strict=False, log=log)
+        report = load_video_text_checkpoint(model, resolve_checkpoint(m.pretrained), strict=False, log=None)
         log(f"video-text model from {m.pretrained}:\n{report}")
     if m.get("grad_checkpointing"):
         model.vision_encoder.set_grad_checkpointing(True)

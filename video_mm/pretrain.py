@@ -12,7 +12,6 @@ recall (ITM re-ranked) picks ``checkpoint-best.pth``. At the end the last model'
 from __future__ import annotations
 
 import json
-from functools import partial
 from pathlib import Path
 
 from videomamba.checkpoint.io import atomic_write
@@ -43,6 +42,18 @@ class VideoTextStep:
         losses = model(x["media"], x["input_ids"], x["attention_mask"], idx)
         total = sum(self.weights[k] * v for k, v in losses.items())
         return total, {f"loss_{k}": v.detach() for k, v in losses.items()}
+
+
+class LastEvaluation:
+    """``evaluate_sets`` for the engine that remembers its last result: the engine always evaluates after the
+    final epoch, so ``results.json`` can be written from it instead of evaluating the same weights again."""
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.last = kwargs, None
+
+    def __call__(self, model, loaders, device, amp: str = "none", progress: bool = True) -> dict:
+        self.last = evaluate_sets(model, loaders, device, amp, progress, **self.kwargs)
+        return self.last
 
 
 def evaluate_sets(model, loaders, device, amp: str = "none", progress: bool = True, *, sets: dict, tokenizer,
@@ -95,34 +106,39 @@ def train(cfg, info, progress: bool = True):
         + f"; {len(loader)} steps per epoch")
     if info.is_main:
         save_config(cfg, f"{cfg.output_dir}/config.yaml")
-    evaluate_fn = (partial(evaluate_sets, sets=sets, tokenizer=tokenizer, cfg=cfg,
-                           select=(cfg.get("eval") or {}).get("select")) if sets else None)
+    evaluate_fn = (LastEvaluation(sets=sets, tokenizer=tokenizer, cfg=cfg, select=(cfg.get("eval") or {}).get("select"))
+                   if sets else None)
     run = TrainingRun(cfg, info, model, loader, test_loaders if sets else None, loader, VideoTextStep(cfg.loss),
                       evaluate_fn=evaluate_fn, progress=progress, metric="r_mean",
                       checkpoint_meta={"video_text_model": meta},
                       epoch_stats_fn=lambda: {"unreadable_media": sum(d.failures_count for d in train_sets.values())})
     stats = run.fit()
-    if sets:
-        res = evaluate_fn(run.model, test_loaders, info.device, cfg.train.amp, progress)
+    if sets:   # the final weights' retrieval (already measured after the last epoch, unless nothing was left to train)
+        res = evaluate_fn.last or evaluate_fn(run.model, test_loaders, info.device, cfg.train.amp, progress)
         write_results(cfg, res, str(Path(cfg.output_dir) / "checkpoint-latest.pth"))
     return stats
 
 
-def evaluate_checkpoint(cfg, info, weights: str | None, progress: bool = True) -> dict:
+def evaluate_checkpoint(cfg, info, weights: str | None, progress: bool = True, random_init: bool = False) -> dict:
     """Retrieval of ``weights`` (a video-text checkpoint; None: the config's own ``model.pretrained``) on the
-    config's test sets; writes ``results.json``."""
+    config's test sets; writes ``results.json``. ``random_init``: the model as built, every weight random
+    (the chance baseline)."""
     sets, loaders = prepare(cfg, info)
     if not sets:
         raise ValueError("no test set to evaluate: data.test is empty")
-    model, tokenizer, _ = build(cfg, losses=("vtc", "vtm"), load_weights=weights is None, log=log,
-                                text_pretrained=False)
-    if weights is not None:
-        report = load_video_text_checkpoint(model, weights, strict=False, log=log)
+    seed_everything(cfg.seed)
+    model, tokenizer, _ = build(cfg, losses=("vtc", "vtm"), load_weights=weights is None and not random_init,
+                                log=log, text_pretrained=False)
+    if random_init:
+        weights = None
+        log("evaluating a randomly initialised model (no weights loaded)")
+    if weights is not None and not random_init:
+        report = load_video_text_checkpoint(model, weights, strict=False, log=None)
         log(f"weights {weights}:\n{report}")
     model.to(info.device)
     res = evaluate_sets(model, loaders, info.device, cfg.train.amp, progress, sets=sets, tokenizer=tokenizer, cfg=cfg,
                         select=(cfg.get("eval") or {}).get("select"))
-    write_results(cfg, res, weights)
+    write_results(cfg, res, "random init" if random_init else weights)
     return res
 
 

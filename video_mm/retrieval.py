@@ -25,6 +25,8 @@ def parse_args(argv=None):
     ap.add_argument("--eval", action="store_true", help="evaluate a fine-tuned checkpoint, no training")
     ap.add_argument("--checkpoint", help="the weights to evaluate (any video-text checkpoint; a bare official file "
                                          "name is looked up in $VIDEOMAMBA_HOME)")
+    ap.add_argument("--random-init", action="store_true",
+                    help="with --zero-shot: evaluate the model at a random initialisation (the chance baseline)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars (for log files)")
     return ap.parse_args(argv)
 
@@ -33,6 +35,8 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
     info = init_distributed()
+    if args.random_init:
+        return evaluate_checkpoint(cfg, info, None, not args.no_progress, random_init=True)
     if args.zero_shot or args.eval:
         return evaluate_checkpoint(cfg, info, weights_to_evaluate(cfg, args.checkpoint, prefer_best=args.eval),
                                    not args.no_progress)

@@ -1,4 +1,4 @@
-"""``videomamba`` command line: ``demo``, ``models``, ``bench``, ``convert``, ``convert-clip``, ``predict``."""
+"""``videomamba`` command line: ``demo``, ``models``, ``bench``, ``convert``, ``convert-clip``, ``predict``, ``search``."""
 from __future__ import annotations
 
 import argparse
@@ -129,6 +129,32 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_search(args) -> int:
+    import json
+
+    from .search import SearchError, build_index, search
+
+    device = args.device or ("cuda" if _cuda() else "cpu")
+    if args.videos:
+        if not args.checkpoint and not (Path(args.index) / "index.pt").is_file():
+            raise SearchError("building an index needs --checkpoint (a video_mm training checkpoint)")
+        checkpoint = args.checkpoint
+        if checkpoint is None:   # update the index with the checkpoint it was built with
+            import torch
+
+            checkpoint = torch.load(Path(args.index) / "index.pt", map_location="cpu", weights_only=True)["checkpoint"]
+        build_index(args.index, args.videos, checkpoint, device=device, progress=not args.json,
+                    log=(lambda s: None) if args.json else print)
+    hits = search(args.query, args.index, top=args.top, rerank=args.rerank, device=device)
+    if args.json:
+        print(json.dumps([h.__dict__ for h in hits], indent=2))
+        return 0
+    print(f"{args.query!r}: top {len(hits)}" + (f" (ITM re-ranked over the best {args.rerank} by ITC)" if args.rerank else ""))
+    for h in hits:
+        print(f"{h.rank:3d}. {h.score:8.4f}  {h.path}" + (f"  (ITC {h.itc:.4f})" if args.rerank else ""))
+    return 0
+
+
 def cmd_bench(args) -> int:
     if args.what == "scan":
         from .bench import scan
@@ -231,6 +257,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int,
                    help="views per forward pass (default: all views of a video, fewer if that needs over 8 GiB)")
     r.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("search", help="rank a folder of videos for a text query (video-text checkpoint)",
+                       description="Rank the videos of an index for a text query by the joint-space similarity of "
+                                   "a video_mm checkpoint (optionally re-ranked by its ITM head). With --videos the "
+                                   "index in --index is built, or updated (only new or changed files are encoded); "
+                                   "afterwards --index alone answers queries.")
+    s.add_argument("query", help='e.g. "a seven moving left"')
+    s.add_argument("--index", required=True, help="the index folder (index.pt)")
+    s.add_argument("--videos", help="a folder of videos (searched recursively) to index first")
+    s.add_argument("--checkpoint", help="a video_mm training checkpoint (to build the index; default: the index's)")
+    s.add_argument("--top", type=int, default=5)
+    s.add_argument("--rerank", type=int, default=0, metavar="K",
+                   help="re-score ITC's best K with the fusion encoder's ITM logit (reads those K videos again)")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    s.set_defaults(fn=cmd_search)
     return p
 
 
@@ -246,10 +288,11 @@ def main(argv=None) -> int:
     from .checkpoint.io import CheckpointError
     from .data.decode import VideoDecodeError
     from .predict import PredictError
+    from .search import SearchError
 
     try:
         return args.fn(args)
-    except (CheckpointError, VideoDecodeError, PredictError) as err:
+    except (CheckpointError, VideoDecodeError, PredictError, SearchError) as err:
         # a bad file or option: one line naming it, no traceback
         print(f"videomamba {args.command}: {err}", file=sys.stderr)
         return 1

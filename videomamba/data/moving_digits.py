@@ -9,6 +9,8 @@ Variants, each written once into its own folder of the cache:
   clip) cannot tell a pair apart.
 - long videos (video_sm, Breakfast/COIN-like): 4 motions in sequence, 64 frames; the label is the
   ordered sequence, and every sequence has a partner with the same motions in the opposite order.
+- video-text captions (video_mm): JSON annotations over the videos ("a handwritten seven moving left" and
+  paraphrases; several captions per val/test video) and the images ("a handwritten seven").
 
 Splits are by digit image: no source digit appears in two splits.
 """
@@ -257,13 +259,13 @@ def make_video_text_variant(root: str | os.PathLike | None = None, captions_per_
     ``root/video_text/{train,val,test}_video.json`` (``{"video": relpath, "caption": [...]}``; every paraphrase
     of the video's motion for training, ``captions_per_test_video`` of them for val/test: a multi-caption
     retrieval set) with prefix ``root/videos``, and ``train_image.json`` (``{"image": relpath, "caption":
-    [...]}``, the digit alone) with prefix ``root/images``. Idempotent."""
+    [...]}``, the digit alone, one image per training digit) with prefix ``root/images``. Idempotent."""
     from sklearn.datasets import load_digits
 
     root = Path(root) if root is not None else default_root()
     videos, images = make_video_variant(root), make_image_variant(root)
     out = root / "video_text"
-    settings = {"captions_per_test_video": captions_per_test_video, "seed": seed, "version": 1}
+    settings = {"captions_per_test_video": captions_per_test_video, "seed": seed, "version": 2}
     stamp = out / "settings.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == settings:
         return out
@@ -283,8 +285,8 @@ def make_video_text_variant(root: str | os.PathLike | None = None, captions_per_
         (tmp / f"{split}_video.json").write_text(json.dumps(entries, indent=0))
     entries = []
     for line in (images / "train.txt").read_text().splitlines():
-        if line.strip():
-            rel, label = line.split()
+        rel, label = line.split() if line.strip() else ("", "")
+        if rel.endswith("_0.png"):   # one image per training digit (the variant renders each twice)
             entries.append({"image": rel, "caption": [p.format(d=DIGIT_WORDS[int(label)]) for p in IMAGE_PHRASES]})
     (tmp / "train_image.json").write_text(json.dumps(entries, indent=0))
     (tmp / "settings.json").write_text(json.dumps(settings))

@@ -270,7 +270,7 @@ def build_video_text_model(spec: dict, token_ids: dict | None = None, teacher: n
     plain-data description saved in checkpoints (:func:`video_text_from_meta` rebuilds the model from it).
 
     ``spec``: ``vision`` {variant, kwargs}, ``text`` {path (a local BERT folder; null = the offline MiniLM
-    default), fusion_layer, pool (cls | mean)}, ``embed_dim``, ``temp``, ``keep_temporal``, ``mlm_prob``."""
+    default), fusion_layer, pool (cls | mean), freeze_layers (embeddings + the first N layers fixed)}, ``embed_dim``, ``temp``, ``keep_temporal``, ``mlm_prob``."""
     from .text_bert import build_text_encoder, text_config_dict, text_encoder_from_config
 
     vkw = vision_kwargs(spec.get("vision") or {})
@@ -282,6 +282,15 @@ def build_video_text_model(spec: dict, token_ids: dict | None = None, teacher: n
     else:
         text = build_text_encoder(text_spec.get("path"), text_spec.get("fusion_layer"), vision.embed_dim, mlm=mlm,
                                   pretrained=text_pretrained and text_spec.get("pretrained", True), log=log)
+    freeze = int(text_spec.get("freeze_layers") or 0)
+    if freeze:   # embeddings + the first `freeze` layers fixed (a locked pretrained text tower: faster, fewer
+        # parameters to fit on small data); they must be text-only layers
+        if freeze > text.bert.fusion_layer:
+            raise ValueError(f"text.freeze_layers={freeze} would freeze fusion layers (fusion from layer "
+                             f"{text.bert.fusion_layer})")
+        text.bert.embeddings.requires_grad_(False)
+        for layer in text.bert.encoder.layer[:freeze]:
+            layer.requires_grad_(False)
     model = VideoMambaText(vision, text, embed_dim=int(spec.get("embed_dim", 512)), temp=float(spec.get("temp", 0.07)),
                            clip_teacher=teacher, token_ids=token_ids, masks=masks,
                            keep_temporal=bool(spec.get("keep_temporal", True)),
