@@ -114,7 +114,9 @@ def train(cfg, info, progress: bool = True):
                       epoch_stats_fn=lambda: {"unreadable_media": sum(d.failures_count for d in train_sets.values())})
     stats = run.fit()
     if sets:   # the final weights' retrieval (already measured after the last epoch, unless nothing was left to train)
-        res = evaluate_fn.last or evaluate_fn(run.model, test_loaders, info.device, cfg.train.amp, progress)
+        # (with an EMA the engine's last call evaluated the EMA weights: measure the model itself again)
+        res = (evaluate_fn.last if evaluate_fn.last and not cfg.train.get("ema_decay")
+               else evaluate_fn(run.model, test_loaders, info.device, cfg.train.amp, progress))
         write_results(cfg, res, str(Path(cfg.output_dir) / "checkpoint-latest.pth"))
     return stats
 
