@@ -141,6 +141,8 @@ def test_search_builds_reuses_and_updates_its_index(tmp_path, trained, capsys):
     assert "5 videos (1 encoded, 4 reused)" in out and "ITM re-ranked" in out
     assert main(["search", "x", "--index", str(tmp_path / "none")]) == 1
     assert "no index.pt" in capsys.readouterr().err
+    assert main(["search", "x", "--index", str(tmp_path / "new"), "--videos", str(videos)]) == 1
+    assert "building one needs --checkpoint" in capsys.readouterr().err
 
 
 def test_two_ranks_draw_the_media_order_of_rank_0(tmp_path):

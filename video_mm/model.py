@@ -8,7 +8,7 @@ from videomamba.checkpoint.video_text import load_video_text_checkpoint
 from videomamba.data.text import load_tokenizer
 from videomamba.engine.task import resolve_checkpoint
 from videomamba.models.clip_teacher import load_clip_teacher
-from videomamba.models.video_text import LOSSES, build_video_text_model
+from videomamba.models.video_text import LOSSES, build_video_text_model, vision_kwargs
 
 
 def active_losses(cfg) -> tuple[str, ...]:
@@ -26,13 +26,13 @@ def token_ids(tokenizer) -> dict:
     return {"pad": tokenizer.pad_token_id, "cls": tokenizer.cls_token_id, "mask": tokenizer.mask_token_id}
 
 
-def build_teacher(cfg, vision_kwargs: dict, log=print):
+def build_teacher(cfg, vkw: dict, log=print):
     path = (cfg.get("teacher") or {}).get("path")
     if not path:
         raise ValueError("loss.uta > 0 needs teacher.path: the CLIP visual tower file (videomamba convert-clip "
                          "IN OUT writes one), or set loss.uta=0")
     teacher = load_clip_teacher(path)
-    out_dim = vision_kwargs.get("clip_output_dim", 512)
+    out_dim = vkw.get("clip_output_dim", 512)
     if teacher.out_dim != out_dim:
         raise ValueError(f"teacher {path} gives {teacher.out_dim}-d features, model.vision.kwargs.clip_output_dim "
                          f"is {out_dim}")
@@ -45,8 +45,6 @@ def build(cfg, losses=None, load_weights: bool = True, log=print, text_pretraine
     m = cfg.model
     losses = active_losses(cfg) if losses is None else tuple(losses)
     tokenizer = load_tokenizer((m.get("text") or {}).get("path"))
-    from videomamba.models.video_text import vision_kwargs
-
     vkw = vision_kwargs(m.vision)
     teacher = build_teacher(cfg, vkw, log) if "uta" in losses else None
     mask = cfg.get("mask") or {}

@@ -132,18 +132,11 @@ def cmd_predict(args) -> int:
 def cmd_search(args) -> int:
     import json
 
-    from .search import SearchError, build_index, search
+    from .search import build_index, search
 
     device = args.device or ("cuda" if _cuda() else "cpu")
     if args.videos:
-        if not args.checkpoint and not (Path(args.index) / "index.pt").is_file():
-            raise SearchError("building an index needs --checkpoint (a video_mm training checkpoint)")
-        checkpoint = args.checkpoint
-        if checkpoint is None:   # update the index with the checkpoint it was built with
-            import torch
-
-            checkpoint = torch.load(Path(args.index) / "index.pt", map_location="cpu", weights_only=True)["checkpoint"]
-        build_index(args.index, args.videos, checkpoint, device=device, progress=not args.json,
+        build_index(args.index, args.videos, args.checkpoint, device=device, progress=not args.json,
                     log=(lambda s: None) if args.json else print)
     hits = search(args.query, args.index, top=args.top, rerank=args.rerank, device=device)
     if args.json:

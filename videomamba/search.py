@@ -98,14 +98,21 @@ def encode_videos(model, meta, paths: list[Path], batch: int = 16, device="cpu",
     return (feats, torch.cat(toks)) if tokens else feats
 
 
-def build_index(index_dir: str | os.PathLike, videos: str | os.PathLike, checkpoint: str | os.PathLike,
+def build_index(index_dir: str | os.PathLike, videos: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
                 device="cpu", batch: int = 16, progress: bool = True, log=print) -> dict:
-    """Create or update ``index_dir/index.pt`` for the videos under ``videos`` (recursively)."""
-    index_dir, videos, checkpoint = Path(index_dir), Path(videos).resolve(), Path(checkpoint).resolve()
+    """Create or update ``index_dir/index.pt`` for the videos under ``videos`` (recursively); ``checkpoint``
+    None updates an existing index with the checkpoint it was built with."""
+    index_dir, videos = Path(index_dir), Path(videos).resolve()
     paths = list_videos(videos)
     if not paths:
         raise SearchError(f"{videos}: no video files ({', '.join(VIDEO_SUFFIXES)})")
     old = _read_index(index_dir) if (index_dir / INDEX_FILE).is_file() else None
+    if checkpoint is None:
+        if old is None:
+            raise SearchError(f"{index_dir}: no index to update; building one needs --checkpoint (a video_mm "
+                              "training checkpoint)")
+        checkpoint = old["checkpoint"]
+    checkpoint = Path(checkpoint).resolve()
     ckpt_stat = _stat(checkpoint)
     reuse = {}
     if old is not None and old["checkpoint"] == str(checkpoint) and old["checkpoint_stat"] == ckpt_stat \

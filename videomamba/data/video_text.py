@@ -25,6 +25,7 @@ from .decode import VideoDecodeError, open_video
 from .image_dataset import DataError
 from .sampling import interval_indices
 from .text import clean_caption
+from .video_transforms import _normalise, _to_video
 from .video_io import IMAGENET_MEAN, IMAGENET_STD
 
 _log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class MediaTrainTransform:
         self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
 
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
-        return _normalise(self.transform(_video(frames)).as_subclass(torch.Tensor), self.mean, self.std)
+        return _normalise(self.transform(_to_video(frames)).as_subclass(torch.Tensor), self.mean, self.std)
 
 
 class MediaTestTransform:
@@ -107,21 +108,10 @@ class MediaTestTransform:
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as TF
 
-        x = _video(frames).as_subclass(torch.Tensor)
+        x = _to_video(frames).as_subclass(torch.Tensor)
         if tuple(x.shape[-2:]) != (self.size, self.size):
             x = TF.resize(x, [self.size, self.size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
         return _normalise(x, self.mean, self.std)
-
-
-def _video(frames: np.ndarray):
-    from torchvision import tv_tensors
-
-    return tv_tensors.Video(torch.as_tensor(np.ascontiguousarray(frames)).permute(0, 3, 1, 2))
-
-
-def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 ``(T, 3, H, W)`` -> normalised float ``(3, T, H, W)``."""
-    return ((x.float().div_(255) - mean) / std).permute(1, 0, 2, 3).contiguous()
 
 
 # ------------------------------------------------------------------------------------------ reading
