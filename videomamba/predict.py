@@ -7,14 +7,16 @@
     predictor = load_predictor("k400_f64_res384.pth")   # build the model once, then one call per video
     predictor.predict_video("a.mp4")
 
-The model comes from the checkpoint alone:
+The model comes from the checkpoint alone (:func:`videomamba.model_source.load_model`):
 
+* a model folder (``config.json`` + ``model.safetensors``, :mod:`videomamba.pretrained`) brings its
+  architecture, label names and preprocessing (frames, size, mean/std, sampler, test views);
 * a training checkpoint of this package (``extra.model_config``, ``extra.label_names``, ``extra.data``)
   is rebuilt from its saved config, with its saved sampler, input size and test views;
 * any other weights file (official ``.pth`` with or without a ``model``/``module`` container, a
   converted ``.safetensors``) is rebuilt from its tensor shapes (:func:`infer_model_config`) and read
   the Kinetics way: sparse sampling of the checkpoint's frame count, its input size, 4 temporal views x
-  3 crops (the K400 test protocol).
+  3 crops (the K400 test protocol; 2 views for an official SSv2 file).
 
 Weights are loaded strictly. Labels: ``labels=FILE`` when given, else the names saved in the checkpoint,
 else the shipped Kinetics-400 list for a 400-class head, else ``"class <i>"``.
@@ -36,10 +38,11 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from .checkpoint import CheckpointError, extract_state_dict, infer_model_config, load_checkpoint, read_checkpoint
+from .checkpoint import CheckpointError
 from .data.decode import VideoDecodeError, open_video
 from .data.sampling import SAMPLERS as VIDEO_SAMPLERS, clip_indices
 from .data.video_transforms import VideoEvalTransform
+from .pretrained import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["Predictor", "PredictError", "load_predictor", "predict", "format_result"]
 
@@ -78,9 +81,12 @@ class Predictor:
     device: torch.device = torch.device("cpu")
     batch_size: int | None = None
     from_training: bool = False
+    source_kind: str = "weights"      # 'folder' | 'training' | 'weights'
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
 
     def __post_init__(self):
-        self.transform = VideoEvalTransform(self.input_size, self.short_side_size, self.num_crops)
+        self.transform = VideoEvalTransform(self.input_size, self.short_side_size, self.num_crops, self.mean, self.std)
         if self.batch_size is None:
             self.batch_size = min(self.views_per_video, max(1, ACTIVATION_BUDGET // self._view_bytes()))
 
@@ -107,7 +113,8 @@ class Predictor:
         width = getattr(m, "embed_dim", None)
         depth = len(getattr(m, "layers", ()))
         arch = f"{self.model_name}" + (f" (width {width}, depth {depth})" if width and depth else "")
-        kind = "training checkpoint" if self.from_training else "weights, architecture inferred"
+        kind = {"training": "training checkpoint", "folder": "model folder"}.get(self.source_kind,
+                                                                                "weights, architecture inferred")
         sampler = self.sampler if self.sampler != "lvu" else "sparse over the whole video (lvu)"
         return (f"{self.checkpoint}: {arch}, {kind}; {self.num_frames} frames at {self.input_size}px, "
                 f"{self.num_classes} classes ({self.label_source}); {self.num_views} temporal views x "
@@ -175,22 +182,7 @@ def _positive(name: str, value) -> int:
     return v
 
 
-def _square(source: str, size) -> int:
-    if isinstance(size, (tuple, list)):
-        if len(size) != 2 or size[0] != size[1]:
-            raise CheckpointError(source, f"input size {tuple(size)} is not square: the test crops are square")
-        size = size[0]
-    return int(size)
-
-
-def _training_meta(obj: Any) -> Mapping | None:
-    extra = obj.get("extra") if isinstance(obj, Mapping) else None
-    if isinstance(extra, Mapping) and isinstance(extra.get("model_config"), Mapping):
-        return extra
-    return None
-
-
-def _labels(num_classes: int, labels: str | os.PathLike | None, saved) -> tuple[list[str], str]:
+def _labels(num_classes: int, labels: str | os.PathLike | None, saved, kind: str = "training") -> tuple[list[str], str]:
     if labels is not None:
         from .data.labels import load_label_names
 
@@ -202,7 +194,7 @@ def _labels(num_classes: int, labels: str | os.PathLike | None, saved) -> tuple[
             raise PredictError(f"{labels}: {len(names)} class names, but the model has {num_classes} classes")
         return names, f"names from {labels}"
     if isinstance(saved, (list, tuple)) and len(saved) == num_classes and all(isinstance(s, str) for s in saved):
-        return list(saved), "names saved in the checkpoint"
+        return list(saved), "names saved in the " + ("model folder" if kind == "folder" else "checkpoint")
     if num_classes == 400:
         from .data.labels import load_label_names
 
@@ -213,7 +205,9 @@ def _labels(num_classes: int, labels: str | os.PathLike | None, saved) -> tuple[
 def load_predictor(checkpoint: str | os.PathLike, num_views: int | None = None, num_crops: int | None = None,
                    backend: str | None = None, labels: str | os.PathLike | None = None,
                    device: str | torch.device | None = None, batch_size: int | None = None) -> Predictor:
-    """Read ``checkpoint``, build its model (eval mode, weights loaded strictly) and the view settings.
+    """Read ``checkpoint`` (a model folder, a training checkpoint or a weights file:
+    :func:`videomamba.model_source.load_model`), build its model (eval mode, weights loaded strictly) and
+    the view settings.
 
     ``num_views``/``num_crops`` override the checkpoint's test views (default 4 x 3); ``backend`` is the
     video reader ('pyav'/'decord', default $VIDEOMAMBA_VIDEO_BACKEND or 'pyav'); ``labels`` a class-name
@@ -221,60 +215,30 @@ def load_predictor(checkpoint: str | os.PathLike, num_views: int | None = None, 
     ``batch_size`` sets the views per forward pass (default: all views of a video in one pass, fewer when
     their activations would need more than ``ACTIVATION_BUDGET``, 8 GiB: e.g. 2 for a 64-frame 384px base).
     """
-    import videomamba
+    from .model_source import load_model
 
     source = os.fspath(checkpoint)
-    obj = read_checkpoint(source)
-    sd = extract_state_dict(obj, source=source)
-    meta = _training_meta(obj)
-    data = dict(meta.get("data") or {}) if meta is not None else {}
-    if meta is not None:
-        cfg = dict(meta["model_config"])
-        name = cfg.pop("name", None)
-        if not isinstance(name, str):
-            raise CheckpointError(source, "extra.model_config has no model name")
-    else:
-        cfg = infer_model_config(sd, source=source)
-        name = cfg.pop("name")
-    if cfg.get("num_frames") is None:
+    dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    loaded = load_model(source, device=dev)
+    pre = loaded.preprocessing
+    if pre.num_frames is None:
         raise CheckpointError(source, "an image model (2-D patch embedding, no temporal_pos_embedding): "
                               "predict needs a video model")
-    if not cfg.get("num_classes"):
+    if not loaded.num_classes:
         raise CheckpointError(source, "no classification head (no head.weight): a backbone or pretraining "
-                              "checkpoint cannot classify")
-
-    try:
-        model = videomamba.create_model(name, **cfg)
-    except (TypeError, ValueError, KeyError, RuntimeError) as err:
-        raise CheckpointError(source, f"cannot build the model its config describes "
-                              f"({type(err).__name__}: {err})") from None
-    try:
-        load_checkpoint(model, sd, strict=True, verbose=False)
-    except CheckpointError as err:   # the loader names the in-memory dict: name the file instead
-        raise type(err)(source, err.problem, report=err.report) from None
-
-    num_frames = int(cfg["num_frames"])
-    input_size = _square(source, data.get("input_size") or cfg.get("img_size") or 224)
-    short = _square(source, data.get("short_side_size") or input_size)
-    sampler = str(data.get("sampler") or "sparse")
-    if sampler not in SAMPLERS:
-        raise CheckpointError(source, f"extra.data.sampler={sampler!r} is not one of {SAMPLERS}")
-    views = _positive("views", num_views if num_views is not None else data.get("num_views") or DEFAULT_VIEWS)
-    crops = _positive("crops", num_crops if num_crops is not None else data.get("num_crops") or DEFAULT_CROPS)
-    if sampler == "ssv2" and views not in (1, 2):
+                              "checkpoint cannot classify (videomamba extract gives its features)")
+    views = _positive("views", num_views if num_views is not None else pre.num_views)
+    crops = _positive("crops", num_crops if num_crops is not None else pre.num_crops)
+    if pre.sampler == "ssv2" and views not in (1, 2):
         raise PredictError(f"the SSv2 test protocol has 2 temporal views (or 1), not {views}")
     if batch_size is not None:
         batch_size = _positive("batch size", batch_size)
-
-    names, label_source = _labels(int(cfg["num_classes"]), labels,
-                                  meta.get("label_names") if meta is not None else None)
-    dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.to(dev).eval()
-    return Predictor(model=model, checkpoint=source, model_name=name, label_names=names,
-                     label_source=label_source, num_frames=num_frames, input_size=input_size,
-                     short_side_size=short, num_views=views, num_crops=crops, sampler=sampler,
-                     sampling_rate=int(data.get("sampling_rate") or 4), backend=backend, device=dev,
-                     batch_size=batch_size, from_training=meta is not None)
+    names, label_source = _labels(loaded.num_classes, labels, loaded.label_names, loaded.kind)
+    return Predictor(model=loaded.model, checkpoint=source, model_name=loaded.architecture, label_names=names,
+                     label_source=label_source, num_frames=pre.num_frames, input_size=pre.input_size,
+                     short_side_size=pre.short_side_size, num_views=views, num_crops=crops, sampler=pre.sampler,
+                     sampling_rate=pre.sampling_rate, backend=backend, device=dev, batch_size=batch_size,
+                     from_training=loaded.kind == "training", source_kind=loaded.kind, mean=pre.mean, std=pre.std)
 
 
 def predict(videos: str | os.PathLike | Iterable[str | os.PathLike], checkpoint: str | os.PathLike, topk: int = 5,

@@ -219,9 +219,14 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.exists():
         raise CheckpointNotFoundError(path, "checkpoint file not found")
+    if path.is_dir():   # a model folder (videomamba.save_pretrained / the Hub layout): its weights file
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (path / name).is_file():
+                return read_checkpoint(path / name, map_location, weights_only)
+        raise CheckpointNotFoundError(path, "a directory without model.safetensors: not a model folder "
+                                      "(config.json + model.safetensors) nor a checkpoint file")
     if not path.is_file():
-        raise CheckpointNotFoundError(path, "is a directory, not a checkpoint file" if path.is_dir()
-                                      else "not a regular file")
+        raise CheckpointNotFoundError(path, "not a regular file")
     try:
         kind, desc = sniff_format(path)
     except OSError as err:

@@ -93,6 +93,15 @@ class VideoEvalTransform:
         self.std = torch.tensor(std).view(1, 3, 1, 1)
 
     def __call__(self, frames, crop: int | None = None) -> torch.Tensor:
+        return self.normalise(self.crop(frames, crop))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(T, 3, S, S)`` from :meth:`crop` -> the model's normalised float ``(3, T, S, S)``."""
+        return _normalise(x, self.mean, self.std)
+
+    def crop(self, frames, crop: int | None = None) -> torch.Tensor:
+        """The resize and crop alone: uint8 ``(T, 3, S, S)`` (4x smaller than the float clip, e.g. to pass
+        between processes)."""
         from torchvision.transforms.v2 import functional as TF
 
         x = _to_video(frames).as_subclass(torch.Tensor)
@@ -105,7 +114,7 @@ class VideoEvalTransform:
         else:
             side = self.short
             top, left = test_crop_offsets(nh, nw, self.short, self.num_crops)[crop]
-        return _normalise(x[..., top:top + side, left:left + side], self.mean, self.std)
+        return x[..., top:top + side, left:left + side]
 
 
 def multi_scale_crop_params(h: int, w: int, size: int, scales=(1.0, 0.875, 0.75, 0.66), max_distort: int = 1,

@@ -326,6 +326,20 @@ class VisionMamba(nn.Module):
         return norm_forward(self.norm_f, self.drop_path(hidden), residual, prenorm=False,
                             residual_in_fp32=self.residual_in_fp32)
 
+    # ------------------------------------------------------------------ model folder
+    def save_pretrained(self, directory, label_names=None, preprocessing=None, source=None):
+        """Write a model folder (``config.json`` + ``model.safetensors``): see :mod:`videomamba.pretrained`."""
+        from ..pretrained import save_pretrained
+
+        return save_pretrained(self, directory, label_names=label_names, preprocessing=preprocessing, source=source)
+
+    @classmethod
+    def from_pretrained(cls, directory, device=None, **kwargs) -> "VisionMamba":
+        """Build and load a model folder (:func:`videomamba.pretrained.from_pretrained`)."""
+        from ..pretrained import from_pretrained
+
+        return from_pretrained(directory, device=device, **kwargs)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B,3,H,W)`` or ``(B,3,T,H,W)`` -> normalised tokens ``(B, 1 + T*HW, D)``, CLS first."""
         tokens = self.pos_drop(self.embed(x))
