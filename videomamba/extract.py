@@ -149,16 +149,20 @@ def collect_videos(inputs: Sequence[str | os.PathLike], list_file: str | os.Path
             roots.append(q.parent)
     if not videos:
         raise ExtractError("no videos given")
-    unique = sorted({v.resolve(): v for v in videos}.items())
-    videos = [v for _, v in unique]
-    root = Path(os.path.commonpath([r.resolve() for r in roots])) if roots else Path.cwd()
+    # absolute paths, symlinks kept: two links to one file are two videos (each gets its own output)
+    videos = sorted({_absolute(v) for v in videos})
+    root = Path(os.path.commonpath([_absolute(r) for r in roots])) if roots else Path.cwd()
     return videos, root
+
+
+def _absolute(p: Path) -> Path:
+    return Path(os.path.normpath(os.path.abspath(p)))
 
 
 def output_path(out_dir: Path, video: Path, root: Path) -> Path:
     """``out_dir/<video relative to root>.safetensors`` (a video outside ``root``: by its name alone)."""
     try:
-        rel = video.resolve().relative_to(root)
+        rel = _absolute(video).relative_to(_absolute(root))
     except ValueError:
         rel = Path(video.name)
     return out_dir / rel.parent / (rel.name + ".safetensors")
@@ -417,15 +421,22 @@ class _Progress:
             self.bar.close()
 
 
+def default_workers(device: torch.device) -> int:
+    """Decoding processes when not given: 2 beside a GPU or on a CPU with more than 4 cores; none on a small
+    CPU, where they would only take cores from the model (measured: 0.83x videos/s with 2 on 2 cores)."""
+    return 2 if device.type == "cuda" or (os.cpu_count() or 1) > 4 else 0
+
+
 def extract(inputs: Sequence[str | os.PathLike], checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
             features: Sequence[str] = ("cls",), window: str | int | None = None, stride: str | int | None = None,
-            list_file: str | os.PathLike | None = None, batch_size: int = 16, workers: int = 2,
+            list_file: str | os.PathLike | None = None, batch_size: int = 16, workers: int | None = None,
             dtype: str = "float32", device: str | torch.device | None = None, backend: str | None = None,
             overwrite: bool = False, progress: bool = True, log_every: int = 50, log=print) -> dict[str, Any]:
     """Extract features of every video of ``inputs`` into ``out_dir`` (see the module doc); returns a
     summary: counts (``ok``, ``failed``, ``skipped``, ``windows``) and timings (``seconds``,
     ``videos_per_s``, ``windows_per_s``, ``model_s``, ``wait_s``: time the model waited for decoding).
-    Under torchrun/Slurm each rank extracts its share and the summary is rank 0's plus the merged index."""
+    Under torchrun/Slurm each rank extracts its share and the summary is rank 0's plus the merged index.
+    ``workers``: decoding processes (default :func:`default_workers`)."""
     from .engine import dist as vdist
     from .model_source import load_model
 
@@ -480,6 +491,7 @@ def extract(inputs: Sequence[str | os.PathLike], checkpoint: str | os.PathLike, 
             f"{', '.join(settings.features)}; window {meta['window'] or 'whole video'}"
             + (f", stride {meta['stride']}" if meta["stride"] else "") + f" -> {out_dir}")
 
+    workers = default_workers(dev) if workers is None else int(workers)
     transform = VideoEvalTransform(pre.input_size, pre.short_side_size, 1, pre.mean, pre.std)
     dataset = _VideoWindows(todo, settings, pre.num_frames, transform, backend)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,

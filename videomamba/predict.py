@@ -182,7 +182,10 @@ def _positive(name: str, value) -> int:
     return v
 
 
-def _labels(num_classes: int, labels: str | os.PathLike | None, saved, kind: str = "training") -> tuple[list[str], str]:
+def resolve_labels(num_classes: int, labels: str | os.PathLike | None, saved,
+                   kind: str = "training") -> tuple[list[str], str]:
+    """``(names, where they came from)``: the ``labels`` file, else the names ``saved`` with the model, else
+    Kinetics-400's for a 400-class head, else ``"class <i>"`` (where: ``"no names: ..."``)."""
     if labels is not None:
         from .data.labels import load_label_names
 
@@ -233,7 +236,7 @@ def load_predictor(checkpoint: str | os.PathLike, num_views: int | None = None, 
         raise PredictError(f"the SSv2 test protocol has 2 temporal views (or 1), not {views}")
     if batch_size is not None:
         batch_size = _positive("batch size", batch_size)
-    names, label_source = _labels(loaded.num_classes, labels, loaded.label_names, loaded.kind)
+    names, label_source = resolve_labels(loaded.num_classes, labels, loaded.label_names, loaded.kind)
     return Predictor(model=loaded.model, checkpoint=source, model_name=loaded.architecture, label_names=names,
                      label_source=label_source, num_frames=pre.num_frames, input_size=pre.input_size,
                      short_side_size=pre.short_side_size, num_views=views, num_crops=crops, sampler=pre.sampler,
