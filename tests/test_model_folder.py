@@ -196,3 +196,22 @@ def test_folder_errors_name_the_file_and_key(tmp_path):
     with pytest.raises(CheckpointError, match="no config.json"):
         read_folder_config(tmp_path)
     assert cli.main(["predict", "x.mp4", "--checkpoint", str(out)]) == 1   # a one-line error, no traceback
+
+
+def test_a_video_mm_checkpoint_gives_its_vision_encoders_tokens(tmp_path):
+    from videomamba.models.video_text import build_video_text_model
+
+    torch.manual_seed(0)
+    bert = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                max_position_embeddings=32, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0)
+    spec = {"vision": {"variant": "videomamba_tiny", "kwargs": dict(num_frames=4, img_size=32, depth=2, embed_dim=64)},
+            "text": {"config": bert, "fusion_layer": 1}, "embed_dim": 16}
+    vt, meta = build_video_text_model(spec, {"pad": 0, "cls": 101, "mask": 103}, None, ("vtc",), log=lambda s: None)
+    vt.eval()
+    torch.save({"model": vt.state_dict(), "extra": {"video_text_model": meta}}, tmp_path / "vm.pth")
+    bb = videomamba.from_pretrained(_convert(tmp_path, tmp_path / "vm.pth", "backbone"))
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        patches, _, _ = vt.encode_vision(x)
+        assert torch.equal(bb.forward_features(x)[:, 1:], patches)   # pool_norm is the retrieval head's

@@ -60,8 +60,11 @@ def _square(source: str, size) -> int:
 
 
 def _vision_part(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The vision encoder of a video-text (UMT) state dict; any other dict unchanged."""
-    vision = {k[len("vision_encoder."):]: v for k, v in sd.items() if k.startswith("vision_encoder.")}
+    """The vision encoder of a video-text state dict (official UMT or ``video_mm``) as a backbone; any other
+    dict unchanged. ``pool_norm`` (the norm before the video-text pooling) belongs to the retrieval head,
+    like ``clip_decoder``, not to the backbone's tokens."""
+    vision = {k[len("vision_encoder."):]: v for k, v in sd.items()
+              if k.startswith("vision_encoder.") and not k.startswith("vision_encoder.pool_norm.")}
     return vision if vision and len(vision) < len(sd) else sd
 
 
