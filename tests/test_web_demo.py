@@ -131,6 +131,17 @@ def test_classify_handler_matches_the_predictor(files, expected):
     assert c.handle(None)[0].startswith("Upload a video")
 
 
+def test_a_model_folder_is_a_classifier_too(files, expected, tmp_path):
+    from videomamba import cli
+
+    assert cli.main(["convert", str(files["classifier"]), str(tmp_path / "folder")]) == 0
+    assert web_demo.checkpoint_kind(tmp_path / "folder") == "classifier"
+    c = web_demo.Classifier.load(str(tmp_path / "folder"), 1, 1, "cpu")
+    for clip in files["clips"]:
+        _, top, _, _, _ = c.handle(str(clip))
+        assert list(top) == [t["label"] for t in expected[clip.name]["top"]]
+
+
 def test_search_handler_matches_search(files, tmp_path):
     s = web_demo.VideoSearch.build(str(files["video_text"]), str(files["videos"]), str(tmp_path / "index"),
                                    log=lambda m: None)
