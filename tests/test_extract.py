@@ -157,6 +157,12 @@ def test_list_file_half_precision_and_missing_files(setup, tmp_path):
     t, _ = read_features(tmp_path / "f" / rows["carphone.mp4"]["output"])
     assert t["cls"].dtype == torch.float16 and t["cls"].shape == (1, 64)   # the whole video: one window
     assert t["window_end_frame"].tolist() == [120]
+    # autocast: close to the fp32 features, not identical (it ran)
+    extract([setup["videos"] / "carphone.mp4"], setup["folder"], tmp_path / "bf16", amp="bf16", workers=0, progress=False)
+    full, _ = read_features(tmp_path / "f" / rows["carphone.mp4"]["output"])
+    half, _ = read_features(tmp_path / "bf16" / "carphone.mp4.safetensors")
+    assert not torch.equal(half["cls"], full["cls"].float())
+    torch.testing.assert_close(half["cls"], full["cls"].float(), atol=0.1, rtol=0.05)
     videos, root = collect_videos([setup["videos"]])
     assert [v.name for v in videos] == ["bikes.mp4", "broken.mp4", "carphone.mp4", "bbb.mp4"]
     links = tmp_path / "links"   # two links to one file are two videos with two outputs

@@ -178,7 +178,7 @@ def cmd_extract(args) -> int:
 
     stats = extract(args.inputs, args.checkpoint, args.out, features=args.features, window=args.window,
                     stride=args.stride, list_file=args.list, batch_size=args.batch_size, workers=args.workers,
-                    dtype=args.dtype, device=args.device, backend=args.backend, overwrite=args.overwrite,
+                    dtype=args.dtype, amp=args.amp, device=args.device, backend=args.backend, overwrite=args.overwrite,
                     progress=not args.quiet, log_every=args.log_every,
                     log=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)))
     return 1 if stats["failed"] and args.strict else 0
@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "student) or .safetensors")
     x.add_argument("--out", required=True, help="output folder")
     x.add_argument("--list", help="a text file of video paths, one per line (relative to the file's folder)")
-    from .extract import DTYPES, FEATURES
+    from .extract import AMP, DTYPES, FEATURES
 
     x.add_argument("--features", nargs="+", default=["cls"], choices=FEATURES,
                    help="cls: CLS token; pooled: mean of patch tokens; frames: mean per frame; tokens: all "
@@ -369,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--workers", type=int, help="decoding processes beside the model (default: 2 with a GPU or more "
                                                "than 4 CPU cores, else 0: decode in the main process)")
     x.add_argument("--dtype", default="float32", choices=list(DTYPES), help="dtype of the saved features")
+    x.add_argument("--amp", default="none", choices=list(AMP),
+                   help="autocast the forward pass (bf16 on recent GPUs and CPUs; default none: fp32)")
     x.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     x.add_argument("--backend", choices=["pyav", "decord"], help="video reader (default: pyav)")
     x.add_argument("--overwrite", action="store_true", help="extract every video again (other settings allowed)")

@@ -55,6 +55,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".gif", ".mpg
 INDEX_CSV, INDEX_JSON, SETTINGS_JSON = "index.csv", "index.json", "extract.json"
 INDEX_FIELDS = ("video", "status", "output", "windows", "frames", "fps", "duration_s", "rank", "seconds", "error")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}   # autocast of the forward pass
 
 
 class ExtractError(ValueError):
@@ -176,6 +177,7 @@ class ExtractSettings:
     stride: tuple[float, str] | None = None
     dtype: str = "float32"
     batch_size: int = 16
+    amp: str = "none"
 
     def check(self, num_classes: int) -> None:
         bad = [f for f in self.features if f not in FEATURES]
@@ -189,6 +191,8 @@ class ExtractSettings:
             raise ExtractError(f"--dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
         if self.batch_size < 1:
             raise ExtractError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.amp not in AMP:
+            raise ExtractError(f"--amp {self.amp!r}: choose from {', '.join(AMP)}")
 
     def describe_span(self, span) -> str | None:
         return None if span is None else (f"{span[0]:g}s" if span[1] == "s" else f"{int(span[0])}")
@@ -202,7 +206,7 @@ def _fingerprint(settings: ExtractSettings, checkpoint: str, pre) -> dict[str, A
             "checkpoint_size": stat.stat().st_size if stat.exists() else None,
             "checkpoint_mtime_ns": stat.stat().st_mtime_ns if stat.exists() else None,
             "features": list(settings.features), "window": settings.describe_span(settings.window),
-            "stride": settings.describe_span(settings.stride), "dtype": settings.dtype,
+            "stride": settings.describe_span(settings.stride), "dtype": settings.dtype, "amp": settings.amp,
             "num_frames": pre.num_frames, "input_size": pre.input_size, "short_side_size": pre.short_side_size,
             "mean": list(pre.mean), "std": list(pre.std)}
 
@@ -430,18 +434,20 @@ def default_workers(device: torch.device) -> int:
 def extract(inputs: Sequence[str | os.PathLike], checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
             features: Sequence[str] = ("cls",), window: str | int | None = None, stride: str | int | None = None,
             list_file: str | os.PathLike | None = None, batch_size: int = 16, workers: int | None = None,
-            dtype: str = "float32", device: str | torch.device | None = None, backend: str | None = None,
+            dtype: str = "float32", amp: str = "none", device: str | torch.device | None = None,
+            backend: str | None = None,
             overwrite: bool = False, progress: bool = True, log_every: int = 50, log=print) -> dict[str, Any]:
     """Extract features of every video of ``inputs`` into ``out_dir`` (see the module doc); returns a
     summary: counts (``ok``, ``failed``, ``skipped``, ``windows``) and timings (``seconds``,
     ``videos_per_s``, ``windows_per_s``, ``model_s``, ``wait_s``: time the model waited for decoding).
     Under torchrun/Slurm each rank extracts its share and the summary is rank 0's plus the merged index.
-    ``workers``: decoding processes (default :func:`default_workers`)."""
+    ``workers``: decoding processes (default :func:`default_workers`); ``amp``: ``"bf16"``/``"fp16"`` runs the
+    forward pass under autocast (the scan keeps fp32 math), ``dtype`` is the dtype the features are saved in."""
     from .engine import dist as vdist
     from .model_source import load_model
 
     settings = ExtractSettings(tuple(features), parse_span(window, "window"), parse_span(stride, "stride"),
-                               dtype, int(batch_size))
+                               dtype, int(batch_size), amp)
     info = vdist.init_distributed(str(device) if device is not None else None)
     dev = torch.device(device) if device is not None else info.device
     loaded = load_model(checkpoint, device=dev)
@@ -520,7 +526,8 @@ def extract(inputs: Sequence[str | os.PathLike], checkpoint: str | os.PathLike, 
             return
         t0 = time.perf_counter()
         x = torch.stack(clips).to(dev, non_blocking=True)
-        feats = features_from_tokens(model, model.forward_features(x), settings.features)
+        with torch.autocast(dev.type, dtype=AMP[settings.amp] or torch.float32, enabled=settings.amp != "none"):
+            feats = features_from_tokens(model, model.forward_features(x), settings.features)
         feats = {k: v.float().cpu() for k, v in feats.items()}
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
