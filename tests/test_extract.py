@@ -206,3 +206,55 @@ def test_two_processes_split_the_list(setup, tmp_path):
             a, _ = read_features(out / r["output"])
             b, _ = read_features(single / r["output"])
             torch.testing.assert_close(a["cls"], b["cls"], atol=1e-5, rtol=0)
+
+
+def test_reruns_follow_the_videos_and_keep_the_layout(setup, tmp_path, capsys):
+    from videomamba.data.moving_digits import write_mp4
+    import numpy as np
+
+    vids = tmp_path / "vids"
+    (vids / "sub").mkdir(parents=True)
+    frames = (np.random.default_rng(0).random((12, 32, 32, 3)) * 255).astype(np.uint8)
+    write_mp4(vids / "a.mp4", frames)
+    write_mp4(vids / "b.mp4", frames[::-1].copy())
+    out = tmp_path / "out"
+    run = lambda *inputs: cli.main(["extract", *map(str, inputs), "--checkpoint", str(setup["folder"]),   # noqa: E731
+                                    "--out", str(out), "--workers", "0"])
+    assert run(vids / "a.mp4", vids / "b.mp4") == 0
+    # a video that changed since is extracted again (size and mtime are recorded in its file)
+    write_mp4(vids / "a.mp4", frames[:5].copy())
+    capsys.readouterr()
+    assert run(vids / "a.mp4", vids / "b.mp4") == 0
+    assert "1 extracted, 1 skipped" in capsys.readouterr().out
+    assert read_features(out / "a.mp4.safetensors")[1]["num_video_frames"] == 5
+    # a video from a subfolder joins the layout of the first run; one from elsewhere is refused
+    write_mp4(vids / "sub" / "c.mp4", frames)
+    assert run(vids / "a.mp4", vids / "b.mp4", vids / "sub" / "c.mp4") == 0
+    assert "1 extracted, 2 skipped" in capsys.readouterr().out
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.safetensors")) == \
+        ["a.mp4.safetensors", "b.mp4.safetensors", "sub/c.mp4.safetensors"]
+    assert run(vids / "a.mp4", setup["videos"] / "carphone.mp4") == 1
+    assert "is outside it" in capsys.readouterr().err
+    # an extract.json written before --amp existed still matches (the missing key had its default)
+    cfg = json.loads((out / "extract.json").read_text())
+    del cfg["amp"]
+    (out / "extract.json").write_text(json.dumps(cfg))
+    assert run(vids / "a.mp4") == 0 and "0 extracted, 1 skipped" in capsys.readouterr().out
+
+
+def test_list_names_with_hash_and_comma_and_bad_spans(setup, tmp_path):
+    d = tmp_path / "odd"
+    d.mkdir()
+    for name in ("take#2.mp4", "clip, part 1.mp4"):
+        shutil.copy(setup["videos"] / "carphone.mp4", d / name)
+    (d / "list.txt").write_text("# clips\ntake#2.mp4\nclip, part 1.mp4\n")
+    (d / "list.csv").write_text('video,label\ntake#2.mp4,3\n"clip, part 1.mp4",4\n')
+    for lst in ("list.txt", "list.csv"):
+        videos, _ = collect_videos([], d / lst)
+        assert sorted(v.name for v in videos) == ["clip, part 1.mp4", "take#2.mp4"]
+    for bad in ("inf", "infs", "1e999s", "nan"):
+        with pytest.raises(ExtractError, match="--window"):
+            parse_span(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ExtractError, match="no CUDA device"):
+            extract([d], setup["folder"], tmp_path / "o", device="cuda", progress=False)

@@ -215,3 +215,43 @@ def test_a_video_mm_checkpoint_gives_its_vision_encoders_tokens(tmp_path):
     with torch.no_grad():
         patches, _, _ = vt.encode_vision(x)
         assert torch.equal(bb.forward_features(x)[:, 1:], patches)   # pool_norm is the retrieval head's
+
+
+def test_review_cases_stride_container_key_and_consistency(tmp_path, capsys):
+    # an overlapping image patch embedding round-trips (its stride is not in the weights)
+    torch.manual_seed(0)
+    m = videomamba.create_model("videomamba_tiny", num_classes=3, stride=8, **SMALL).eval()
+    loaded = videomamba.from_pretrained(m.save_pretrained(tmp_path / "stride"))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m(x), loaded(x))
+    # convert --model-key picks that container's weights
+    a, b = video_model(), video_model(num_classes=3)
+    with torch.no_grad():
+        b.head.weight.add_(1)
+    torch.save({"model": a.state_dict(), "model_ema": b.state_dict()}, tmp_path / "ema.pth")
+    ema = videomamba.from_pretrained(_convert(tmp_path, tmp_path / "ema.pth", "ema", "--model-key", "model_ema"))
+    assert torch.equal(ema.head.weight, b.head.weight)
+    # an existing model folder is not overwritten silently; with --overwrite our model card follows
+    assert cli.main(["convert", str(tmp_path / "ema.pth"), str(tmp_path / "ema")]) == 1
+    assert "a model folder already" in capsys.readouterr().err
+    torch.save({"model": video_model(num_classes=5).state_dict()}, tmp_path / "five.pth")
+    _convert(tmp_path, tmp_path / "five.pth", "ema", "--overwrite")
+    assert "5-class" in (tmp_path / "ema" / "README.md").read_text()
+    # preprocessing that cannot feed the model is refused with the key named
+    assert cli.main(["convert", str(tmp_path / "five.pth"), str(tmp_path / "ss"), "--short-side", "32"]) == 1
+    assert "short_side_size=32 is smaller than input_size=64" in capsys.readouterr().err
+    cfg_path = tmp_path / "ema" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "preprocessing": {**cfg["preprocessing"], "input_size": 96,
+                                                             "short_side_size": 96}}))
+    with pytest.raises(CheckpointError, match=r"preprocessing.input_size=96 but the model takes 64px"):
+        videomamba.from_pretrained(tmp_path / "ema")
+    for bad, match in (([1], "'pretrained_cfg' must be an object"), ({"input_size": 64}, "input_size must be")):
+        plain = {k: v for k, v in cfg.items() if k != "preprocessing"}
+        cfg_path.write_text(json.dumps({**plain, "pretrained_cfg": bad}))
+        with pytest.raises(CheckpointError, match=match):
+            videomamba.from_pretrained(tmp_path / "ema")
+    # a suffix in capitals is still a file
+    _convert(tmp_path, tmp_path / "five.pth", "w.PTH")
+    assert (tmp_path / "w.PTH").is_file()

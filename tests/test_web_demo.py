@@ -153,6 +153,7 @@ def test_search_handler_matches_search(files, tmp_path):
     assert len(gallery) == 5 and gallery[0][1] == f"1. {Path(hits[0].path).name}"
     assert status.startswith("5 of 8 videos")
     assert s.handle("  ", 5)[1] == []
+    assert [r[2] for r in s.handle("a seven moving left", None)[1]] == [r[2] for r in rows]   # a cleared "Top" box
 
 
 def test_checkpoints_are_told_apart_and_errors_are_one_line(files, tmp_path, monkeypatch, capsys):

@@ -33,11 +33,18 @@ def cmd_demo(args) -> int:
     if args.checkpoint and len(args.checkpoint) > 1:
         print("videomamba demo: one --checkpoint without --web", file=sys.stderr)
         return 2
+    from .pretrained import from_pretrained, is_model_folder
+
     torch.manual_seed(0)
     video = args.video or _default_clip()
+    checkpoint = args.checkpoint[0] if args.checkpoint else None
+    if checkpoint and is_model_folder(checkpoint):   # the folder says frames and size
+        model = from_pretrained(checkpoint)
+        args.frames, args.size = model.preprocessing.num_frames, model.preprocessing.input_size
+    else:
+        model = create_model(args.model, num_frames=args.frames, img_size=args.size, num_classes=args.num_classes,
+                             checkpoint_path=checkpoint).eval()
     clip = load_clip(video, num_frames=args.frames, size=args.size)
-    model = create_model(args.model, num_frames=args.frames, img_size=args.size, num_classes=args.num_classes,
-                         checkpoint_path=args.checkpoint[0] if args.checkpoint else None).eval()
     batch = clip.unsqueeze(0).repeat(args.batch, 1, 1, 1, 1)
     times = []
     with torch.inference_mode():
@@ -82,7 +89,7 @@ def cmd_convert_folder(args) -> int:
     from .model_source import load_model
     from .predict import PredictError, resolve_labels
 
-    loaded = load_model(args.input)
+    loaded = load_model(args.input, model_key=args.model_key)   # prefixes and a vision encoder: found by the loader
     names = None
     if loaded.num_classes:
         names, where = resolve_labels(loaded.num_classes, args.labels, loaded.label_names, loaded.kind)
@@ -95,9 +102,9 @@ def cmd_convert_folder(args) -> int:
         from .pretrained import Preprocessing
 
         pre = Preprocessing.from_dict({**pre.to_dict(), **over}, source="options")
-    if Path(args.output).is_dir() and any(Path(args.output).iterdir()) and not args.overwrite \
-            and not (Path(args.output) / "config.json").is_file():
-        raise PredictError(f"{args.output}: a folder with other files in it; pick an empty or new folder")
+    if Path(args.output).is_dir() and any(Path(args.output).iterdir()) and not args.overwrite:
+        what = "a model folder" if (Path(args.output) / "config.json").is_file() else "a folder with other files in it"
+        raise PredictError(f"{args.output}: {what} already; pick a new folder or pass --overwrite")
     out = loaded.model.save_pretrained(args.output, label_names=names, preprocessing=pre,
                                        source=Path(args.input).name)
     frames = f"{pre.num_frames} frames" if pre.num_frames else "image"
@@ -110,7 +117,7 @@ def cmd_convert(args) -> int:
     from .checkpoint import extract_state_dict, read_checkpoint, save_checkpoint
     from .checkpoint.adapt import KNOWN_PREFIXES
 
-    if Path(args.output).suffix not in FILE_SUFFIXES:
+    if Path(args.output).suffix.lower() not in FILE_SUFFIXES:
         return cmd_convert_folder(args)
 
     obj = read_checkpoint(args.input, weights_only=False if args.trust else None)
@@ -309,10 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--views", type=int, help="folder: temporal test views to record (default: the checkpoint's)")
     c.add_argument("--crops", type=int, help="folder: spatial test crops to record")
     c.add_argument("--short-side", type=int, help="folder: short side the frames are resized to before cropping")
-    c.add_argument("--overwrite", action="store_true", help="folder: write into a non-empty folder")
+    c.add_argument("--overwrite", action="store_true", help="folder: write into an existing, non-empty folder")
     c.add_argument("--model-key", default=None, help="container key(s), e.g. 'model|module' (default: auto)")
-    c.add_argument("--vision-only", action="store_true", help="keep only a UMT checkpoint's vision encoder")
-    c.add_argument("--strip-prefix", action="store_true", help="strip a prefix shared by every key")
+    c.add_argument("--vision-only", action="store_true", help="keep only a UMT checkpoint's vision encoder "
+                                                              "(a folder output always does)")
+    c.add_argument("--strip-prefix", action="store_true", help="strip a prefix shared by every key (a folder output "
+                                                               "always does)")
     c.add_argument("--trust", action="store_true",
                    help="unpickle the file fully without trying the safe loader first (and without the warning); "
                         "only for files you trust")

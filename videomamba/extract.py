@@ -22,10 +22,12 @@ frame count and settings.
 Outputs mirror the inputs: ``OUT/<path relative to the input folder>.safetensors`` (``a.mp4`` ->
 ``a.mp4.safetensors``, so ``a.mp4`` and ``a.avi`` never collide). ``OUT/index.csv`` and ``OUT/index.json``
 list every video with its status (``ok``/``failed``), output, window count, frames, fps, duration and, for a
-failure, the reason. A rerun skips videos whose file exists (written atomically, so a file is whole) and
-retries failures; a rerun with other settings stops with an error rather than mixing features
+failure, the reason. A rerun skips videos whose file exists (written atomically, so a file is whole) unless
+the video changed since (size, mtime), and retries failures; a rerun with other settings, or with videos
+outside the folder the first run's files mirror, stops with an error rather than mixing features or layouts
 (``--overwrite`` re-extracts). Under torchrun/Slurm, rank ``r`` of ``N`` takes videos ``r, r+N, ...`` of
-the sorted list and rank 0 merges the index.
+the sorted list; each rank leaves a marker when done and rank 0 merges the index (no collective at the end,
+so ranks may finish hours apart).
 """
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ def parse_span(text: str | int | float | None, what: str = "window") -> tuple[fl
         v = float(s)
     except ValueError:
         raise ExtractError(f"--{what} {text!r}: expected a frame count (64) or seconds (2.5s)") from None
-    if not v > 0 or (unit == "frames" and v != int(v)):
+    if not (v > 0 and math.isfinite(v)) or (unit == "frames" and v != int(v)):
         raise ExtractError(f"--{what} {text!r}: must be a positive {'whole number of frames' if unit == 'frames' else 'duration'}")
     return v, unit
 
@@ -113,7 +115,8 @@ def window_frames(start: int, end: int, num_frames: int) -> list[int]:
 def collect_videos(inputs: Sequence[str | os.PathLike], list_file: str | os.PathLike | None = None
                    ) -> tuple[list[Path], Path]:
     """The sorted, de-duplicated videos of ``inputs`` (files, or folders searched recursively for video
-    suffixes) and of ``list_file`` (one path per line, relative to the list's folder; ``#`` comments), with
+    suffixes) and of ``list_file`` (one path per line, relative to the list's folder, ``#`` comment lines; or a
+    ``.csv`` whose first column is the path), with
     the folder outputs are laid out relative to (the input folder, else the videos' common parent)."""
     videos: list[Path] = []
     roots: list[Path] = []
@@ -136,14 +139,13 @@ def collect_videos(inputs: Sequence[str | os.PathLike], list_file: str | os.Path
             lines = lf.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as err:
             raise ExtractError(f"{lf}: cannot read the list ({err})") from None
-        for n, line in enumerate(lines, 1):
-            entry = line.split("#", 1)[0].strip()
-            if not entry:
-                continue
-            if "," in entry:   # a csv: the first column is the path (a header line 'video,...' is skipped)
-                entry = entry.split(",", 1)[0].strip()
-                if n == 1 and not Path(entry).suffix:
-                    continue
+        if lf.suffix.lower() == ".csv":   # a csv (quoting honoured): the first column; a header row is skipped
+            entries = [row[0].strip() for row in csv.reader(lines) if row and row[0].strip()]
+            if entries and not Path(entries[0]).suffix:
+                entries = entries[1:]
+        else:   # one path per line, taken whole ('#' starts a comment line only: names may hold '#' or ',')
+            entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        for entry in entries:
             q = Path(entry)
             q = q if q.is_absolute() else lf.parent / q
             videos.append(q)
@@ -211,20 +213,37 @@ def _fingerprint(settings: ExtractSettings, checkpoint: str, pre) -> dict[str, A
             "mean": list(pre.mean), "std": list(pre.std)}
 
 
-def _settings_problem(out_dir: Path, fingerprint: dict, overwrite: bool) -> str | None:
-    """Why ``out_dir`` cannot take this run (written with other settings), or None."""
+# settings added after the first release: an older extract.json without them had these values
+SETTING_DEFAULTS = {"amp": "none"}
+
+
+def _previous_run(out_dir: Path, fingerprint: dict, videos: list[Path], root: Path,
+                  overwrite: bool) -> tuple[str | None, Path]:
+    """``(problem, root)``: why ``out_dir`` cannot take this run (other settings, or videos outside the folder
+    its files mirror), or None; and the root to lay outputs out by (an earlier run's, so that adding a video
+    never moves the files already written)."""
     path = out_dir / SETTINGS_JSON
     if overwrite or not path.is_file():
-        return None
+        return None, root
     try:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         old = None
-    if old == fingerprint:
-        return None
-    changed = sorted(k for k in fingerprint if not isinstance(old, dict) or old.get(k) != fingerprint[k])
-    return (f"{out_dir}: written with other settings (changed: {', '.join(changed) or 'all'}); "
-            "use another --out, or --overwrite to extract everything again")
+    if not isinstance(old, dict):
+        old = {}
+    changed = sorted(k for k in fingerprint if old.get(k, SETTING_DEFAULTS.get(k)) != fingerprint[k])
+    if changed:
+        return (f"{out_dir}: written with other settings (changed: {', '.join(changed)}); "
+                "use another --out, or --overwrite to extract everything again"), root
+    if old.get("root"):
+        old_root = Path(old["root"])
+        outside = [v for v in videos if not _absolute(v).is_relative_to(old_root)]
+        if outside:
+            return (f"{out_dir}: its files mirror {old_root}, and {outside[0]}"
+                    + (f" (and {len(outside) - 1} more)" if len(outside) > 1 else "")
+                    + " is outside it; use another --out, or --overwrite to lay the folder out again"), root
+        root = old_root
+    return None, root
 
 
 # ---------------------------------------------------------------------------- decoding (in workers)
@@ -242,7 +261,7 @@ class _VideoWindows(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         path = str(self.videos[i])
-        item: dict[str, Any] = {"index": i, "video": path}
+        item: dict[str, Any] = {"index": i, "video": path, "stamp": _video_stamp(path)}
         t0 = time.perf_counter()
         try:
             with open_video(path, self.backend) as reader:
@@ -316,7 +335,8 @@ def _write_features(p: _Pending, meta: dict[str, Any], dtype: torch.dtype) -> No
     tensors["window_end_sec"] = to_sec(bounds[:, 1]).contiguous()
     tensors["frame_indices"] = item["indices"]
     header = {**{k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()},
-              "video": item["video"], "fps": json.dumps(fps), "num_video_frames": json.dumps(item["num_video_frames"])}
+              "video": item["video"], "fps": json.dumps(fps), "num_video_frames": json.dumps(item["num_video_frames"]),
+              "video_stamp": json.dumps(item["stamp"])}
     p.output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(p.output, lambda tmp: save_file(tensors, tmp, metadata=header))
 
@@ -337,8 +357,18 @@ def read_features(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
     return tensors, meta
 
 
+def _video_stamp(path: str | os.PathLike) -> list[int] | None:
+    """``[size, mtime_ns]`` of a video: a rerun extracts a video again when it changed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 def _row_from_file(video: Path, output: Path, out_dir: Path, rank: int) -> dict[str, Any] | None:
-    """The index row of a file an earlier run wrote (None if it cannot be read: extract again)."""
+    """The index row of a file an earlier run wrote; None (extract again) if it cannot be read or the video
+    changed since."""
     from safetensors import safe_open
 
     try:
@@ -346,6 +376,8 @@ def _row_from_file(video: Path, output: Path, out_dir: Path, rank: int) -> dict[
             meta = f.metadata() or {}
             windows = f.get_slice("window_start_frame").get_shape()[0]
         fps, n = json.loads(meta["fps"]), json.loads(meta["num_video_frames"])
+        if json.loads(meta["video_stamp"]) != _video_stamp(video):
+            return None
     except Exception:   # noqa: BLE001 - any unreadable file is simply extracted again
         return None
     return {"video": str(video), "status": "ok", "output": str(output.relative_to(out_dir)), "windows": windows,
@@ -448,6 +480,8 @@ def extract(inputs: Sequence[str | os.PathLike], checkpoint: str | os.PathLike, 
 
     settings = ExtractSettings(tuple(features), parse_span(window, "window"), parse_span(stride, "stride"),
                                dtype, int(batch_size), amp)
+    if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ExtractError(f"--device {device}: no CUDA device here (torch {torch.__version__})")
     info = vdist.init_distributed(str(device) if device is not None else None)
     dev = torch.device(device) if device is not None else info.device
     loaded = load_model(checkpoint, device=dev)
@@ -458,15 +492,16 @@ def extract(inputs: Sequence[str | os.PathLike], checkpoint: str | os.PathLike, 
     videos, root = collect_videos(inputs, list_file)
     out_dir = Path(out_dir)
     fingerprint = _fingerprint(settings, os.fspath(checkpoint), pre)
-    problem = _settings_problem(out_dir, fingerprint, overwrite)   # every rank stops, none waits
+    problem, root = _previous_run(out_dir, fingerprint, videos, root, overwrite)   # every rank stops, none waits
     vdist.barrier()
     if problem:
         raise ExtractError(problem)
     if info.rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(fingerprint, indent=2) + "\n"
+        text = json.dumps({**fingerprint, "root": str(root)}, indent=2) + "\n"
         atomic_write(out_dir / SETTINGS_JSON, lambda tmp: Path(tmp).write_text(text))
-        for stale in out_dir.glob(".index.rank*.jsonl"):   # an interrupted run's rows: its files are reused
+        # an interrupted run's rows and markers (its files are reused)
+        for stale in [*out_dir.glob(".index.rank*.jsonl"), *out_dir.glob(".done.rank*")]:
             stale.unlink()
     vdist.barrier()
     reuse = not overwrite
@@ -576,8 +611,17 @@ def extract(inputs: Sequence[str | os.PathLike], checkpoint: str | os.PathLike, 
         bar.close()
     stats["seconds"] = time.perf_counter() - t_run
     stats["skipped"] = skipped
-    vdist.barrier()
-    rows = _merge_index(out_dir) if info.rank == 0 else None
+    # Done: a marker file, not a collective. Ranks finish far apart on long lists (a barrier would time
+    # out after the process group's 30 min); rank 0 waits for every marker, then merges the index.
+    (out_dir / f".done.rank{info.rank}").touch()
+    rows = None
+    if info.rank == 0:
+        markers = [out_dir / f".done.rank{r}" for r in range(info.world_size)]
+        while not all(m.exists() for m in markers):
+            time.sleep(0.5)
+        rows = _merge_index(out_dir)
+        for m in markers:
+            m.unlink()
     done = stats["ok"] + stats["failed"]
     stats["videos_per_s"] = done / stats["seconds"] if stats["seconds"] > 0 else 0.0
     stats["windows_per_s"] = stats["windows"] / stats["seconds"] if stats["seconds"] > 0 else 0.0

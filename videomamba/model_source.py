@@ -77,14 +77,17 @@ def _official_protocol(source: str, num_frames: int | None, size: int) -> Prepro
 
 
 def load_model(source: str | os.PathLike, device: str | torch.device | None = None,
-               **model_kwargs) -> LoadedModel:
+               model_key: str | None = None, **model_kwargs) -> LoadedModel:
     """Build and load the model ``source`` holds (see the module doc), in eval mode on ``device`` (default
-    CPU). ``model_kwargs`` are extra constructor options that do not change weight shapes (e.g.
+    CPU). ``model_key`` picks the weights of a container (e.g. ``'model_ema'``; default: ``model``/``module``/
+    ``state_dict`` or a flat dict). ``model_kwargs`` are extra constructor options that do not change weight shapes (e.g.
     ``inference_memory='low'``)."""
     import videomamba
 
     src = os.fspath(source)
     if is_model_folder(src):
+        if model_key is not None:
+            raise CheckpointError(src, "a model folder holds one set of weights: no model_key")
         model = from_pretrained(src, **model_kwargs)
         from .pretrained import model_args_of
 
@@ -92,7 +95,7 @@ def load_model(source: str | os.PathLike, device: str | torch.device | None = No
         loaded = LoadedModel(model, src, arch, "folder", model.preprocessing, model.label_names, cfg)
     else:
         obj = read_checkpoint(src)
-        sd = extract_state_dict(obj, source=src)
+        sd = extract_state_dict(obj, model_key, source=src)
         meta = _training_meta(obj)
         data = dict(meta.get("data") or {}) if meta is not None else {}
         if meta is not None:

@@ -38,6 +38,7 @@ FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SAMPLERS = ("sparse", "dense", "ssv2", "lvu")
+CARD_MARK = "Saved by the `videomamba` package"   # a model card we wrote (and may rewrite)
 
 
 @dataclass
@@ -91,6 +92,9 @@ class Preprocessing:
                 v = kw[key]
                 if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)):
                     raise CheckpointError(source, f"preprocessing.{key} must be 3 numbers (RGB), got {v!r}")
+        if kw.get("short_side_size", kw["input_size"]) < kw["input_size"]:
+            raise CheckpointError(source, f"preprocessing.short_side_size={kw['short_side_size']} is smaller than "
+                                  f"input_size={kw['input_size']}: the crop would not fit")
         if kw.get("sampler", "sparse") not in SAMPLERS:
             raise CheckpointError(source, f"preprocessing.sampler={kw['sampler']!r} is not one of {SAMPLERS}")
         kw.setdefault("num_frames", None)
@@ -139,6 +143,12 @@ def model_args_of(model: torch.nn.Module) -> tuple[str, dict[str, Any]]:
         cfg.pop("in_chans")
     if cfg.get("kernel_size") == 1:
         cfg.pop("kernel_size")
+    pe = model.patch_embed
+    stride = tuple(pe.proj.stride[-2:])
+    if stride != tuple(pe.patch_size):   # an overlapping image patch embedding: weights show neither
+        h, w = pe.img_size
+        cfg["img_size"] = h if h == w else [h, w]
+        cfg["stride"] = stride[0] if stride[0] == stride[1] else list(stride)
     cfg.update(_runtime_options(model))
     return name, cfg
 
@@ -156,7 +166,8 @@ def _json_ready(value):
 def _default_preprocessing(model) -> Preprocessing:
     h, w = model.patch_embed.img_size
     if h != w:
-        raise ValueError(f"save_pretrained: input size {(h, w)} is not square; pass preprocessing=")
+        raise ValueError(f"save_pretrained: input size {(h, w)} is not square, and the video test crops are: "
+                         "a model folder holds square-input models only")
     return Preprocessing(num_frames=model.num_frames, input_size=int(h))
 
 
@@ -168,7 +179,7 @@ def _model_card(architecture: str, config: Mapping[str, Any]) -> str:
     task = f"{config['num_classes']}-class {kind} classifier" if config["num_classes"] else f"{kind} backbone (no head)"
     return (f"---\nlicense: apache-2.0\nlibrary_name: timm\ntags:\n- videomamba\n- {kind}-classification\n"
             f"- state-space-model\n---\n\n# {architecture}: VideoMamba {task}\n\n"
-            f"{shape}; source: `{config.get('source') or 'unknown'}`. Saved by the `videomamba` package "
+            f"{shape}; source: `{config.get('source') or 'unknown'}`. {CARD_MARK} "
             "(arXiv 2403.06977).\n\n```python\nimport videomamba\n"
             "model = videomamba.from_pretrained(\"path/to/this/folder\")\n```\n")
 
@@ -190,6 +201,9 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, label_
         preprocessing = getattr(model, "preprocessing", None) or _default_preprocessing(model)
     if isinstance(preprocessing, Mapping):
         preprocessing = Preprocessing.from_dict(preprocessing)
+    if preprocessing.input_size != model.patch_embed.img_size[0]:
+        raise ValueError(f"save_pretrained: preprocessing.input_size={preprocessing.input_size} but the model takes "
+                         f"{model.patch_embed.img_size[0]}px")
     if preprocessing.num_frames != model.num_frames:
         raise ValueError(f"save_pretrained: preprocessing.num_frames={preprocessing.num_frames} but the model "
                          f"takes {model.num_frames} frames")
@@ -230,7 +244,7 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike, label_
     text = json.dumps(config, indent=2) + "\n"
     atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
     card = directory / "README.md"
-    if model_card and not card.exists():
+    if model_card and (not card.exists() or CARD_MARK in card.read_text(errors="replace")):   # never a user's card
         atomic_write(card, lambda tmp: Path(tmp).write_text(_model_card(architecture, config)))
     return directory
 
@@ -283,13 +297,23 @@ def read_folder_config(directory: str | os.PathLike) -> dict[str, Any]:
     pre = cfg.get("preprocessing")
     if pre is None:   # a plain timm folder: its data config, at the model's frames
         pc = cfg.get("pretrained_cfg") or {}
-        size = (pc.get("input_size") or [3, args.get("img_size", 224)])[-1]
+        if not isinstance(pc, dict):
+            raise CheckpointError(path, f"'pretrained_cfg' must be an object, got {type(pc).__name__}")
+        size = pc.get("input_size") or [3, args.get("img_size", 224)]
+        if not (isinstance(size, list) and len(size) == 3):
+            raise CheckpointError(path, f"pretrained_cfg.input_size must be [channels, height, width], got {size!r}")
+        size = size[-1]
         pre = {"num_frames": args.get("num_frames"), "input_size": size,
                **{k: pc[k] for k in ("mean", "std") if k in pc}}
     cfg["preprocessing"] = Preprocessing.from_dict(pre, source=f"{path} key 'preprocessing'")
     if cfg["preprocessing"].num_frames != args.get("num_frames"):
         raise CheckpointError(path, f"preprocessing.num_frames={cfg['preprocessing'].num_frames} but "
                               f"model_args.num_frames={args.get('num_frames')}")
+    img = args.get("img_size", 224)
+    img = img[0] if isinstance(img, (list, tuple)) and len(img) == 2 and img[0] == img[1] else img
+    if cfg["preprocessing"].input_size != img:
+        raise CheckpointError(path, f"preprocessing.input_size={cfg['preprocessing'].input_size} but the model "
+                              f"takes {img}px (model_args.img_size)")
     cfg["num_classes"] = n
     return cfg
 

@@ -286,7 +286,8 @@ class VideoSearch:
             return "Type a description, e.g. *a seven moving left*.", [], []
         t0 = time.perf_counter()
         try:
-            hits = search(query, self.index_dir, top=max(1, int(top)), device=self.device, model=self.model)
+            top = 5 if top is None else max(1, int(top))   # a cleared number box sends None
+            hits = search(query, self.index_dir, top=top, device=self.device, model=self.model)
         except SearchError as err:
             return f"**Cannot search**: {err}", [], []
         ms = 1e3 * (time.perf_counter() - t0)

@@ -295,7 +295,7 @@ def save_checkpoint(model_or_state_dict: torch.nn.Module | Mapping[str, torch.Te
     path = Path(path)
     sd = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, torch.nn.Module) else model_or_state_dict
     tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items() if torch.is_tensor(v)}
-    if path.suffix in (".pth", ".pt", ".bin"):
+    if path.suffix.lower() in (".pth", ".pt", ".bin"):
         atomic_write(path, lambda tmp: torch.save(tensors, tmp))
         return path
     from safetensors.torch import save_file
