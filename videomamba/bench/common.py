@@ -8,7 +8,10 @@ warm-up; on CPU the peak resident set size of a fresh subprocess above its level
 from __future__ import annotations
 
 import json
+import os
 import platform
+import subprocess
+import sys
 import statistics
 import time
 from pathlib import Path
@@ -135,3 +138,26 @@ def try_plot(path: str | Path, draw) -> Path | None:
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def run_one_in_subprocess(module: str, cfg: dict, extra_args=(), env: dict | None = None,
+                          timeout: int = 1800) -> tuple[dict | None, str]:
+    """Run ``python -m module --one JSON [extra_args]`` in a fresh process (so that one measurement's kernel
+    build, caches or allocator state never helps another) with ``os.environ`` updated by ``env``.
+    Returns ``(result, why)``: the last JSON line it printed and ``""``, or None and ``"timeout"`` or
+    ``"exit status N"`` followed by its whole stderr (:func:`last_line` gives the error's last line)."""
+    cmd = [sys.executable, "-m", module, "--one", json.dumps(cfg), *extra_args]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired:
+        return None, "timeout"
+    for line in reversed(r.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line), ""
+    return None, f"exit status {r.returncode}\n{r.stderr or ''}"
+
+
+def last_line(text: str, limit: int = 160) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1][:limit] if lines else ""
+

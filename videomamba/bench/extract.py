@@ -17,12 +17,10 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from .common import machine_description, print_table, write_json
+from .common import last_line, machine_description, print_table, run_one_in_subprocess, write_json
 
 WINDOWS = {"whole": (None, None), "2s/1s": ("2s", "1s")}
 
@@ -61,19 +59,12 @@ def _one(cfg: dict) -> dict:
 
 
 def _measure(cfg: dict, timeout: int = 1800) -> dict:
-    env = dict(os.environ)
-    if cfg.get("arch"):
-        env["VIDEOMAMBA_CPU_ARCH"] = cfg["arch"]
-    cmd = [sys.executable, "-m", "videomamba.bench.extract", "--one", json.dumps(cfg)]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return dict(cfg, status="timeout")
-    for line in reversed(r.stdout.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    err = (r.stderr or "").strip().splitlines()
-    return dict(cfg, status=f"error: {err[-1][:160] if err else r.returncode}")
+    res, why = run_one_in_subprocess("videomamba.bench.extract", cfg,
+                                     env={"VIDEOMAMBA_CPU_ARCH": cfg["arch"]} if cfg.get("arch") else None,
+                                     timeout=timeout)
+    if res is not None:
+        return res
+    return dict(cfg, status="timeout" if why == "timeout" else f"error: {last_line(why)}")
 
 
 def run(device: str = "cpu", models=("videomamba_tiny",), frames: int = 8, size: int = 224, repeats: int = 3,

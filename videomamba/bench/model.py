@@ -19,13 +19,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 
 import torch
 
-from .common import machine_description, median_time, print_table, try_plot, write_json
+from .common import (last_line, machine_description, median_time, print_table, run_one_in_subprocess, try_plot,
+                     write_json)
 
 from . import MODELS  # noqa: E402
 
@@ -128,25 +127,19 @@ def measure_one(cfg: dict) -> dict:
 
 
 def _run_subprocess(cfg: dict, timeout: int, mem_limit_gb: float, for_memory: bool) -> dict:
-    cmd = [sys.executable, "-m", "videomamba.bench.model", "--one", json.dumps(cfg), "--mem-limit-gb", str(mem_limit_gb)]
-    env = dict(os.environ)
-    if cfg.get("arch"):
-        env["VIDEOMAMBA_CPU_ARCH"] = cfg["arch"]
+    env = {"VIDEOMAMBA_CPU_ARCH": cfg["arch"]} if cfg.get("arch") else {}
     if for_memory and cfg["device"] == "cpu":
         # A fixed mmap threshold makes glibc hand every large tensor back to the system when it is freed,
         # so the resident set follows the live tensors. It slows allocation, hence a separate run.
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
+    res, why = run_one_in_subprocess("videomamba.bench.model", cfg, ["--mem-limit-gb", str(mem_limit_gb)], env, timeout)
+    if res is not None:
+        return res
+    if why == "timeout":
         return dict(cfg, status="timeout")
-    for line in reversed(r.stdout.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    err = (r.stderr or "").strip().splitlines()
-    oom = any(k in (r.stderr or "") for k in ("out of memory", "OutOfMemory", "can't allocate", "Cannot allocate",
-                                              "std::bad_alloc", "MemoryError")) or r.returncode in (-9, 137)
-    return dict(cfg, status="OOM" if oom else f"error: {err[-1][:120] if err else r.returncode}")
+    oom = any(k in why for k in ("out of memory", "OutOfMemory", "can't allocate", "Cannot allocate",
+                                 "std::bad_alloc", "MemoryError")) or why.startswith(("exit status -9\n", "exit status 137\n"))
+    return dict(cfg, status="OOM" if oom else f"error: {last_line(why, 120)}")
 
 
 def measure(cfg: dict, timeout: int, mem_limit_gb: float) -> dict:
