@@ -11,6 +11,9 @@ os.environ.setdefault("VIDEOMAMBA_REQUIRE_KERNELS", "1")
 # Without a GPU, run the Triton kernels in Triton's interpreter on CPU tensors (tiny shapes only).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    from triton_interpreter import install as _fast_interpreter   # same results, slices instead of elements
+
+    _fast_interpreter()
 
 DATA = Path(__file__).parent / "data"
 OFFICIAL = DATA / "official"

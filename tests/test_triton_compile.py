@@ -18,19 +18,31 @@ import json, sys, triton
 from triton.backends.compiler import GPUTarget
 from videomamba.ops import selective_scan_triton as S
 
-def compile_kernel(kernel, constexprs, arch):
-    sig = {p.name: "constexpr" if p.is_constexpr else ("*fp32" if p.name.endswith("_ptr") else "i32")
+HALF = ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "add_ptr", "du_ptr", "ddelta_ptr", "dz_ptr",
+        "out_ptr")
+
+def compile_kernel(kernel, constexprs, arch, half=None):
+    sig = {p.name: "constexpr" if p.is_constexpr else
+           ((f"*{half}" if half and p.name in HALF else "*fp32") if p.name.endswith("_ptr") else "i32")
            for p in kernel.params}
     src = triton.compiler.ASTSource(fn=kernel, signature=sig, constexprs=constexprs)
     return len(triton.compile(src, target=GPUTarget("cuda", arch, 32)).asm["cubin"])
 
 results = {}
-for on in (True, False):
-    flags = dict(HAS_D=on, HAS_Z=on, HAS_BIAS=on, SOFTPLUS=on)
-    for arch in (80, 90):
-        results[f"fwd-{on}-sm{arch}"] = compile_kernel(S._scan_fwd_kernel, dict(flags, BLOCK_D=64, BLOCK_N=16), arch)
-    results[f"bwd-{on}-sm90"] = compile_kernel(
-        S._scan_bwd_kernel, dict(flags, HAS_DLAST=on, BLOCK_D=64, BLOCK_N=16, CHUNK_L=S.CHUNK), 90)
+shape = dict(BLOCK_D=8, BLOCK_N=16, T=S.CHUNK)
+# every flag on: Ampere fp32 and Hopper bf16; every flag off: Hopper fp32
+for on, targets in ((True, ((80, None), (90, "bf16"))), (False, ((90, None),))):
+    flags = dict(HAS_BIAS=on, SOFTPLUS=on, REVERSE=on)
+    for arch, half in targets:
+        tag = f"{on}-sm{arch}-{half or 'fp32'}"
+        results[f"summary-{tag}"] = compile_kernel(S._chunk_summary_kernel, dict(flags, ADJOINT=on, HAS_Z=on, **shape),
+                                                   arch, half)
+        results[f"output-{tag}"] = compile_kernel(S._chunk_output_kernel, dict(flags, HAS_D=on, HAS_Z=on,
+                                                                               HAS_ADD=on, **shape), arch, half)
+        results[f"backward-{tag}"] = compile_kernel(S._chunk_backward_kernel, dict(
+            flags, HAS_D=on, HAS_Z=on, HAS_OUT=on, CHANNELS=S.BWD_CHANNELS, **dict(shape, BLOCK_D=4)), arch, half)
+results["carry"] = compile_kernel(S._carry_kernel, dict(FORWARD=True, ADJOINT=True, HAS_H0=True, HAS_DLAST=True,
+                                                      BLOCK=256), 90)
 print(json.dumps(results))
 """
 
@@ -40,4 +52,4 @@ def test_kernels_compile_for_ampere_and_hopper():
     r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     sizes = json.loads(r.stdout.strip().splitlines()[-1])
-    assert len(sizes) == 6 and all(n > 1000 for n in sizes.values()), sizes
+    assert len(sizes) == 10 and all(n > 1000 for n in sizes.values()), sizes

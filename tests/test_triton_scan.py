@@ -1,39 +1,133 @@
-"""The Triton scan at its production launch shape, run by Triton's interpreter on CPU (conftest sets
-TRITON_INTERPRET=1 without a GPU): 64-channel blocks, several blocks per B/C group (the dB/dC partial sums
-reduced across blocks), a length across the backward's chunk boundary, bf16 inputs, both directions."""
+"""The chunk-parallel Triton scan against an fp64 recurrence written here, run by Triton's interpreter on CPU
+(conftest sets TRITON_INTERPRET=1 without a GPU).
+
+Small chunks and channel blocks are forced so that every boundary is crossed: several chunks with a partial
+last one (the cross-chunk carry of states and of adjoints), channel blocks that do not divide a group
+(masked channels), two B/C groups, backward programs summing B/C gradients over several channel blocks,
+both directions, an initial state and the last state's gradient, bf16 inputs.
+"""
 import pytest
 import torch
+import torch.nn.functional as F
 
-from videomamba.ops import selective_scan_fn, selective_scan_ref
 from videomamba.ops.selective_scan import backend_available
 
-from test_kernels_cpu import _close, _grads, scan_inputs
+S = pytest.importorskip("videomamba.ops.selective_scan_triton")
 
-triton_scan = pytest.importorskip("videomamba.ops.selective_scan_triton")
-
-
-def test_production_block_width_is_used():
-    assert triton_scan._block_d(256, 2) == 64            # 128 channels per group: two blocks of 64
-    assert triton_scan._block_d(384, 1) == 64            # VideoMamba-Ti's d_inner
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
-@pytest.mark.parametrize("dtype,reverse", [(torch.float32, False), (torch.float32, True), (torch.bfloat16, False)],
-                         ids=["fp32-forward", "fp32-reverse", "bf16-forward"])
-def test_triton_scan_at_production_width(dtype, reverse):
-    assert backend_available("triton", "cpu")
-    t = scan_inputs(16, 2, dtype, L=19, batch=1, dim=256)   # 2 groups x 2 blocks of 64; chunks of 16: 2
-    gen = torch.Generator().manual_seed(1)
-    g_out = torch.randn(1, 256, 19, generator=gen, dtype=torch.float64)
-    g_last = torch.randn(1, 256, 16, generator=gen, dtype=torch.float64)
-    out, last, grads = _grads(lambda x: selective_scan_fn(**x, delta_softplus=True, return_last_state=True,
-                                                          reverse=reverse, backend="triton"), t, g_out, g_last)
-    e_out, e_last, e_grads = _grads(lambda x: selective_scan_ref(**{k: v.double() for k, v in x.items()},
-                                                                 delta_softplus=True, return_last_state=True,
-                                                                 reverse=reverse), t, g_out, g_last)
-    rtol, atol = (2e-5, 2e-5) if dtype == torch.float32 else (1e-2, 1e-2)
-    assert out.dtype == dtype
-    _close(out, e_out, rtol, atol, "out")
-    _close(last, e_last, 2e-5, 2e-5, "last")
-    for name, g in grads.items():
-        assert g.dtype == t[name].dtype, name
-        _close(g, e_grads[name], rtol, atol, f"d{name}")
+def recurrence(u, delta, A, B, C, D=None, z=None, delta_bias=None, softplus=True, reverse=False, h0=None):
+    """``h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t``, ``y_t = C_t . h_t + D u_t``, gated by silu(z): a plain
+    loop over positions (last to first when ``reverse``), in the inputs' dtype (fp64 here)."""
+    batch, dim, L = u.shape
+    Bg = B.unsqueeze(1) if B.dim() == 3 else B
+    Cg = C.unsqueeze(1) if C.dim() == 3 else C
+    group = torch.arange(dim) // (dim // Bg.shape[1])
+    Bd, Cd = Bg[:, group], Cg[:, group]                       # (batch, dim, N, L): each channel's own B/C
+    dt = delta if delta_bias is None else delta + delta_bias[:, None]
+    dt = F.softplus(dt) if softplus else dt
+    h = torch.zeros(batch, dim, A.shape[1], dtype=u.dtype) if h0 is None else h0
+    ys = [None] * L
+    for t in (range(L - 1, -1, -1) if reverse else range(L)):
+        h = torch.exp(dt[..., t, None] * A) * h + (dt[..., t] * u[..., t])[..., None] * Bd[..., t]
+        ys[t] = (h * Cd[..., t]).sum(-1) + (0 if D is None else D * u[..., t])
+    y = torch.stack(ys, -1)
+    return (y if z is None else y * F.silu(z)), h
+
+
+def make(batch, dim, L, N, groups, seed=0, extras=True):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    bc = (batch, groups, N, L) if groups else (batch, N, L)
+    t = dict(u=r(batch, dim, L), delta=r(batch, dim, L) * 0.5,
+             A=-torch.rand(dim, N, generator=g, dtype=torch.float64) * 2 - 0.05, B=r(*bc), C=r(*bc))
+    if extras:
+        t.update(D=r(dim), z=r(batch, dim, L), delta_bias=r(dim) * 0.3)
+    return t, r(batch, dim, N)
+
+
+def rel_err(actual, expected):
+    return ((actual.double() - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
+
+
+def check(batch, dim, L, N, groups, reverse, dtype, config, extras=True, with_h0=True, softplus=True, seed=0):
+    t, h0 = make(batch, dim, L, N, groups, seed, extras)
+    if dtype != torch.float64:   # the oracle sees the same rounded inputs as the kernel
+        t = {k: (v.to(dtype).double() if k not in ("A", "D", "delta_bias") else v) for k, v in t.items()}
+    leaves = {k: v.clone().requires_grad_() for k, v in t.items()}
+    h0_leaf = h0.clone().requires_grad_() if with_h0 else None
+    y, last = recurrence(**leaves, softplus=softplus, reverse=reverse, h0=h0_leaf)
+    g = torch.Generator().manual_seed(seed + 1)
+    gy, glast = torch.randn(y.shape, generator=g, dtype=torch.float64), torch.randn(last.shape, generator=g,
+                                                                                 dtype=torch.float64)
+    wrt = list(leaves.values()) + ([h0_leaf] if with_h0 else [])
+    expected = torch.autograd.grad((y * gy).sum() + (last * glast).sum(), wrt)
+
+    kin = {k: (v.to(dtype) if k not in ("A", "D", "delta_bias") else v.float()) for k, v in t.items()}
+    h0k = h0.float() if with_h0 else None
+    out, lst = S.scan_fwd(**kin, delta_softplus=softplus, reverse=reverse, initial_state=h0k, _config=config)
+    grads = S.scan_bwd(gy.to(dtype), **kin, delta_softplus=softplus, dlast=glast.float(), reverse=reverse,
+                       initial_state=h0k, return_out=True, _config=config)
+    tol = 2e-5 if dtype == torch.float32 else 1.5e-2
+    assert out.dtype == dtype and lst.dtype == torch.float32
+    assert rel_err(out, y) < tol, ("out", rel_err(out, y))
+    assert rel_err(lst, last) < 2e-5 if dtype == torch.float32 else 1e-2, ("last", rel_err(lst, last))
+    assert rel_err(grads[-1], y) < tol, ("output emitted by the backward", rel_err(grads[-1], y))
+    names = [n for n in GRAD_NAMES if n in t] + (["initial_state"] if with_h0 else [])
+    present = [gr for gr in grads[:8] if gr is not None] + ([grads[8]] if with_h0 else [])
+    assert len(present) == len(names)
+    for name, actual, exp in zip(names, present, expected):
+        assert actual.shape == exp.shape, name
+        if name in t:
+            assert actual.dtype == kin[name].dtype, name
+        assert rel_err(actual, exp) < tol, (name, rel_err(actual, exp))
+
+
+def test_interpreter_is_on():
+    assert backend_available("triton", "cpu"), "conftest sets TRITON_INTERPRET=1: the Triton tests must run here"
+
+
+# dim 12 in 2 groups: 6 channels per group, blocks of 4 (a masked half block per group), backward programs of
+# 4 channels (two per group); L 37 in chunks of 8: 5 chunks, the last with 5 steps.
+CROSSING = dict(T=8, BLOCK_D=4, CHANNELS=4)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_every_output_and_gradient_across_chunks_blocks_and_groups(reverse):
+    check(2, 12, 37, 16, 2, reverse, torch.float32, CROSSING)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_bf16_inputs(reverse):
+    check(1, 12, 29, 16, 2, reverse, torch.bfloat16, CROSSING, seed=3)
+
+
+def test_backward_program_sums_several_channel_blocks():
+    # 10 channels, one group: blocks of 2, backward programs of 8 channels (4 blocks each, the second partial)
+    check(1, 10, 21, 8, 1, False, torch.float32, dict(T=16, BLOCK_D=2, CHANNELS=8), seed=5)
+
+
+def test_without_optional_inputs():
+    # no D / z / bias / softplus / initial state, B and C without a group axis: the other constexpr branches
+    check(1, 8, 19, 4, 0, True, torch.float32, dict(T=8, BLOCK_D=4, CHANNELS=8), extras=False, with_h0=False,
+          softplus=False, seed=7)
+
+
+def test_default_launch_configuration():
+    # the defaults used on a GPU when the autotuner is off: chunks of CHUNK steps, a partial second one
+    check(1, 8, S.CHUNK + 9, 16, 1, False, torch.float32, None, seed=9)
+
+
+def test_add_and_out_arguments():
+    t, h0 = make(1, 8, 21, 16, 1, seed=11)
+    add = torch.randn(1, 8, 21, dtype=torch.float64)
+    z = t.pop("z")
+    y, last = recurrence(**t, h0=h0)
+    expected = (y + add) * F.silu(z)
+    kin = {k: v.float() for k, v in t.items()}
+    out = torch.full((1, 8, 21), float("nan"))
+    res, lst = S.scan_fwd(**kin, z=z.float(), delta_softplus=True, initial_state=h0.float(), out=out,
+                          add=add.float(), _config=dict(T=8, BLOCK_D=4))
+    assert res is out
+    assert rel_err(out, expected) < 2e-5 and rel_err(lst, last) < 2e-5

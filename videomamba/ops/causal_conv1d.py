@@ -3,12 +3,18 @@ kernel (``kernels/cpu/causal_conv1d.cpp``) registered as a torch custom op, and 
 
 ``reverse=True`` gives the anti-causal convolution ``flip(conv(flip(x)))``, which the backward scan
 direction needs; the native kernel computes it in place without the two flip copies.
-Backends: ``auto`` (native for CPU float tensors when it builds, else reference), ``cpu``,
-``reference``; per call with ``backend=`` or globally with ``VIDEOMAMBA_CONV_BACKEND``.
+Backends: ``auto`` (native for CPU float tensors when it builds, Triton for CUDA fp32/bf16/fp16 tensors
+when triton is installed, else reference), ``cpu``, ``triton`` (``causal_conv1d_triton``; CUDA tensors, or CPU
+tensors under ``TRITON_INTERPRET=1`` for tests, only when asked for by name), ``reference``; per call with
+``backend=`` or globally with ``VIDEOMAMBA_CONV_BACKEND``. A backend asked for by name that cannot run raises.
+The Triton kernels run straight from an autograd.Function in eager mode and as the custom ops
+``videomamba::causal_conv1d_triton`` (+ backward) under torch.compile / export, as the scan does.
 """
 from __future__ import annotations
 
 import ctypes
+import functools
+import importlib.util
 import os
 
 import torch
@@ -16,8 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._build import load_native, target_info
+from .scan_op import _eager
 
 ENV_VAR = "VIDEOMAMBA_CONV_BACKEND"
+BACKENDS = ("auto", "cpu", "triton", "reference")
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+TRITON_MAX_K = 8   # causal_conv1d_triton.MAX_K (not imported here: triton may be missing)
 _f = ctypes.POINTER(ctypes.c_float)
 _i64 = ctypes.c_int64
 
@@ -113,16 +123,21 @@ def _setup_context(ctx, inputs, output):
     ctx.silu, ctx.reverse = silu, reverse
 
 
+def _reference_grads(dy, x, weight, bias, silu, reverse):
+    """``(dx, dweight, dbias)`` by differentiating the reference (dbias None without bias)."""
+    xs, ws = x.detach().requires_grad_(True), weight.detach().requires_grad_(True)
+    bs = bias.detach().requires_grad_(True) if bias is not None else None
+    with torch.enable_grad():
+        y = causal_conv1d_ref(xs, ws.reshape(ws.shape[0], -1), bs, "silu" if silu else None, reverse)
+        g = torch.autograd.grad(y, [t for t in (xs, ws, bs) if t is not None], dy)
+    return g[0], g[1], (g[2] if bias is not None else None)
+
+
 def _backward(ctx, dy):
     x, weight, bias = ctx.saved_tensors
     if x.device.type != "cpu" or not native_available():
         # e.g. an exported graph run where the kernel cannot build: differentiate the reference.
-        xs, ws = x.detach().requires_grad_(True), weight.detach().requires_grad_(True)
-        bs = bias.detach().requires_grad_(True) if bias is not None else None
-        with torch.enable_grad():
-            y = causal_conv1d_ref(xs, ws.reshape(ws.shape[0], -1), bs, "silu" if ctx.silu else None, ctx.reverse)
-            g = torch.autograd.grad(y, [t for t in (xs, ws, bs) if t is not None], dy)
-        return g[0], g[1], (g[2] if bias is not None else None), None, None
+        return *_reference_grads(dy, x, weight, bias, ctx.silu, ctx.reverse), None, None
     dx, dw, db = causal_conv1d_backward_op(dy.contiguous(), x, weight, bias, ctx.silu, ctx.reverse)
     return dx, dw, (db if bias is not None else None), None, None
 
@@ -155,6 +170,91 @@ def causal_conv1d_window(x: Tensor, weight: Tensor, bias: Tensor | None, activat
     return y
 
 
+@functools.lru_cache(maxsize=None)
+def _triton_importable() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+@torch.compiler.assume_constant_result
+def triton_available(device_type: str) -> bool:
+    """Whether the Triton kernels can run on tensors of ``device_type`` here (CPU: only in the interpreter)."""
+    if not _triton_importable():
+        return False
+    return device_type == "cuda" or (device_type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+
+
+def _triton_covers(x: Tensor, K: int) -> bool:
+    return x.dtype in TRITON_DTYPES and 1 <= K <= TRITON_MAX_K
+
+
+def _triton_module():
+    from . import causal_conv1d_triton
+
+    return causal_conv1d_triton
+
+
+@torch.library.custom_op("videomamba::causal_conv1d_triton", mutates_args=())
+def causal_conv1d_triton_op(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool, reverse: bool) -> Tensor:
+    if not triton_available(x.device.type):   # e.g. an exported graph run where the kernel cannot
+        return causal_conv1d_ref(x, weight.reshape(weight.shape[0], -1), bias, "silu" if silu else None,
+                                 reverse).contiguous()
+    return _triton_module().conv_fwd(x, weight, bias, silu, reverse)
+
+
+@causal_conv1d_triton_op.register_fake
+def _(x, weight, bias, silu, reverse):
+    return x.new_empty(x.shape)   # the kernel's output is contiguous whatever x's strides
+
+
+@torch.library.custom_op("videomamba::causal_conv1d_triton_backward", mutates_args=())
+def causal_conv1d_triton_backward_op(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool,
+                                     reverse: bool) -> list[Tensor]:
+    if not triton_available(x.device.type):   # _triton_backward routes around this op then
+        raise RuntimeError(f"causal_conv1d_triton_backward: the Triton kernel cannot run on {x.device.type} here")
+    dx, dw, db = _triton_module().conv_bwd(dy, x, weight, bias, silu, reverse)
+    return [dx, dw, db if db is not None else x.new_empty(0)]
+
+
+@causal_conv1d_triton_backward_op.register_fake
+def _(dy, x, weight, bias, silu, reverse):
+    return [x.new_empty(x.shape), weight.new_empty(weight.shape),
+            bias.new_empty(bias.shape) if bias is not None else x.new_empty(0)]
+
+
+def _triton_backward(ctx, dy):
+    x, weight, bias = ctx.saved_tensors
+    if not triton_available(x.device.type):
+        dx, dw, db = _reference_grads(dy, x, weight, bias, ctx.silu, ctx.reverse)
+        return dx, dw, db, None, None
+    dx, dw, db = causal_conv1d_triton_backward_op(dy.contiguous(), x, weight, bias, ctx.silu, ctx.reverse)
+    return dx, dw, (db if bias is not None else None), None, None
+
+
+causal_conv1d_triton_op.register_autograd(_triton_backward, setup_context=_setup_context)
+
+
+class _EagerTritonConv(torch.autograd.Function):
+    """The Triton kernels called straight from autograd in eager mode (no custom-op dispatch cost)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, silu, reverse):
+        ctx.save_for_backward(x, weight, bias)
+        ctx.silu, ctx.reverse = silu, reverse
+        return _triton_module().conv_fwd(x, weight, bias, silu, reverse)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, bias = ctx.saved_tensors
+        dx, dw, db = _triton_module().conv_bwd(dy, x, weight, bias, ctx.silu, ctx.reverse)
+        return dx, dw, db, None, None
+
+
+def _triton_conv(x: Tensor, w2: Tensor, bias: Tensor | None, silu: bool, reverse: bool) -> Tensor:
+    if _eager(x):
+        return _EagerTritonConv.apply(x, w2, bias, silu, reverse)
+    return causal_conv1d_triton_op(x, w2, bias, silu, reverse)
+
+
 def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None,
                      reverse: bool = False, backend: str | None = None) -> Tensor:
     """Depthwise causal conv of ``x (batch, dim, L)`` with ``weight (dim, K)`` or ``(dim, 1, K)``.
@@ -168,8 +268,17 @@ def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Tensor | None = None, acti
     if activation not in (None, "silu", "swish"):
         raise ValueError(f"causal_conv1d_fn: activation must be None, 'silu' or 'swish', got {activation!r}")
     name = backend or os.environ.get(ENV_VAR) or "auto"
-    if name not in ("auto", "cpu", "reference"):
-        raise ValueError(f"causal_conv1d_fn: backend must be auto, cpu or reference, got {name!r}")
+    if name not in BACKENDS:
+        raise ValueError(f"causal_conv1d_fn: backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if name == "triton" or (name == "auto" and x.device.type == "cuda"):
+        if triton_available(x.device.type) and _triton_covers(x, K):
+            return _triton_conv(x, w2, bias, activation is not None, reverse)
+        if name == "triton":
+            raise RuntimeError(
+                f"causal_conv1d_fn: the Triton kernel needs the triton package, CUDA tensors (or CPU tensors "
+                f"with TRITON_INTERPRET=1), fp32/bf16/fp16 x and K <= {TRITON_MAX_K}; got {x.device.type} "
+                f"{x.dtype}, K={K}")
+        return causal_conv1d_ref(x, w2, bias, activation, reverse)
     usable = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
     if name == "cpu" and not (usable and native_available()):
         raise RuntimeError("causal_conv1d_fn: the native CPU kernel is not available for these inputs")

@@ -1,22 +1,45 @@
-"""Selective scan in Triton (CUDA GPUs; CPU tensors under ``TRITON_INTERPRET=1`` for tests).
+"""Selective scan in Triton, parallel over batch, channels and the sequence (CUDA GPUs; CPU tensors under
+``TRITON_INTERPRET=1`` for tests).
 
-Each program owns one batch element and a block of channels that all use the same B/C group, holds
-the ``(BLOCK_D, N)`` state in registers and walks the sequence. The backward never stores the
-``batch*dim*L*N`` states: a first sweep keeps one state every ``CHUNK`` steps (``batch*dim*L*N/CHUNK``
-values, with CHUNK = 16 and N = 16 that is ``batch*dim*L``), then the reverse sweep recomputes one
-chunk at a time into a small per-program scratch buffer and runs the adjoint recurrence over it.
-B/C gradients are reduced over the channel block inside the program and over blocks by the caller,
-so the result is deterministic (no atomics).
+The recurrence ``h_t = a_t * h_{t-1} + b_t`` (``a_t = exp(dt_t * A)``, ``b_t = dt_t * u_t * B_t``, one per
+channel d and state n) is cut into chunks of ``T`` steps. Three launches:
+
+1. **summary** (grid: channel blocks x chunks x batch): per chunk, the state it would end in from a zero
+   start, ``S = sum_t exp(A * (dt_{t+1} + ... + dt_end)) * b_t``, and its total decay ``P = exp(A * sum dt)``.
+   Closed forms from a cumulative sum of dt: no scan needed here.
+2. **carry** (grid: batch x channels x states, serial over chunks): ``h_in[c+1] = P_c * h_in[c] + S_c`` from
+   the initial state; the state after the last chunk is the returned last state. Tiny: ``L/T`` steps.
+3. **output** (same grid as 1): each chunk scans its ``(BLOCK_D, N, T)`` tile with ``tl.associative_scan``
+   over the pairs ``(a_t, b_t)``, adds ``cumprod(a) * h_in``, contracts with ``C``, adds ``D * u`` (and an
+   optional addend), gates with ``silu(z)``.
+
+The backward is the same shape. The adjoint ``g_t = C_t * dy_t + a_{t+1} * g_{t+1}`` runs right to left;
+its chunk summary ``X = sum_t exp(A * (dt_start + ... + dt_t)) * C_t * dy_t`` comes from the same launch as
+the forward summary, the carry launch runs both carries, and the last launch recomputes each chunk's states
+(never storing ``batch*dim*L*N`` values) and its adjoints. The adjoint scan reads its tile in reversed step
+order and scans it forward, so no reverse scan is needed (``associative_scan(reverse=True)`` has had
+ordering bugs on GPUs); one ``tl.flip`` brings ``a_t * h_{t-1}`` into that order. B/C gradients are summed
+over a block of channels in registers and over blocks and chunks by torch: deterministic, no atomics.
+
+``reverse=True`` scans from the last position to the first: only the step -> position map changes.
+Inputs fp32 / bf16 / fp16 (loaded and computed in fp32); state and carries fp32.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
 import triton.language as tl
 
-CHUNK = 16
+CHUNK = 64            # steps per chunk of the forward (a power of two: the flip and the scan need it)
+BWD_CHUNK = 32        # ... of the backward, whose program holds ~3x as many tiles (no register spills at 32)
+BWD_CHANNELS = 32     # channels whose B/C gradients one backward program sums in registers
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_INTERPRETED_BLOCK_D = 32
 
 
+# ---------------------------------------------------------------------------------------------- helpers
 @triton.jit
 def _softplus(x):
     # max(x, 0) + log1p(exp(-|x|)), with log1p by Goldberg's trick (accurate for very negative x)
@@ -33,263 +56,433 @@ def _sigmoid(x):
 
 
 @triton.jit
-def _block_setup(A_ptr, D_ptr, bias_ptr, dim, L, N, G, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-                 BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    """This program's batch element, channel block (all in one B/C group), masks and per-channel params."""
-    pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d = offs_d < dim
-    mask_n = offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    g = (pid_d * BLOCK_D) // (dim // G)
-    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    else:
-        Dv = tl.zeros([BLOCK_D], tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    else:
-        bias = tl.zeros([BLOCK_D], tl.float32)
-    row = (pid_b * dim + offs_d) * L
-    bc = ((pid_b * G + g) * N + offs_n) * L
-    return pid_b, pid_d, offs_d, offs_n, mask_d, mask_n, mask_dn, A, Dv, bias, row, bc
+def _affine_combine(a1, b1, a2, b2):
+    # apply (a1, b1) then (a2, b2):  h -> a2 * (a1 * h + b1) + b2
+    return a1 * a2, a2 * b1 + b2
 
 
 @triton.jit
-def _step(h, t, u_ptr, delta_ptr, B_ptr, A, bias, row, bc, mask_d, mask_n, SOFTPLUS: tl.constexpr):
-    """One recurrence step at position t: returns the new state and u_t."""
-    u = tl.load(u_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
-    dt = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32) + bias
+def _channels(pid_gd, dim, G, BLOCK_D: tl.constexpr):
+    """Channel offsets and mask of block ``pid_gd`` (blocks never span two B/C groups) and its group."""
+    per_group = dim // G
+    n_db = (per_group + BLOCK_D - 1) // BLOCK_D
+    g = pid_gd // n_db
+    local = (pid_gd % n_db) * BLOCK_D + tl.arange(0, BLOCK_D)
+    return g * per_group + local, local < per_group, g
+
+
+@triton.jit
+def _steps(pid_c, L, T: tl.constexpr, REVERSE: tl.constexpr, BACKWARDS: tl.constexpr):
+    """The chunk's steps (``BACKWARDS``: last step first), their mask and positions in the sequence."""
+    if BACKWARDS:
+        steps = pid_c * T + (T - 1) - tl.arange(0, T)
+    else:
+        steps = pid_c * T + tl.arange(0, T)
+    if REVERSE:
+        pos = L - 1 - steps
+    else:
+        pos = steps
+    return steps, steps < L, pos
+
+
+@triton.jit
+def _load_dt(delta_ptr, bias, rows, pos, mask, SOFTPLUS: tl.constexpr):
+    """dt (fp32) at (rows, pos); 0 where masked, so padded steps and channels leave the state unchanged."""
+    dt = tl.load(delta_ptr + rows[:, None] + pos[None, :], mask=mask, other=0.0).to(tl.float32) + bias[:, None]
     if SOFTPLUS:
         dt = _softplus(dt)
-    Bt = tl.load(B_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
-    return tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :], u
+    return tl.where(mask, dt, 0.0)
 
 
 @triton.jit
-def _initial_state(h0_ptr, pid_b, dim, N, offs_d, offs_n, mask_dn, HAS_H0: tl.constexpr,
-                   BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    if HAS_H0:
-        return tl.load(h0_ptr + (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0)
-    return tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+def _load_channels(ptr, offs_d, mask_d, PRESENT: tl.constexpr, BLOCK_D: tl.constexpr):
+    """A per-channel vector (D, the dt bias) in fp32, or zeros when absent."""
+    if PRESENT:
+        return tl.load(ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    return tl.zeros([BLOCK_D], tl.float32)
 
 
 @triton.jit
-def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, out_ptr, last_ptr,
-                     dim, L, N, G,
-                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                     SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    pid_b, pid_d, offs_d, offs_n, mask_d, mask_n, mask_dn, A, Dv, bias, row, bc = _block_setup(
-        A_ptr, D_ptr, bias_ptr, dim, L, N, G, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
-    h = _initial_state(h0_ptr, pid_b, dim, N, offs_d, offs_n, mask_dn, HAS_H0, BLOCK_D, BLOCK_N)
-    for t in range(0, L):
-        h, u = _step(h, t, u_ptr, delta_ptr, B_ptr, A, bias, row, bc, mask_d, mask_n, SOFTPLUS)
-        Ct = tl.load(C_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
-        y = tl.sum(h * Ct[None, :], axis=1) + Dv * u
-        if HAS_Z:
-            zt = tl.load(z_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
-            y = y * zt * _sigmoid(zt)
-        tl.store(out_ptr + row + t, y, mask=mask_d)
-    tl.store(last_ptr + (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :], h, mask=mask_dn)
+def _load_rows(ptr, rows, pos, mask):
+    return tl.load(ptr + rows[:, None] + pos[None, :], mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, dout_ptr, dlast_ptr,
-                     ckpt_ptr, scratch_ptr,
-                     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr, out_ptr, dh0_ptr,
-                     dim, L, N, G, n_chunks, n_dblocks,
-                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, HAS_H0: tl.constexpr, HAS_OUT: tl.constexpr,
-                     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK_L: tl.constexpr):
-    pid_b, pid_d, offs_d, offs_n, mask_d, mask_n, mask_dn, A, Dv, bias, row, bc = _block_setup(
-        A_ptr, D_ptr, bias_ptr, dim, L, N, G, HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
-    tile = tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + offs_n[None, :]
-    prog = pid_b * n_dblocks + pid_d
-    ckpt = ckpt_ptr + prog * n_chunks * BLOCK_D * BLOCK_N       # state entering each chunk
-    scratch = scratch_ptr + prog * CHUNK_L * BLOCK_D * BLOCK_N  # the states of one chunk
-    part = (pid_b * n_dblocks + pid_d) * N                      # this block's dB/dC partial sums
+def _dy_pre(dout_ptr, z_ptr, rows, pos, mask, HAS_Z: tl.constexpr):
+    """Gradient reaching the ungated output: ``dout * silu(z)``."""
+    dy = _load_rows(dout_ptr, rows, pos, mask)
+    if HAS_Z:
+        zt = _load_rows(z_ptr, rows, pos, mask)
+        dy = dy * zt * _sigmoid(zt)
+    return dy
 
-    # Sweep 1: keep the state entering every chunk.
-    h = _initial_state(h0_ptr, pid_b, dim, N, offs_d, offs_n, mask_dn, HAS_H0, BLOCK_D, BLOCK_N)
-    for t in range(0, L):
-        if t % CHUNK_L == 0:
-            tl.store(ckpt + (t // CHUNK_L) * BLOCK_D * BLOCK_N + tile, h)
-        h, u = _step(h, t, u_ptr, delta_ptr, B_ptr, A, bias, row, bc, mask_d, mask_n, SOFTPLUS)
-    tl.debug_barrier()
 
-    # Sweep 2: chunks in reverse; recompute the chunk's states, then the adjoint recurrence.
-    if HAS_DLAST:
-        gst = tl.load(dlast_ptr + (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0)
+# ---------------------------------------------------------------------------------------------- kernels
+@triton.jit
+def _chunk_summary_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, bias_ptr, dout_ptr, z_ptr,
+                          P_ptr, S_ptr, X_ptr,
+                          dim, L, N, G, n_chunks,
+                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
+                          ADJOINT: tl.constexpr, HAS_Z: tl.constexpr,
+                          BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
+    """Per chunk: total decay P, state S from a zero start and (``ADJOINT``) the adjoint X it sends left."""
+    pid_gd, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    offs_d, mask_d, g = _channels(pid_gd, dim, G, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    steps, mask_t, pos = _steps(pid_c, L, T, REVERSE, False)
+    mask = mask_d[:, None] & mask_t[None, :]
+    mask_nt = mask_n[:, None] & mask_t[None, :]
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    bias = _load_channels(bias_ptr, offs_d, mask_d, HAS_BIAS, BLOCK_D)
+    rows = (pid_b * dim + offs_d) * L
+    bc = ((pid_b * G + g) * N + offs_n) * L
+
+    dt = _load_dt(delta_ptr, bias, rows, pos, mask, SOFTPLUS)
+    u = _load_rows(u_ptr, rows, pos, mask)
+    Bt = _load_rows(B_ptr, bc, pos, mask_nt)
+    cum = tl.cumsum(dt, axis=1)                       # dt summed from the chunk's first step to t
+    total = tl.sum(dt, axis=1)
+    after = total[:, None] - cum                      # dt summed over the steps after t
+    decay_after = tl.exp(A[:, :, None] * after[:, None, :])
+    S = tl.sum(decay_after * (dt * u)[:, None, :] * Bt[None, :, :], axis=2)
+    out = ((pid_b * n_chunks + pid_c) * dim + offs_d)[:, None] * N + offs_n[None, :]
+    tl.store(P_ptr + out, tl.exp(A * total[:, None]), mask=mask_dn)
+    tl.store(S_ptr + out, S, mask=mask_dn)
+    if ADJOINT:
+        dy = _dy_pre(dout_ptr, z_ptr, rows, pos, mask, HAS_Z)
+        Ct = _load_rows(C_ptr, bc, pos, mask_nt)
+        X = tl.sum(tl.exp(A[:, :, None] * cum[:, None, :]) * dy[:, None, :] * Ct[None, :, :], axis=2)
+        tl.store(X_ptr + out, X, mask=mask_dn)
+
+
+@triton.jit
+def _carry_kernel(P_ptr, S_ptr, X_ptr, h0_ptr, dlast_ptr, last_ptr, dh0_ptr, dim, N, n_chunks,
+                  FORWARD: tl.constexpr, ADJOINT: tl.constexpr, HAS_H0: tl.constexpr, HAS_DLAST: tl.constexpr,
+                  BLOCK: tl.constexpr):
+    """Serial over chunks, parallel over (batch, channel, state). Overwrites S with the state entering each
+    chunk (``FORWARD``) and X with the adjoint entering each chunk from its right (``ADJOINT``)."""
+    pid, pid_b = tl.program_id(0), tl.program_id(1)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < dim * N
+    stride = dim * N
+    base = pid_b * n_chunks * stride + offs
+    if FORWARD:
+        if HAS_H0:
+            h = tl.load(h0_ptr + pid_b * stride + offs, mask=mask, other=0.0).to(tl.float32)
+        else:
+            h = tl.zeros([BLOCK], tl.float32)
+        for c in range(0, n_chunks):
+            p = tl.load(P_ptr + base + c * stride, mask=mask, other=0.0)
+            s = tl.load(S_ptr + base + c * stride, mask=mask, other=0.0)
+            tl.store(S_ptr + base + c * stride, h, mask=mask)
+            h = p * h + s
+        tl.store(last_ptr + pid_b * stride + offs, h, mask=mask)
+    if ADJOINT:
+        if HAS_DLAST:
+            gc = tl.load(dlast_ptr + pid_b * stride + offs, mask=mask, other=0.0).to(tl.float32)
+        else:
+            gc = tl.zeros([BLOCK], tl.float32)
+        for ci in range(0, n_chunks):
+            c = n_chunks - 1 - ci
+            p = tl.load(P_ptr + base + c * stride, mask=mask, other=0.0)
+            x = tl.load(X_ptr + base + c * stride, mask=mask, other=0.0)
+            tl.store(X_ptr + base + c * stride, gc, mask=mask)
+            gc = x + p * gc
+        if HAS_H0:   # what the first step sends left is the gradient of the initial state
+            tl.store(dh0_ptr + pid_b * stride + offs, gc, mask=mask)
+
+
+@triton.jit
+def _chunk_states(u, dt, Bt, A, hin):
+    """States of one chunk ``(BLOCK_D, BLOCK_N, T)`` from the state entering it, and their inputs b_t."""
+    a = tl.exp(A[:, :, None] * dt[:, None, :])
+    b = (dt * u)[:, None, :] * Bt[None, :, :]
+    decay, h_local = tl.associative_scan((a, b), 2, _affine_combine)
+    return h_local + decay * hin[:, :, None], b
+
+
+@triton.jit
+def _chunk_output_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, add_ptr, hin_ptr, out_ptr,
+                         dim, L, N, G, n_chunks,
+                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr,
+                         SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
+                         BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
+    """``out = ((C . h) + D * u + add) * silu(z)`` for one chunk, from the state entering it."""
+    pid_gd, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    offs_d, mask_d, g = _channels(pid_gd, dim, G, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    steps, mask_t, pos = _steps(pid_c, L, T, REVERSE, False)
+    mask = mask_d[:, None] & mask_t[None, :]
+    mask_nt = mask_n[:, None] & mask_t[None, :]
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    bias = _load_channels(bias_ptr, offs_d, mask_d, HAS_BIAS, BLOCK_D)
+    rows = (pid_b * dim + offs_d) * L
+    bc = ((pid_b * G + g) * N + offs_n) * L
+    hin = tl.load(hin_ptr + ((pid_b * n_chunks + pid_c) * dim + offs_d)[:, None] * N + offs_n[None, :],
+                  mask=mask_dn, other=0.0)
+
+    dt = _load_dt(delta_ptr, bias, rows, pos, mask, SOFTPLUS)
+    u = _load_rows(u_ptr, rows, pos, mask)
+    h, _ = _chunk_states(u, dt, _load_rows(B_ptr, bc, pos, mask_nt), A, hin)
+    y = tl.sum(h * _load_rows(C_ptr, bc, pos, mask_nt)[None, :, :], axis=1)
+    if HAS_D:
+        y += tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[:, None] * u
+    if HAS_ADD:
+        y += _load_rows(add_ptr, rows, pos, mask)
+    if HAS_Z:
+        zt = _load_rows(z_ptr, rows, pos, mask)
+        y = y * zt * _sigmoid(zt)
+    tl.store(out_ptr + rows[:, None] + pos[None, :], y, mask=mask)
+
+
+@triton.jit
+def _chunk_backward_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr,
+                           hin_ptr, gin_ptr,
+                           du_ptr, ddelta_ptr, dz_ptr, out_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dC_ptr,
+                           dim, L, N, G, n_cb, n_chunks,
+                           HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                           SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, HAS_OUT: tl.constexpr,
+                           BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr,
+                           CHANNELS: tl.constexpr):
+    """Gradients of one chunk for ``CHANNELS`` channels of one group, ``BLOCK_D`` at a time (their B/C
+    gradients summed here): recompute the states from the carried state, the adjoints from the carried one."""
+    pid_gd, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    steps, mask_t, pos = _steps(pid_c, L, T, REVERSE, False)           # forward step order
+    rsteps, rmask_t, rpos = _steps(pid_c, L, T, REVERSE, True)         # the same steps, last first
+    # the step after each one (in the same chunk and sequence); the chunk's last step has none here: the
+    # carried adjoint already holds what comes from the right
+    nsteps = rsteps + 1
+    nmask_t = (nsteps < L) & (nsteps < (pid_c + 1) * T)
+    if REVERSE:
+        npos = L - 1 - nsteps
     else:
-        gst = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-    dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for ci in range(0, n_chunks):
-        c = n_chunks - 1 - ci
-        t0 = c * CHUNK_L
-        h = tl.load(ckpt + c * BLOCK_D * BLOCK_N + tile)
-        for k in range(0, CHUNK_L):
-            t = t0 + k
-            if t < L:
-                h, u = _step(h, t, u_ptr, delta_ptr, B_ptr, A, bias, row, bc, mask_d, mask_n, SOFTPLUS)
-                tl.store(scratch + k * BLOCK_D * BLOCK_N + tile, h)
-        tl.debug_barrier()
-        for kk in range(0, CHUNK_L):
-            k = CHUNK_L - 1 - kk
-            t = t0 + k
-            if t < L:
-                u = tl.load(u_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
-                raw = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32) + bias
-                dt = _softplus(raw) if SOFTPLUS else raw
-                Bt = tl.load(B_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
-                Ct = tl.load(C_ptr + bc + t, mask=mask_n, other=0.0).to(tl.float32)
-                ht = tl.load(scratch + k * BLOCK_D * BLOCK_N + tile)
-                if k > 0:
-                    hprev = tl.load(scratch + (k - 1) * BLOCK_D * BLOCK_N + tile)
-                else:
-                    hprev = tl.load(ckpt + c * BLOCK_D * BLOCK_N + tile)
-                dA_t = tl.exp(dt[:, None] * A)
-                dy = tl.load(dout_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
-                if HAS_Z or HAS_OUT:
-                    y = tl.sum(ht * Ct[None, :], axis=1) + Dv * u
-                if HAS_Z:
-                    zt = tl.load(z_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
-                    s = _sigmoid(zt)
-                    tl.store(dz_ptr + row + t, dy * y * s * (1.0 + zt * (1.0 - s)), mask=mask_d)
-                    dy = dy * zt * s
-                    y = y * zt * s
-                if HAS_OUT:   # the forward output, for a caller that would otherwise scan forward again
-                    tl.store(out_ptr + row + t, y, mask=mask_d)
-                dD_acc += dy * u
-                gn = gst + dy[:, None] * Ct[None, :]
-                gn = tl.where(mask_dn, gn, 0.0)
-                tl.store(dC_ptr + (part + offs_n) * L + t, tl.sum(dy[:, None] * ht, axis=0), mask=mask_n)
-                tl.store(dB_ptr + (part + offs_n) * L + t, tl.sum(gn * (dt * u)[:, None], axis=0), mask=mask_n)
-                gh = gn * dA_t * hprev
-                ddt = tl.sum(gn * (u[:, None] * Bt[None, :]) + gh * A, axis=1)
-                tl.store(du_ptr + row + t, dy * Dv + dt * tl.sum(gn * Bt[None, :], axis=1), mask=mask_d)
-                dA_acc += gh * dt[:, None]
-                gst = gn * dA_t
-                if SOFTPLUS:
-                    ddt = tl.where(raw > 20.0, ddt, ddt * _sigmoid(raw))
-                tl.store(ddelta_ptr + row + t, ddt, mask=mask_d)
-                dbias_acc += ddt
-        tl.debug_barrier()
-    tl.store(dA_ptr + (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :], dA_acc, mask=mask_dn)
-    if HAS_H0:   # the adjoint after the first step is the gradient of the state before it
-        tl.store(dh0_ptr + (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :], gst, mask=mask_dn)
-    tl.store(dD_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
-    tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
-
-
-def _block_d(dim: int, G: int) -> int:
-    """Largest power of two <= 64 dividing the channels of one group, so a block never spans groups."""
+        npos = nsteps
+    mask_nt = mask_n[:, None] & mask_t[None, :]
+    rmask_nt = mask_n[:, None] & rmask_t[None, :]
     per_group = dim // G
-    b = 1
-    while b < 64 and per_group % (b * 2) == 0:
-        b *= 2
-    return b
+    g = pid_gd // n_cb
+    bc = ((pid_b * G + g) * N + offs_n) * L
+    Bt = _load_rows(B_ptr, bc, pos, mask_nt)
+    Ct = _load_rows(C_ptr, bc, pos, mask_nt)
+    rBt = _load_rows(B_ptr, bc, rpos, rmask_nt)
+    rCt = _load_rows(C_ptr, bc, rpos, rmask_nt)
+    dC_acc = tl.zeros([BLOCK_N, T], tl.float32)      # forward step order
+    dB_acc = tl.zeros([BLOCK_N, T], tl.float32)      # last step first
+    for sb in range(0, CHANNELS // BLOCK_D):
+        local = (pid_gd % n_cb) * CHANNELS + sb * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = local < per_group
+        offs_d = g * per_group + local
+        mask = mask_d[:, None] & mask_t[None, :]
+        rmask = mask_d[:, None] & rmask_t[None, :]
+        nmask = mask_d[:, None] & nmask_t[None, :]
+        mask_dn = mask_d[:, None] & mask_n[None, :]
+        A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+        bias = _load_channels(bias_ptr, offs_d, mask_d, HAS_BIAS, BLOCK_D)
+        Dv = _load_channels(D_ptr, offs_d, mask_d, HAS_D, BLOCK_D)
+        rows = (pid_b * dim + offs_d) * L
+        carried = ((pid_b * n_chunks + pid_c) * dim + offs_d)[:, None] * N + offs_n[None, :]
+
+        # Forward step order: states, output, dC, dz, and a_t * h_{t-1} = h_t - b_t for the decay gradients.
+        dt = _load_dt(delta_ptr, bias, rows, pos, mask, SOFTPLUS)
+        u = _load_rows(u_ptr, rows, pos, mask)
+        h, b = _chunk_states(u, dt, Bt, A, tl.load(hin_ptr + carried, mask=mask_dn, other=0.0))
+        y = tl.sum(h * Ct[None, :, :], axis=1) + Dv[:, None] * u
+        dy = _load_rows(dout_ptr, rows, pos, mask)
+        if HAS_Z:
+            zt = _load_rows(z_ptr, rows, pos, mask)
+            s = _sigmoid(zt)
+            tl.store(dz_ptr + rows[:, None] + pos[None, :], dy * y * s * (1.0 + zt * (1.0 - s)), mask=mask)
+            dy = dy * zt * s
+            y = y * zt * s
+        if HAS_OUT:   # the forward output, for a caller that would otherwise scan forward again
+            tl.store(out_ptr + rows[:, None] + pos[None, :], y, mask=mask)
+        dC_acc += tl.sum(dy[:, None, :] * h, axis=0)
+        dD_part = tl.sum(dy * u, axis=1)
+        decayed_prev = tl.flip(h - b, 2)                  # a_t * h_{t-1}, last step first
+
+        # Last step first: the adjoint g_t = C_t dy_t + a_{t+1} g_{t+1} as a forward scan over reversed steps.
+        rdt = _load_dt(delta_ptr, bias, rows, rpos, rmask, SOFTPLUS)
+        ru = _load_rows(u_ptr, rows, rpos, rmask)
+        rdy = _dy_pre(dout_ptr, z_ptr, rows, rpos, rmask, HAS_Z)
+        ndt = _load_dt(delta_ptr, bias, rows, npos, nmask, SOFTPLUS)   # 0 where there is no next step: a = 1
+        a_next = tl.exp(A[:, :, None] * ndt[:, None, :])
+        prod, g_local = tl.associative_scan((a_next, rdy[:, None, :] * rCt[None, :, :]), 2, _affine_combine)
+        gadj = g_local + prod * tl.load(gin_ptr + carried, mask=mask_dn, other=0.0)[:, :, None]
+        dB_acc += tl.sum(gadj * (rdt * ru)[:, None, :], axis=0)
+        gh = gadj * decayed_prev
+        ddt = tl.sum(gadj * ru[:, None, :] * rBt[None, :, :] + gh * A[:, :, None], axis=1)
+        tl.store(du_ptr + rows[:, None] + rpos[None, :], rdy * Dv[:, None] + rdt * tl.sum(gadj * rBt[None, :, :], 1),
+                 mask=rmask)
+        dA_part = tl.sum(gh * rdt[:, None, :], axis=2)
+        if SOFTPLUS:
+            raw = _load_rows(delta_ptr, rows, rpos, rmask) + bias[:, None]
+            ddt = tl.where(raw > 20.0, ddt, ddt * _sigmoid(raw))
+        ddt = tl.where(rmask, ddt, 0.0)
+        tl.store(ddelta_ptr + rows[:, None] + rpos[None, :], ddt, mask=rmask)
+        tl.store(dA_ptr + carried, dA_part, mask=mask_dn)
+        part = (pid_b * n_chunks + pid_c) * dim + offs_d
+        tl.store(dD_ptr + part, dD_part, mask=mask_d)
+        tl.store(dbias_ptr + part, tl.sum(ddt, axis=1), mask=mask_d)
+    # this program's share of dB/dC at each position (summed over its channels); torch sums the shares
+    share = ((pid_b * G + g) * n_cb + pid_gd % n_cb) * N + offs_n
+    tl.store(dC_ptr + share[:, None] * L + pos[None, :], dC_acc, mask=mask_nt)
+    tl.store(dB_ptr + share[:, None] * L + rpos[None, :], dB_acc, mask=rmask_nt)
+
+
+# ---------------------------------------------------------------------------------------------- launch
+def _configs(kind):
+    """The autotuner's space: channels per program (x N states x T steps in registers) and warps; the pairs
+    that ptxas compiles without register spills for N = 16 on sm_90 (larger blocks spill)."""
+    pairs = ((4, 4), (4, 8), (8, 8)) if kind == "fwd" else ((2, 4), (2, 8), (4, 4), (4, 8), (8, 8))
+    return [triton.Config({"BLOCK_D": bd}, num_warps=w) for bd, w in pairs]
+
+
+class _Launcher:
+    """A kernel with BLOCK_D / num_warps autotuned per shape on a GPU, or fixed (interpreter, tests)."""
+
+    def __init__(self, fn, kind, key):
+        self.fn = fn
+        self.tuned = None if _INTERPRET else triton.autotune(configs=_configs(kind), key=key)(fn)
+
+    def __call__(self, grid, args, meta, config=None):
+        if config is None and self.tuned is not None:
+            return self.tuned[grid](*args, **meta)
+        # Interpreted (no autotuner): wide blocks, since its cost grows with programs x operations.
+        cfg = dict(config) if config is not None else {"BLOCK_D": _INTERPRETED_BLOCK_D}
+        warps = cfg.pop("num_warps", 4)
+        meta = dict(meta, **cfg)
+        return self.fn[grid(meta)](*args, **meta, num_warps=warps)
+
+
+_summary = _Launcher(_chunk_summary_kernel, "fwd", ["dim", "L", "N", "ADJOINT"])
+_output = _Launcher(_chunk_output_kernel, "fwd", ["dim", "L", "N"])
+_backward = _Launcher(_chunk_backward_kernel, "bwd", ["dim", "L", "N"])
 
 
 def _prep(u, delta, A, B, C, D, z, delta_bias):
-    f32 = lambda t: None if t is None else t.contiguous()  # noqa: E731  (kernels upcast on load)
+    """Contiguous inputs (kernels upcast on load), B/C with a group axis."""
+    c = lambda t: None if t is None else t.contiguous()  # noqa: E731
     Bg = B.unsqueeze(1) if B.dim() == 3 else B
     Cg = C.unsqueeze(1) if C.dim() == 3 else C
-    return f32(u), f32(delta), A.float().contiguous(), Bg.contiguous(), Cg.contiguous(), \
-        None if D is None else D.float().contiguous(), f32(z), \
+    return c(u), c(delta), A.float().contiguous(), Bg.contiguous(), Cg.contiguous(), \
+        None if D is None else D.float().contiguous(), c(z), \
         None if delta_bias is None else delta_bias.float().contiguous()
 
 
-def _flip(t):
-    return t if t is None or t.dim() < 3 else t.flip(-1)
+def _block_grid(batch, dim, G, n_chunks):
+    per_group = dim // G
+    return lambda meta: (G * triton.cdiv(per_group, meta["BLOCK_D"]), n_chunks, batch)
+
+
+def _split(config, chunk=CHUNK):
+    """``(T, kernel config or None)`` from a test's ``_config``."""
+    if config is None:
+        return chunk, None
+    return config.get("T", chunk), {k: v for k, v in config.items() if k not in ("T", "CHANNELS")}
+
+
+def _carry(P, S, X, h0, dlast, batch, dim, N, n_chunks, forward, adjoint):
+    f = dict(device=P.device, dtype=torch.float32)
+    last = torch.empty(batch, dim, N, **f) if forward else None
+    dh0 = torch.empty(batch, dim, N, **f) if (adjoint and h0 is not None) else None
+    block = 256
+    opt = lambda t: t if t is not None else P  # noqa: E731  (absent pointers are never read)
+    _carry_kernel[(triton.cdiv(dim * N, block), batch)](
+        P, opt(S), opt(X), opt(h0), opt(dlast), opt(last), opt(dh0), dim, N, n_chunks,
+        FORWARD=forward, ADJOINT=adjoint, HAS_H0=h0 is not None, HAS_DLAST=dlast is not None, BLOCK=block)
+    return last, dh0
 
 
 def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False,
-             initial_state=None, out=None, add=None):
-    if add is not None:   # (the CPU kernel's extra: added before the gate; here with torch ops)
-        res, last = scan_fwd(u, delta, A, B, C, D, None, delta_bias, delta_softplus, reverse, initial_state)
-        res = res + add
-        if z is not None:
-            res = res * torch.nn.functional.silu(z.to(res.dtype))
-        return (res if out is None else out.copy_(res)), last
-    if out is not None:   # (the CPU kernel's signature; here the result is copied)
-        res, last = scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, initial_state)
-        return out.copy_(res), last
-    if reverse:   # the GPU kernel scans forward only; flips are cheap next to the scan there
-        out, last = scan_fwd(_flip(u), _flip(delta), A, _flip(B), _flip(C), D, _flip(z), delta_bias, delta_softplus,
-                             initial_state=initial_state)
-        return out.flip(-1), last
+             initial_state=None, out=None, add=None, _config=None):
+    """``(out, last_state)``: ``out`` in u's dtype (or written into the given ``out``), last state fp32.
+    ``add`` (u's shape) is added before the gate. ``_config`` (tests): ``{"T": steps per chunk, "BLOCK_D":
+    channels per program, "num_warps": w}`` instead of the defaults / the autotuner."""
     batch, dim, L = u.shape
     N = A.shape[1]
     uu, dd, AA, BB, CC, DD, zz, bb = _prep(u, delta, A, B, C, D, z, delta_bias)
     G = BB.shape[1]
-    out = torch.empty(batch, dim, L, device=u.device, dtype=torch.float32)
-    last = torch.empty(batch, dim, N, device=u.device, dtype=torch.float32)  # explicit: default dtype may differ
-    BLOCK_D = _block_d(dim, G)
-    dummy = AA
-    grid = (batch, triton.cdiv(dim, BLOCK_D))
+    T, cfg = _split(_config)
+    n_chunks = triton.cdiv(L, T)
+    f = dict(device=u.device, dtype=torch.float32)
+    P = torch.empty(batch, n_chunks, dim, N, **f)
+    S = torch.empty(batch, n_chunks, dim, N, **f)   # then: the state entering each chunk
     h0 = None if initial_state is None else initial_state.detach().float().contiguous()
-    _scan_fwd_kernel[grid](uu, dd, AA, BB, CC, DD if DD is not None else dummy, zz if zz is not None else dummy,
-                           bb if bb is not None else dummy, h0 if h0 is not None else dummy, out, last, dim, L, N, G,
-                           HAS_D=DD is not None, HAS_Z=zz is not None, HAS_BIAS=bb is not None,
-                           HAS_H0=h0 is not None,
-                           SOFTPLUS=bool(delta_softplus), BLOCK_D=BLOCK_D, BLOCK_N=triton.next_power_of_2(N))
-    return out.to(u.dtype), last
+    opt = lambda t: t if t is not None else AA  # noqa: E731  (absent pointers are never read)
+    grid = _block_grid(batch, dim, G, n_chunks)
+    common = dict(HAS_BIAS=bb is not None, SOFTPLUS=bool(delta_softplus), REVERSE=bool(reverse),
+                  BLOCK_N=triton.next_power_of_2(N), T=T)
+    _summary(grid, (uu, dd, AA, BB, CC, opt(bb), AA, AA, P, S, AA, dim, L, N, G, n_chunks),
+             dict(common, ADJOINT=False, HAS_Z=False), cfg)
+    last, _ = _carry(P, S, None, h0, None, batch, dim, N, n_chunks, True, False)
+    direct = out is not None and out.is_contiguous() and out.shape == u.shape
+    target = out if direct else torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
+    ad = None if add is None else add.contiguous()
+    _output(grid, (uu, dd, AA, BB, CC, opt(DD), opt(zz), opt(bb), opt(ad), S, target, dim, L, N, G, n_chunks),
+            dict(common, HAS_D=DD is not None, HAS_Z=zz is not None, HAS_ADD=ad is not None), cfg)
+    if out is not None and not direct:
+        target = out.copy_(target)
+    return target, last
 
 
 def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, dlast=None,
-             reverse=False, initial_state=None, return_out=False):
-    """Gradients as :func:`videomamba.ops.selective_scan_cpu.scan_bwd` returns them (then ``d initial_state``
-    when given, then the forward output when ``return_out``)."""
-    if reverse:
-        g = scan_bwd(_flip(dout), _flip(u), _flip(delta), A, _flip(B), _flip(C), D, _flip(z), delta_bias,
-                     delta_softplus, dlast, initial_state=initial_state, return_out=return_out)
-        flipped = [_flip(x) if x is not None and x.dim() >= 3 else x for x in g[:8]]   # per-position grads
-        if initial_state is not None:
-            flipped.append(g[8])                                                      # d initial_state
-        return tuple(flipped + ([g[-1].flip(-1)] if return_out else []))
+             reverse=False, initial_state=None, return_out=False, _config=None):
+    """Gradients ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)`` in their inputs' dtypes (None for absent
+    inputs), then ``d initial_state`` when one is given, then the forward output when ``return_out``."""
     batch, dim, L = u.shape
     N = A.shape[1]
     uu, dd, AA, BB, CC, DD, zz, bb = _prep(u, delta, A, B, C, D, z, delta_bias)
     G = BB.shape[1]
-    BLOCK_D = _block_d(dim, G)
-    BLOCK_N = triton.next_power_of_2(N)
-    n_dblocks = triton.cdiv(dim, BLOCK_D)
-    n_chunks = triton.cdiv(L, CHUNK)
-    dev = u.device
-    f = dict(device=dev, dtype=torch.float32)
-    ckpt = torch.empty(batch * n_dblocks * n_chunks * BLOCK_D * BLOCK_N, **f)
-    scratch = torch.empty(batch * n_dblocks * CHUNK * BLOCK_D * BLOCK_N, **f)
-    du, ddelta = torch.empty(batch, dim, L, **f), torch.empty(batch, dim, L, **f)
-    dz = torch.empty(batch, dim, L, **f) if zz is not None else None
-    dA, dD, dbias = torch.empty(batch, dim, N, **f), torch.empty(batch, dim, **f), torch.empty(batch, dim, **f)
-    dB_part = torch.empty(batch, n_dblocks, N, L, **f)
-    dC_part = torch.empty(batch, n_dblocks, N, L, **f)
+    per_group = dim // G
+    T, cfg = _split(_config, BWD_CHUNK)
+    channels = (_config or {}).get("CHANNELS", BWD_CHANNELS)
+    if cfg is not None:
+        cfg.setdefault("BLOCK_D", min(4, channels))
+    elif _INTERPRET:
+        channels = _INTERPRETED_BLOCK_D
+    n_chunks = triton.cdiv(L, T)
+    n_cb = triton.cdiv(per_group, channels)
+    f = dict(device=u.device, dtype=torch.float32)
+    opt = lambda t: t if t is not None else AA  # noqa: E731
+    go = dout.contiguous()
     h0 = None if initial_state is None else initial_state.detach().float().contiguous()
-    dh0 = torch.empty(batch, dim, N, **f) if h0 is not None else None
-    out = torch.empty(batch, dim, L, **f) if return_out else None
-    dummy = AA
-    or_dummy = lambda t: t if t is not None else dummy  # noqa: E731  (absent pointers are never read)
-    _scan_bwd_kernel[(batch, n_dblocks)](
-        uu, dd, AA, BB, CC, or_dummy(DD), or_dummy(zz), or_dummy(bb), or_dummy(h0), dout.contiguous(),
-        dlast.contiguous().float() if dlast is not None else dummy,
-        ckpt, scratch, du, ddelta, or_dummy(dz), dA, dD, dbias, dB_part, dC_part, or_dummy(out), or_dummy(dh0),
-        dim, L, N, G, n_chunks, n_dblocks,
-        HAS_D=DD is not None, HAS_Z=zz is not None, HAS_BIAS=bb is not None, SOFTPLUS=bool(delta_softplus),
-        HAS_DLAST=dlast is not None, HAS_H0=h0 is not None, HAS_OUT=out is not None,
-        BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK_L=CHUNK)
-    per_group = n_dblocks // G
-    dB = dB_part.view(batch, G, per_group, N, L).sum(2)
-    dC = dC_part.view(batch, G, per_group, N, L).sum(2)
+    gl = None if dlast is None else dlast.detach().float().contiguous()
+    P = torch.empty(batch, n_chunks, dim, N, **f)
+    S = torch.empty(batch, n_chunks, dim, N, **f)   # then: the state entering each chunk
+    X = torch.empty(batch, n_chunks, dim, N, **f)   # then: the adjoint entering each chunk from its right
+    grid = _block_grid(batch, dim, G, n_chunks)
+    common = dict(HAS_BIAS=bb is not None, SOFTPLUS=bool(delta_softplus), REVERSE=bool(reverse),
+                  BLOCK_N=triton.next_power_of_2(N), T=T)
+    _summary(grid, (uu, dd, AA, BB, CC, opt(bb), go, opt(zz), P, S, X, dim, L, N, G, n_chunks),
+             dict(common, ADJOINT=True, HAS_Z=zz is not None), cfg)
+    _, dh0 = _carry(P, S, X, h0, gl, batch, dim, N, n_chunks, True, True)
+    del P
+    du = torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
+    ddelta = torch.empty(batch, dim, L, device=u.device, dtype=delta.dtype)
+    dz = torch.empty(batch, dim, L, device=u.device, dtype=z.dtype) if zz is not None else None
+    out = torch.empty(batch, dim, L, device=u.device, dtype=u.dtype) if return_out else None
+    dA = torch.empty(batch, n_chunks, dim, N, **f)
+    dD = torch.empty(batch, n_chunks, dim, **f)
+    dbias = torch.empty(batch, n_chunks, dim, **f)
+    dB = torch.empty(batch, G, n_cb, N, L, **f)
+    dC = torch.empty(batch, G, n_cb, N, L, **f)
+    _backward(lambda meta: (G * n_cb, n_chunks, batch),
+              (uu, dd, AA, BB, CC, opt(DD), opt(zz), opt(bb), go, S, X,
+               du, ddelta, opt(dz), opt(out), dA, dD, dbias, dB, dC, dim, L, N, G, n_cb, n_chunks),
+              dict(common, HAS_D=DD is not None, HAS_Z=zz is not None, HAS_OUT=out is not None, CHANNELS=channels),
+              cfg)
+    dB, dC = dB.sum(2), dC.sum(2)
     if B.dim() == 3:
         dB, dC = dB.squeeze(1), dC.squeeze(1)
-    grads = (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
-             None if D is None else dD.sum(0).to(D.dtype), None if z is None else dz.to(z.dtype),
-             None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype))
-    if dh0 is not None:
+    grads = (du, ddelta, dA.sum((0, 1)).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+             None if D is None else dD.sum((0, 1)).to(D.dtype), dz,
+             None if delta_bias is None else dbias.sum((0, 1)).to(delta_bias.dtype))
+    if initial_state is not None:
         grads += (dh0.to(initial_state.dtype),)
-    return grads + (out.to(u.dtype),) if return_out else grads
+    return grads + (out,) if return_out else grads
