@@ -1,5 +1,7 @@
 """Do the kernel tests catch broken kernels? Plant one bug at a time in a copy of ``kernels/`` and run
 the kernel tests against it (``VIDEOMAMBA_KERNEL_SOURCES`` points the build at the copy; a fresh cache).
+Bugs in the Triton kernels (``videomamba/ops/*_triton.py``) go into a copy of the package that the test run
+imports instead of the checkout's (and run the Triton tests, in Triton's interpreter on CPU).
 
     python scripts/mutation_check.py            # every mutation; exit 1 if any survives
     python scripts/mutation_check.py --list
@@ -19,7 +21,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (name, file under kernels/, exact text, replacement)
+TRITON_SCAN = "videomamba/ops/selective_scan_triton.py"
+TRITON_CONV = "videomamba/ops/causal_conv1d_triton.py"
+
+# (name, file under kernels/ or the package, exact text, replacement)
 MUTATIONS = [
     ("scan bwd: dB misses the u factor", "cpu/selective_scan.cpp",
      "gn * (dtt * ut)", "gn * dtt"),
@@ -56,13 +61,41 @@ MUTATIONS = [
     ("conv window: causal halo offset by one", "cpu/causal_conv1d.cpp",
      "const int64_t shift = reverse ? 0 : L_in - L_out;",
      "const int64_t shift = reverse ? 0 : L_in - L_out + (L_in > L_out ? 1 : 0);"),
+    # issue 21: the chunk-parallel Triton scan and the Triton conv
+    ("triton scan: state not carried across chunks", TRITON_SCAN, "h = p * h + s", "h = s"),
+    ("triton scan: adjoint not carried across chunks", TRITON_SCAN, "gc = x + p * gc", "gc = x"),
+    ("triton scan: each chunk starts from the previous chunk's entering state", TRITON_SCAN,
+     "hin = tl.load(hin_ptr + ((pid_b * n_chunks + pid_c) * dim",
+     "hin = tl.load(hin_ptr + ((pid_b * n_chunks + tl.maximum(pid_c - 1, 0)) * dim"),
+    ("triton scan: chunk summary counts its own step as decayed", TRITON_SCAN,
+     "after = total[:, None] - cum ", "after = total[:, None] - cum + dt "),
+    ("triton scan: adjoint crosses the chunk end twice", TRITON_SCAN,
+     "nmask_t = (nsteps < L) & (nsteps < (pid_c + 1) * T)", "nmask_t = nsteps < L"),
+    ("triton scan: decayed state not reversed for the adjoint", TRITON_SCAN,
+     "decayed_prev = tl.flip(h - b, 2)", "decayed_prev = h - b"),
+    ("triton scan: padded steps/channels get a non-zero dt", TRITON_SCAN,
+     "return tl.where(mask, dt, 0.0)", "return dt"),
+    ("triton scan: softplus derivative dropped", TRITON_SCAN,
+     "ddt = tl.where(raw > 20.0, ddt, ddt * _sigmoid(raw))", "ddt = ddt"),
+    ("triton scan: B/C gradient shares of two programs collide", TRITON_SCAN,
+     "share = ((pid_b * G + g) * n_cb + pid_gd % n_cb) * N", "share = ((pid_b * G + g) * n_cb) * N"),
+    ("triton conv: causal dx halo shifted by one", TRITON_CONV,
+     "pos = offs_t + (K - 1 - j)", "pos = offs_t + (K - 2 - j)"),
+    ("triton conv: SiLU derivative without its second term", TRITON_CONV,
+     "g = g * s * (1.0 + v * (1.0 - s))", "g = g * s"),
+    ("triton conv: weight-gradient partial rows of two programs collide", TRITON_CONV,
+     "part = (pid_b * tl.num_programs(0) + pid_l).to(tl.int64) * dim + offs_c",
+     "part = (pid_b + pid_l).to(tl.int64) * dim + offs_c"),
 ]
 
 TESTS = ["tests/test_kernels_cpu.py", "tests/test_lean.py"]
+TRITON_TESTS = {TRITON_SCAN: ["tests/test_triton_scan.py"], TRITON_CONV: ["tests/test_conv_triton.py"]}
 
 
 def run_one(name, rel, old, new, tests) -> bool:
     """True when the tests fail on the mutated kernel (the mutation is caught)."""
+    if rel.startswith("videomamba/"):
+        return run_one_python(name, rel, old, new, TRITON_TESTS[rel])
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "kernels"
         shutil.copytree(ROOT / "kernels", src)
@@ -77,22 +110,47 @@ def run_one(name, rel, old, new, tests) -> bool:
         return r.returncode != 0
 
 
+def run_one_python(name, rel, old, new, tests) -> bool:
+    """A package file mutated in a copy of the checkout's package, imported first by a pytest run in a
+    scratch folder that links the tests, kernels and configs of the checkout."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shutil.copytree(ROOT / "videomamba", root / "videomamba")
+        for linked in ("tests", "kernels", "configs"):
+            (root / linked).symlink_to(ROOT / linked)
+        path = root / rel
+        text = path.read_text()
+        if text.count(old) != 1:
+            raise SystemExit(f"mutation {name!r}: expected exactly one {old!r} in {rel}")
+        path.write_text(text.replace(old, new))
+        env = dict(os.environ, PYTHONPATH=str(root))
+        where = subprocess.run([sys.executable, "-c", "import videomamba; print(videomamba.__file__)"], cwd=root,
+                               env=env, capture_output=True, text=True).stdout.strip()
+        if not where.startswith(str(root)):   # else the run would test the checkout, and catch nothing
+            raise SystemExit(f"mutation {name!r}: the test run imports {where!r}, not the mutated copy")
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                           cwd=root, env=env, capture_output=True, text=True)
+        return r.returncode != 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list", action="store_true")
-    p.add_argument("--tests", nargs="*", default=TESTS)
+    p.add_argument("--tests", nargs="*", default=TESTS, help="tests run against the native-kernel mutations")
+    p.add_argument("--match", default="", help="only the mutations whose name contains this text")
     args = p.parse_args()
     if args.list:
         for name, rel, *_ in MUTATIONS:
             print(f"{rel}: {name}")
         return 0
     survived = []
-    for name, rel, old, new in MUTATIONS:
+    chosen = [m for m in MUTATIONS if args.match in m[0]]
+    for name, rel, old, new in chosen:
         caught = run_one(name, rel, old, new, args.tests)
         print(f"{'caught  ' if caught else 'SURVIVED'}  {rel}: {name}", flush=True)
         if not caught:
             survived.append(name)
-    print(f"{len(MUTATIONS) - len(survived)}/{len(MUTATIONS)} mutations caught by {' '.join(args.tests)}")
+    print(f"{len(chosen) - len(survived)}/{len(chosen)} mutations caught")
     return 1 if survived else 0
 
 
