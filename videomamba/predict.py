@@ -44,7 +44,8 @@ from .data.sampling import SAMPLERS as VIDEO_SAMPLERS, clip_indices
 from .data.video_transforms import VideoEvalTransform
 from .pretrained import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["Predictor", "PredictError", "load_predictor", "predict", "format_result"]
+__all__ = ["Predictor", "PredictError", "load_predictor", "predict", "format_result", "COMPILE_MODES",
+           "compile_forward"]
 
 # The Kinetics-400 test protocol, used for weights that do not say how they were tested.
 DEFAULT_VIEWS, DEFAULT_CROPS = 4, 3
@@ -55,6 +56,20 @@ DEFAULT_VIEWS, DEFAULT_CROPS = 4, 3
 ACTIVATION_BUDGET = 8 * 2 ** 30
 BYTES_PER_ACTIVATION = 128
 SAMPLERS = VIDEO_SAMPLERS + ("lvu",)
+# torch.compile modes (torch._inductor.list_mode_options()): "reduce-overhead" adds CUDA graphs on a GPU.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_forward(fn, mode: str | bool | None):
+    """``torch.compile(fn, mode=mode)`` with the inductor backend, or ``fn`` itself for ``mode`` None/False
+    (True means ``"default"``). The compiled model traces its plain forward: the eager-only chunked
+    inference path (a working set independent of the clip length) is not used under the compiler."""
+    if mode is None or mode is False:
+        return fn
+    mode = "default" if mode is True else mode
+    if mode not in COMPILE_MODES:
+        raise PredictError(f"compile mode {mode!r}: choose from {', '.join(COMPILE_MODES)}")
+    return torch.compile(fn, mode=mode)
 
 
 class PredictError(ValueError):
@@ -84,9 +99,11 @@ class Predictor:
     source_kind: str = "weights"      # 'folder' | 'training' | 'weights'
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
+    compile_mode: str | None = None   # torch.compile mode of the forward pass (None: eager)
 
     def __post_init__(self):
         self.transform = VideoEvalTransform(self.input_size, self.short_side_size, self.num_crops, self.mean, self.std)
+        self.forward = compile_forward(self.model, self.compile_mode)
         if self.batch_size is None:
             self.batch_size = min(self.views_per_video, max(1, ACTIVATION_BUDGET // self._view_bytes()))
 
@@ -119,7 +136,7 @@ class Predictor:
         return (f"{self.checkpoint}: {arch}, {kind}; {self.num_frames} frames at {self.input_size}px, "
                 f"{self.num_classes} classes ({self.label_source}); {self.num_views} temporal views x "
                 f"{self.num_crops} crops, {sampler} sampling; {self.batch_size} views per forward pass "
-                f"on {self.device}")
+                f"on {self.device}" + (f", compiled ({self.compile_mode})" if self.compile_mode else ""))
 
     # ------------------------------------------------------------------ one video
     def frame_indices(self, video_len: int, view: int) -> list[int]:
@@ -157,7 +174,7 @@ class Predictor:
         """``(num_classes,)``: the mean over the views of each view's softmax (float32, on the CPU)."""
         x = self.clips(video)
         step = self.batch_size or len(x)   # all views of the video in one pass unless capped
-        probs = [self.model(x[i:i + step].to(self.device)).float().softmax(-1).cpu() for i in range(0, len(x), step)]
+        probs = [self.forward(x[i:i + step].to(self.device)).float().softmax(-1).cpu() for i in range(0, len(x), step)]
         return torch.cat(probs).mean(0)
 
     def predict_video(self, video: str | os.PathLike, topk: int = 5) -> dict[str, Any]:
@@ -207,7 +224,8 @@ def resolve_labels(num_classes: int, labels: str | os.PathLike | None, saved,
 
 def load_predictor(checkpoint: str | os.PathLike, num_views: int | None = None, num_crops: int | None = None,
                    backend: str | None = None, labels: str | os.PathLike | None = None,
-                   device: str | torch.device | None = None, batch_size: int | None = None) -> Predictor:
+                   device: str | torch.device | None = None, batch_size: int | None = None,
+                   compile: str | bool | None = None) -> Predictor:
     """Read ``checkpoint`` (a model folder, a training checkpoint or a weights file:
     :func:`videomamba.model_source.load_model`), build its model (eval mode, weights loaded strictly) and
     the view settings.
@@ -216,10 +234,16 @@ def load_predictor(checkpoint: str | os.PathLike, num_views: int | None = None, 
     video reader ('pyav'/'decord', default $VIDEOMAMBA_VIDEO_BACKEND or 'pyav'); ``labels`` a class-name
     file (one per line) that replaces any other names; ``device`` defaults to CUDA when available;
     ``batch_size`` sets the views per forward pass (default: all views of a video in one pass, fewer when
-    their activations would need more than ``ACTIVATION_BUDGET``, 8 GiB: e.g. 2 for a 64-frame 384px base).
+    their activations would need more than ``ACTIVATION_BUDGET``, 8 GiB: e.g. 2 for a 64-frame 384px base);
+    ``compile`` a :data:`COMPILE_MODES` entry (or True: "default") runs the forward pass under
+    ``torch.compile`` (:func:`compile_forward`; the first video pays the compilation, a last batch of another
+    size one recompilation; "reduce-overhead" replays CUDA graphs on a GPU).
     """
     from .model_source import load_model
 
+    compile = "default" if compile is True else (compile or None)
+    if compile is not None and compile not in COMPILE_MODES:   # before the (slow) model build
+        raise PredictError(f"compile mode {compile!r}: choose from {', '.join(COMPILE_MODES)}")
     source = os.fspath(checkpoint)
     dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     loaded = load_model(source, device=dev)
@@ -241,13 +265,14 @@ def load_predictor(checkpoint: str | os.PathLike, num_views: int | None = None, 
                      label_source=label_source, num_frames=pre.num_frames, input_size=pre.input_size,
                      short_side_size=pre.short_side_size, num_views=views, num_crops=crops, sampler=pre.sampler,
                      sampling_rate=pre.sampling_rate, backend=backend, device=dev, batch_size=batch_size,
-                     from_training=loaded.kind == "training", source_kind=loaded.kind, mean=pre.mean, std=pre.std)
+                     from_training=loaded.kind == "training", source_kind=loaded.kind, mean=pre.mean, std=pre.std,
+                     compile_mode=compile)
 
 
 def predict(videos: str | os.PathLike | Iterable[str | os.PathLike], checkpoint: str | os.PathLike, topk: int = 5,
             num_views: int | None = None, num_crops: int | None = None, backend: str | None = None,
             labels: str | os.PathLike | None = None, device: str | torch.device | None = None,
-            batch_size: int | None = None) -> list[dict[str, Any]]:
+            batch_size: int | None = None, compile: str | bool | None = None) -> list[dict[str, Any]]:
     """Top-``topk`` classes of each video: a list of ``{"video", "top": [{"label", "index", "prob"}],
     "views"}`` in input order. The model is built once (:func:`load_predictor`). The first unreadable
     video raises :class:`VideoDecodeError`; to go on past bad files, loop over
@@ -255,7 +280,7 @@ def predict(videos: str | os.PathLike | Iterable[str | os.PathLike], checkpoint:
     if isinstance(videos, (str, os.PathLike)):
         videos = [videos]
     predictor = load_predictor(checkpoint, num_views=num_views, num_crops=num_crops, backend=backend,
-                               labels=labels, device=device, batch_size=batch_size)
+                               labels=labels, device=device, batch_size=batch_size, compile=compile)
     return [predictor.predict_video(v, topk) for v in videos]
 
 

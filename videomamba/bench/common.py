@@ -42,6 +42,72 @@ def median_time(fn, device="cpu", warmup: int = 1, repeats: int = 5, max_seconds
     return statistics.median(times)
 
 
+def event_time(fn, device="cpu", warmup: int = 1, repeats: int = 5, max_seconds: float | None = None) -> float:
+    """Median time of ``fn()`` in seconds; on CUDA from CUDA events around each call (after a synchronise,
+    so every call starts on an idle device), elsewhere :func:`median_time`."""
+    if torch.device(device).type != "cuda":
+        return median_time(fn, device, warmup=warmup, repeats=repeats, max_seconds=max_seconds)
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    start = time.perf_counter()
+    for _ in range(repeats):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(begin.elapsed_time(end) / 1e3)
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            break
+    return statistics.median(times)
+
+
+class PeakMemory:
+    """Peak CUDA memory of a block above the level at its start (``torch.cuda.max_memory_allocated`` after
+    a reset): ``with PeakMemory(device) as m: ...; m.mb``. None on other devices."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.mb: float | None = None
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda and exc[0] is None:
+            torch.cuda.synchronize()
+            self.mb = (torch.cuda.max_memory_allocated() - self.base) / 2 ** 20
+        return False
+
+
+class Report:
+    """Print lines and keep them for the ``.txt`` file beside the JSON."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def __call__(self, text: str = ""):
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(self.lines) + "\n")
+        return path
+
+
+def target_line(t: dict) -> str:
+    """``ok      what: value`` / ``MISSED  what: value`` for a ``{what, value, ok}`` check."""
+    return f"{'ok    ' if t['ok'] else 'MISSED'}  {t['what']}: {t['value']}"
+
+
 def host_isa() -> str:
     """The widest vector extension this CPU reports (what -march=native builds for)."""
     try:

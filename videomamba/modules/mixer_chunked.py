@@ -33,9 +33,11 @@ def _eager(t: torch.Tensor) -> bool:
 
 
 def chunked_inference_applies(mixer, h: torch.Tensor) -> bool:
-    """Chunk when no gradient is recorded, the sequence is longer than one chunk, and nothing traces."""
+    """Chunk when no gradient is recorded, the sequence is longer than one chunk, nothing traces, and the scan
+    backend can start from a state (not mamba_ssm: see :func:`mixer_chunked`)."""
     chunk = getattr(mixer, "inference_chunk", 0)
-    return not torch.is_grad_enabled() and 0 < chunk < h.shape[1] and _eager(h)
+    return (not torch.is_grad_enabled() and 0 < chunk < h.shape[1] and _eager(h)
+            and _scan_backend(h, mixer) != "mamba_ssm")
 
 
 def _chunks(L: int, size: int):
@@ -67,14 +69,20 @@ def _scan_into(kernel, xc, dt, B, C, p, reverse, state, out, add=None, z=None):
                            reverse, initial_state=state, out=out, add=add)
 
 
-def _scan_kernel(x: torch.Tensor, mixer):
-    """The kernel module the scans of this mixer will use, or None (reference / mamba_ssm: the public path)."""
-    from ..ops.scan_op import _kernel_module
+def _scan_backend(x: torch.Tensor, mixer) -> str:
+    """The backend the scans of this mixer will resolve to for activations like ``x``."""
     from ..ops.selective_scan import resolve_backend
 
     probe = x.new_empty((1, mixer.d_inner, 1))
     bc = x.new_empty((1, mixer.d_state, 1))
-    name = resolve_backend(None, probe, mixer.A_log, bc, bc)
+    return resolve_backend(None, probe, mixer.A_log, bc, bc)
+
+
+def _scan_kernel(x: torch.Tensor, mixer, name: str | None = None):
+    """The kernel module the scans of this mixer will use, or None (reference / mamba_ssm: the public path)."""
+    from ..ops.scan_op import _kernel_module
+
+    name = name or _scan_backend(x, mixer)
     if name not in ("cpu", "triton") or x.dtype != torch.float32:
         return None
     return _kernel_module(name, x.device.type)
@@ -113,7 +121,15 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
         return h
 
     w_in, b_in = mixer.in_proj.weight, mixer.in_proj.bias
-    kernel = _scan_kernel(src.to(dtype) if src.dtype != dtype else src, mixer)
+    probe = src.to(dtype) if src.dtype != dtype else src
+    backend = _scan_backend(probe, mixer)
+    if backend == "mamba_ssm":
+        # mamba-ssm's scan cannot start from a given state, so it cannot continue a chunk from the previous
+        # one. Rather than run our kernel in its place (its measurements must be its own), the sequence is
+        # one chunk: each direction is one mamba-ssm call over all of L, with no initial state. Same results;
+        # the working set of the unchunked forward (the in-place residual update is kept).
+        chunk = L
+    kernel = _scan_kernel(probe, mixer, backend)
     pieces = _chunks(L, chunk)
     out_dtype = torch.float32 if kernel is not None else dtype
     if low:

@@ -3,7 +3,8 @@
 Backends:
   ``cpu``        native C++ kernel (OpenMP + SIMD), built on first use; CPU tensors.
   ``triton``     Triton kernel; CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``, for tests).
-  ``mamba_ssm``  mamba-ssm's CUDA kernel, when that package is importable (optional).
+  ``mamba_ssm``  mamba-ssm's CUDA kernel, when that package is importable (optional; a measured baseline,
+                 never picked over ``triton``; no ``initial_state``; docs/gpu.md says how to install it).
   ``reference``  the O(L) pure-PyTorch oracle; any device.
 ``auto`` (default) picks cpu for CPU tensors and triton for CUDA tensors, falling back to the reference
 for inputs a kernel does not cover (e.g. constant B/C). Override per call with ``backend=`` or globally
@@ -132,7 +133,7 @@ def resolve_backend(backend: str | None, u, A, B, C) -> str:
                "triton": "needs the triton package and CUDA tensors (or TRITON_INTERPRET=1 on CPU)",
                "mamba_ssm": "needs the mamba_ssm package and CUDA tensors"}.get(name, "")
         raise RuntimeError(f"scan backend {name!r} is not available for {dev} tensors here: {why}")
-    if name in ("cpu", "triton") and not _kernel_covers(u, A, B, C):
+    if name in ("cpu", "triton", "mamba_ssm") and not _kernel_covers(u, A, B, C):
         raise ValueError(f"scan backend {name!r} needs fp32/bf16/fp16 inputs, input-dependent B/C, real A and "
                          f"N <= 256 (got {u.dtype}, B {tuple(B.shape)}); use backend='reference'")
     return name
@@ -162,19 +163,36 @@ def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
                                   delta_softplus=delta_softplus, return_last_state=return_last_state,
                                   reverse=reverse, initial_state=initial_state)
     if name == "mamba_ssm":
-        if initial_state is not None:
-            raise NotImplementedError("selective_scan_fn: the mamba_ssm backend takes no initial_state; "
-                                      "use backend='triton' or 'reference'")
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as mamba_fn
-
-        if reverse:
-            flip = lambda t: t if t is None or t.dim() < 3 else t.flip(-1)  # noqa: E731
-            res = mamba_fn(flip(u), flip(delta), A, flip(B), flip(C), D, flip(z), delta_bias, delta_softplus,
-                           return_last_state)
-            return (res[0].flip(-1), res[1]) if return_last_state else res.flip(-1)
-        return mamba_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+        return _mamba_ssm_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, reverse,
+                               initial_state)
     from .scan_op import selective_scan
 
     out, last = selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, name,
                                initial_state=initial_state)
     return (out, last) if return_last_state else out
+
+
+def _mamba_ssm_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, reverse, initial_state):
+    """mamba-ssm's ``selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+    return_last_state=False)`` (mamba_ssm/ops/selective_scan_interface.py, 2.x). Its contract, checked in its
+    csrc/selective_scan/selective_scan.cpp: u (batch, dim, L) in fp32/fp16/bf16; delta, z and input-dependent
+    B/C ((batch, N, L) or (batch, G, N, L)) in u's dtype; A (dim, N), D and delta_bias (dim,) in fp32; N <= 256.
+    No initial state and no reverse flag: a reverse scan runs on flipped copies (u, delta, B, C, z along L) and
+    its output is flipped back. Its backward ignores the gradient of the returned last state."""
+    if initial_state is not None:
+        raise NotImplementedError("selective_scan_fn: the mamba_ssm backend takes no initial_state; "
+                                  "use backend='triton' or 'reference'")
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as mamba_fn
+
+    dtype = u.dtype   # its kernel refuses any other dtype for these (TORCH_CHECK): a mixed call is cast
+    delta, z = delta.to(dtype), None if z is None else z.to(dtype)
+    B, C = (t.to(dtype) if t.dim() >= 3 else t.float() for t in (B, C))
+    A, D, delta_bias = A.float(), None if D is None else D.float(), None if delta_bias is None else delta_bias.float()
+    if reverse:
+        flip = lambda t: t if t is None or t.dim() < 3 else t.flip(-1)  # noqa: E731
+        u, delta, B, C, z = flip(u), flip(delta), flip(B), flip(C), flip(z)
+    res = mamba_fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                   return_last_state=return_last_state)
+    if not reverse:
+        return res
+    return (res[0].flip(-1), res[1]) if return_last_state else res.flip(-1)
