@@ -117,15 +117,12 @@ def _dy_pre(dout_ptr, z_ptr, rows, pos, mask, HAS_Z: tl.constexpr):
     return dy
 
 
-# ---------------------------------------------------------------------------------------------- kernels
 @triton.jit
-def _chunk_summary_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, bias_ptr, dout_ptr, z_ptr,
-                          P_ptr, S_ptr, X_ptr,
-                          dim, L, N, G, n_chunks,
-                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
-                          ADJOINT: tl.constexpr, HAS_Z: tl.constexpr,
-                          BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
-    """Per chunk: total decay P, state S from a zero start and (``ADJOINT``) the adjoint X it sends left."""
+def _chunk_tile(A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS: tl.constexpr, REVERSE: tl.constexpr,
+                BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
+    """What a (channel block, chunk, batch) program of the summary / output kernels works on: channel
+    offsets, positions, masks, A and the dt bias, row offsets of u-shaped and B/C tensors, and the offsets of
+    its ``(BLOCK_D, BLOCK_N)`` slot in the per-chunk ``(batch, chunks, dim, N)`` buffers."""
     pid_gd, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_d, mask_d, g = _channels(pid_gd, dim, G, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
@@ -138,6 +135,21 @@ def _chunk_summary_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, bias_ptr, dout_
     bias = _load_channels(bias_ptr, offs_d, mask_d, HAS_BIAS, BLOCK_D)
     rows = (pid_b * dim + offs_d) * L
     bc = ((pid_b * G + g) * N + offs_n) * L
+    carried = ((pid_b * n_chunks + pid_c) * dim + offs_d)[:, None] * N + offs_n[None, :]
+    return offs_d, mask_d, pos, mask, mask_nt, mask_dn, A, bias, rows, bc, carried
+
+
+# ---------------------------------------------------------------------------------------------- kernels
+@triton.jit
+def _chunk_summary_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, bias_ptr, dout_ptr, z_ptr,
+                          P_ptr, S_ptr, X_ptr,
+                          dim, L, N, G, n_chunks,
+                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
+                          ADJOINT: tl.constexpr, HAS_Z: tl.constexpr,
+                          BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
+    """Per chunk: total decay P, state S from a zero start and (``ADJOINT``) the adjoint X it sends left."""
+    offs_d, mask_d, pos, mask, mask_nt, mask_dn, A, bias, rows, bc, carried = _chunk_tile(
+        A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS, REVERSE, BLOCK_D, BLOCK_N, T)
 
     dt = _load_dt(delta_ptr, bias, rows, pos, mask, SOFTPLUS)
     u = _load_rows(u_ptr, rows, pos, mask)
@@ -147,14 +159,13 @@ def _chunk_summary_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, bias_ptr, dout_
     after = total[:, None] - cum                      # dt summed over the steps after t
     decay_after = tl.exp(A[:, :, None] * after[:, None, :])
     S = tl.sum(decay_after * (dt * u)[:, None, :] * Bt[None, :, :], axis=2)
-    out = ((pid_b * n_chunks + pid_c) * dim + offs_d)[:, None] * N + offs_n[None, :]
-    tl.store(P_ptr + out, tl.exp(A * total[:, None]), mask=mask_dn)
-    tl.store(S_ptr + out, S, mask=mask_dn)
+    tl.store(P_ptr + carried, tl.exp(A * total[:, None]), mask=mask_dn)
+    tl.store(S_ptr + carried, S, mask=mask_dn)
     if ADJOINT:
         dy = _dy_pre(dout_ptr, z_ptr, rows, pos, mask, HAS_Z)
         Ct = _load_rows(C_ptr, bc, pos, mask_nt)
         X = tl.sum(tl.exp(A[:, :, None] * cum[:, None, :]) * dy[:, None, :] * Ct[None, :, :], axis=2)
-        tl.store(X_ptr + out, X, mask=mask_dn)
+        tl.store(X_ptr + carried, X, mask=mask_dn)
 
 
 @triton.jit
@@ -210,20 +221,9 @@ def _chunk_output_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bi
                          SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
                          BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
     """``out = ((C . h) + D * u + add) * silu(z)`` for one chunk, from the state entering it."""
-    pid_gd, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    offs_d, mask_d, g = _channels(pid_gd, dim, G, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_n = offs_n < N
-    steps, mask_t, pos = _steps(pid_c, L, T, REVERSE, False)
-    mask = mask_d[:, None] & mask_t[None, :]
-    mask_nt = mask_n[:, None] & mask_t[None, :]
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
-    bias = _load_channels(bias_ptr, offs_d, mask_d, HAS_BIAS, BLOCK_D)
-    rows = (pid_b * dim + offs_d) * L
-    bc = ((pid_b * G + g) * N + offs_n) * L
-    hin = tl.load(hin_ptr + ((pid_b * n_chunks + pid_c) * dim + offs_d)[:, None] * N + offs_n[None, :],
-                  mask=mask_dn, other=0.0)
+    offs_d, mask_d, pos, mask, mask_nt, mask_dn, A, bias, rows, bc, carried = _chunk_tile(
+        A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS, REVERSE, BLOCK_D, BLOCK_N, T)
+    hin = tl.load(hin_ptr + carried, mask=mask_dn, other=0.0)
 
     dt = _load_dt(delta_ptr, bias, rows, pos, mask, SOFTPLUS)
     u = _load_rows(u_ptr, rows, pos, mask)
