@@ -7,6 +7,7 @@ warm-up; on CPU the peak resident set size of a fresh subprocess above its level
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -227,3 +228,19 @@ def last_line(text: str, limit: int = 160) -> str:
     lines = (text or "").strip().splitlines()
     return lines[-1][:limit] if lines else ""
 
+
+@contextlib.contextmanager
+def temporary_env(name: str, value: str | None):
+    """``$name=value`` inside the block (None: leave the environment as it is), restored after."""
+    if value is None:
+        yield
+        return
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old

@@ -23,7 +23,6 @@ through ``$VIDEOMAMBA_SCAN_BACKEND`` in its process), autocast (``amp``: bf16 by
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -33,7 +32,7 @@ from pathlib import Path
 import torch
 
 from .common import (Report, format_table, last_line, machine_description, median_time, run_one_in_subprocess,
-                     target_line, try_plot, write_json)
+                     target_line, temporary_env, try_plot, write_json)
 
 from . import MODELS  # noqa: E402
 
@@ -133,23 +132,11 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-@contextlib.contextmanager
 def scan_backend_env(backend: str | None):
     """``$VIDEOMAMBA_SCAN_BACKEND=backend`` inside the block (None: as is): every scan of the model uses it."""
     from ..ops.selective_scan import ENV_VAR
 
-    if backend is None:
-        yield
-        return
-    old = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = backend
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = old
+    return temporary_env(ENV_VAR, backend)
 
 
 def measure_one(cfg: dict) -> dict:

@@ -14,7 +14,6 @@ bandwidth: the bytes a scan must move (:func:`scan_bytes`) over its time, as a s
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import math
@@ -27,7 +26,7 @@ from ..ops import selective_scan_fn, selective_scan_ref
 from ..ops._build import ARCH_ENV, load_native
 from ..ops.selective_scan import backend_available
 from .common import (PeakMemory, Report, event_time, format_table, kernel_build, machine_description, median_time,
-                     target_line, try_plot, write_json)
+                     target_line, temporary_env, try_plot, write_json)
 
 SHAPES = [(1, 384, 197, 16), (1, 384, 1569, 16), (2, 384, 3137, 16), (1, 1152, 1569, 16)]
 
@@ -108,21 +107,9 @@ TARGETS = [
 ]
 
 
-@contextlib.contextmanager
 def kernel_arch(arch: str | None):
     """Build and use the native kernels for ``-march=arch`` inside the block (None: leave as is)."""
-    if arch is None:
-        yield
-        return
-    old = os.environ.get(ARCH_ENV)
-    os.environ[ARCH_ENV] = arch
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(ARCH_ENV, None)
-        else:
-            os.environ[ARCH_ENV] = old
+    return temporary_env(ARCH_ENV, arch)
 
 
 def run(device: str = "cpu", shapes=None, repeats: int = 5, out_dir: str = "bench_results",
