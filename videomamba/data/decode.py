@@ -15,6 +15,7 @@ import importlib
 import operator
 import os
 import re
+import sys
 
 import numpy as np
 
@@ -153,16 +154,37 @@ def _clean(err: Exception) -> str:
     return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", msg)
 
 
+def _in_loader_worker() -> bool:
+    data = sys.modules.get("torch.utils.data")   # never imports torch itself
+    return data is not None and data.get_worker_info() is not None
+
+
 class _OutOfOrder(Exception):
     """The decoder returned frames with decreasing pts."""
+
+
+_SWS_THREADS = {"threads": 1}   # emptied on a PyAV without the argument
+
+
+def _reformat_rgb(reformatter, frame):
+    global _SWS_THREADS
+    try:
+        return reformatter.reformat(frame, format="rgb24", **_SWS_THREADS).to_ndarray()
+    except TypeError:
+        if not _SWS_THREADS:
+            raise
+        _SWS_THREADS = {}
+        return reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
 def _rgb(frame, reformatter=None) -> np.ndarray:
     """A PyAV frame as RGB, turned as a player shows it: ``frame.rotation`` is the display
     matrix's counter-clockwise angle (ffmpeg's convention, also what decord applies); mirror
     flags in the matrix are ignored. A reader's own ``VideoReformatter`` keeps one swscale context
-    for all its frames (``to_ndarray(format=...)`` makes one per frame: 4x slower on small frames)."""
-    rgb = (reformatter.reformat(frame, format="rgb24").to_ndarray() if reformatter is not None
+    for all its frames (``to_ndarray(format=...)`` makes one per frame: 4x slower on small frames),
+    converting in one thread (swscale's default is a pool of one thread per core: in a data loader every
+    worker would start one, and a pool created before a fork hangs the forked worker that frees it)."""
+    rgb = (_reformat_rgb(reformatter, frame) if reformatter is not None
            else frame.to_ndarray(format="rgb24"))
     k = int(round((frame.rotation or 0) / 90)) % 4
     return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
@@ -182,6 +204,9 @@ class _PyAVReader(VideoReader):
     # FFmpeg's default (slice threads). Frame threading ("AUTO") only paid off for 720p on an idle
     # machine and cost 5-15% once other work shares the cores, as in a data loader (docs/decoding.md).
     THREAD_TYPE = "SLICE"
+    # Decoder threads: None = one inside a torch DataLoader worker (the workers already fill the cores: more
+    # threads there only cost CPU, about 5% per clip), FFmpeg's choice (one per core) elsewhere.
+    THREADS: int | None = None
 
 
     def __init__(self, path: str):
@@ -204,6 +229,9 @@ class _PyAVReader(VideoReader):
             self.close()
             raise
         self._stream.thread_type = self.THREAD_TYPE
+        threads = self.THREADS if self.THREADS is not None else (1 if _in_loader_worker() else None)
+        if threads is not None:
+            self._stream.codec_context.thread_count = threads
         self._frames = None        # running decoder (generator of frames) after the last seek
         self._wanted, self._skipped = None, set()  # pts to decode / pts skipped since the seek
         self._last_pts = None      # pts of the last frame it produced
@@ -349,6 +377,13 @@ class _PyAVReader(VideoReader):
 
     def close(self):
         super().close()
+        # The running decoder (a generator) refers back to this reader: drop it and the swscale context now,
+        # so that a closed reader is freed at once instead of waiting in a reference cycle for the garbage
+        # collector - possibly the one of a DataLoader worker forked meanwhile, which would then free FFmpeg
+        # objects whose threads exist only in the parent.
+        frames, self._frames, self._reformatter = getattr(self, "_frames", None), None, None
+        if frames is not None:
+            frames.close()
         if self._container is not None:
             self._container.close()
             self._container = None

@@ -43,10 +43,73 @@ def _to_video(frames: np.ndarray | torch.Tensor):
     return tv_tensors.Video(x.permute(0, 3, 1, 2))
 
 
+class VideoRandAugment:
+    """torchvision's ``v2.RandAugment`` on uint8 videos: the same random draws (torch's generator, in the same
+    order) and the same pixels, only faster on the frames the readers return.
+
+    Those frames are ``(T, 3, H, W)`` views of ``(T, H, W, 3)`` memory, where most of torchvision's kernels
+    are slow (AutoContrast's per-channel min/max 8x, Color 3x, the affine ops 1.1-1.4x slower than on
+    contiguous planes), except Sharpness's convolution, which is 8x slower on contiguous planes: each op
+    gets the layout it is fast in (the values do not depend on the layout). TranslateX/Y move
+    the frames by a whole number of pixels: torchvision resamples them bilinearly at integer positions and
+    rounds, which is the shifted frame with zeros let in (done here as a copy). Every op's output equals
+    torchvision's bit for bit (tests/test_video_data.py compares them over every op, magnitude and sign)."""
+
+    def __init__(self, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31,
+                 interpolation=None):
+        from torchvision.transforms import InterpolationMode, v2
+
+        self.ra = v2.RandAugment(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins,
+                                 interpolation=interpolation or InterpolationMode.NEAREST)
+
+    def __call__(self, video):
+        from torchvision import tv_tensors
+
+        ra, x = self.ra, video
+        h, w = x.shape[-2:]
+        for _ in range(ra.num_ops):   # torchvision's RandAugment.forward, draw for draw
+            op, (magnitudes_fn, signed) = ra._get_random_item(ra._AUGMENTATION_SPACE)
+            magnitudes = magnitudes_fn(ra.num_magnitude_bins, h, w)
+            if magnitudes is not None:
+                magnitude = float(magnitudes[ra.magnitude])
+                if signed and torch.rand(()) <= 0.5:
+                    magnitude *= -1
+            else:
+                magnitude = 0.0
+            x = self.apply(x, op, magnitude)
+        return tv_tensors.wrap(x, like=video) if isinstance(video, tv_tensors.TVTensor) else x
+
+    def apply(self, x: torch.Tensor, op: str, magnitude: float) -> torch.Tensor:
+        """One op, as ``RandAugment._apply_image_or_video_transform`` computes it."""
+        if x.dtype == torch.uint8 and op in ("TranslateX", "TranslateY"):
+            return _shift(x, int(magnitude), -1 if op == "TranslateX" else -2)
+        if op == "Sharpness" and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        elif op not in ("Identity", "Posterize"):
+            x = x.contiguous()
+        return self.ra._apply_image_or_video_transform(x, op, magnitude, interpolation=self.ra.interpolation,
+                                                       fill=self.ra._fill)
+
+
+def _shift(x: torch.Tensor, by: int, dim: int) -> torch.Tensor:
+    """``x`` moved ``by`` pixels towards higher indices along ``dim``; the uncovered part is 0."""
+    out = torch.zeros_like(x)
+    n = x.shape[dim]
+    if abs(by) < n:
+        if by >= 0:
+            out.narrow(dim, by, n - by).copy_(x.narrow(dim, 0, n - by))
+        else:
+            out.narrow(dim, 0, n + by).copy_(x.narrow(dim, -by, n + by))
+    return out
+
+
 class VideoTrainTransform:
-    """RandAugment (uint8) -> [0, 1] -> normalise -> random resized crop (bilinear) -> horizontal flip ->
-    random erasing (the same box on every frame), the official order. ``reprob=0``/``hflip=0``/
-    ``auto_augment=None`` switch the parts off (SSv2 and the Moving Digits motions use no flip)."""
+    """RandAugment (uint8) -> [0, 1] -> random resized crop (bilinear) -> normalise -> horizontal flip ->
+    random erasing (the same box on every frame): the official order, except that the normalisation (a
+    per-channel affine map, which commutes with the crop's bilinear resize) comes after the crop instead of
+    before it, on the 224x224 crop instead of the whole frame; same random draws, values equal up to float32
+    rounding (a few 1e-7). ``reprob=0``/``hflip=0``/``auto_augment=None`` switch the parts off (SSv2 and the
+    Moving Digits motions use no flip)."""
 
     def __init__(self, size: int, auto_augment: str | None = None, scale=(0.08, 1.0), ratio=(0.75, 4 / 3),
                  hflip: float = 0.5, reprob: float = 0.0, remode: str = "pixel", mean=IMAGENET_MEAN,
@@ -58,10 +121,11 @@ class VideoTrainTransform:
             # torchvision's geometric ops on tensors offer nearest/bilinear only: the official bicubic
             # (on PIL frames) becomes bilinear here
             mode = InterpolationMode.NEAREST if interpolation == "nearest" else InterpolationMode.BILINEAR
-            ops.append(v2.RandAugment(**parse_rand_augment(auto_augment), num_magnitude_bins=11, interpolation=mode))
-        ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)),
+            ops.append(VideoRandAugment(**parse_rand_augment(auto_augment), num_magnitude_bins=11, interpolation=mode))
+        ops += [v2.ToDtype(torch.float32, scale=True),
                 v2.RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio),
-                                     interpolation=InterpolationMode.BILINEAR, antialias=False)]
+                                     interpolation=InterpolationMode.BILINEAR, antialias=False),
+                v2.Normalize(list(mean), list(std))]
         if hflip > 0:
             ops.append(v2.RandomHorizontalFlip(hflip))
         if reprob > 0:
