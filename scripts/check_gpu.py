@@ -114,6 +114,18 @@ def check_scan(dev, ours: bool, mamba_ssm: bool):
                 grads = S.scan_bwd(g_out.float(), *args, True, dlast=g_last.float(), _config=cfg)
                 err = max(rel(a, e) for a, e in zip(grads[:8], ref[2:]))
             report(f"triton scan {kind} with {cfg}, worst rel err", err, 1e-4)
+    # both directions in one output pass vs the fp64 reference of each direction, summed and gated
+    t_b = scan_inputs(b, d, L, 16, 2, dev, seed=2)
+    keys = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+    ref_f = run_scan("reference", {k: t[k] for k in (*keys, "z")}, torch.float64, False, None, g_out, g_last)[0]
+    t_bz = dict({k: t_b[k] for k in keys}, z=t["z"])
+    ref_b = run_scan("reference", t_bz, torch.float64, True, None, g_out, g_last)[0]
+    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2)):
+        cast = lambda src: {k: (src[k].to(dtype) if k not in ("A", "D", "delta_bias") else src[k].float())  # noqa: E731
+                            for k in keys}
+        pair = S.scan_fwd_pair(cast(t), cast(t_b), z=t["z"].to(dtype), delta_softplus=True)
+        report(f"triton scan, both directions in one output pass, {str(dtype)[6:]} (rel)", rel(pair, ref_f + ref_b),
+               tol)
     # deterministic: no atomics in the result path
     a = S.scan_bwd(g_out.float(), *args, True, dlast=g_last.float())
     b = S.scan_bwd(g_out.float(), *args, True, dlast=g_last.float())

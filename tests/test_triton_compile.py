@@ -39,6 +39,8 @@ for on, targets in ((True, ((80, None), (90, "bf16"))), (False, ((90, None),))):
                                                    arch, half)
         results[f"output-{tag}"] = compile_kernel(S._chunk_output_kernel, dict(flags, HAS_D=on, HAS_Z=on,
                                                                                HAS_ADD=on, **shape), arch, half)
+        results[f"pair-{tag}"] = compile_kernel(S._pair_output_kernel, dict(
+            HAS_D=on, HAS_Z=on, HAS_BIAS=on, SOFTPLUS=on, DIVIDE=on, **shape), arch, half)
         results[f"backward-{tag}"] = compile_kernel(S._chunk_backward_kernel, dict(
             flags, HAS_D=on, HAS_Z=on, HAS_OUT=on, CHANNELS=S.BWD_CHANNELS, **dict(shape, BLOCK_D=4)), arch, half)
 results["carry"] = compile_kernel(S._carry_kernel, dict(FORWARD=True, ADJOINT=True, HAS_H0=True, HAS_DLAST=True,
@@ -52,4 +54,4 @@ def test_kernels_compile_for_ampere_and_hopper():
     r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     sizes = json.loads(r.stdout.strip().splitlines()[-1])
-    assert len(sizes) == 10 and all(n > 1000 for n in sizes.values()), sizes
+    assert len(sizes) == 13 and all(n > 1000 for n in sizes.values()), sizes

@@ -131,3 +131,29 @@ def test_add_and_out_arguments():
                           add=add.float(), _config=dict(T=8, BLOCK_D=4))
     assert res is out
     assert rel_err(out, expected) < 2e-5 and rel_err(lst, last) < 2e-5
+
+
+@pytest.mark.parametrize("divide", [False, True])
+def test_both_directions_in_one_output_pass(divide):
+    # the two directions have their own inputs (as a mixer's two convs / projections give), share the gate;
+    # L 37 in chunks of 8: the reverse direction's padded first chunk meets the forward's partial last one
+    t_f, _ = make(2, 12, 37, 16, 2, seed=13)
+    t_b, _ = make(2, 12, 37, 16, 2, seed=14)
+    z = t_f.pop("z")
+    t_b.pop("z")
+    y_f, _ = recurrence(**t_f)
+    y_b, _ = recurrence(**t_b, reverse=True)
+    expected = (y_f + y_b) * (0.5 if divide else 1.0) * F.silu(z)
+    for dtype, tol in ((torch.float32, 2e-5), (torch.bfloat16, 1.5e-2)):
+        cast = lambda t: {k: (v.to(dtype) if k not in ("A", "D", "delta_bias") else v.float())  # noqa: E731
+                          for k, v in t.items()}
+        out = S.scan_fwd_pair(cast(t_f), cast(t_b), z=z.to(dtype), delta_softplus=True, divide=divide,
+                              _config=CROSSING)
+        assert out.dtype == dtype
+        ref = expected if dtype == torch.float32 else None
+        if ref is None:   # the oracle on the same rounded inputs
+            r = lambda t: {k: (v.to(dtype).double() if k not in ("A", "D", "delta_bias") else v)  # noqa: E731
+                           for k, v in t.items()}
+            ref = (recurrence(**r(t_f))[0] + recurrence(**r(t_b), reverse=True)[0]) * (0.5 if divide else 1.0) \
+                * F.silu(z.to(dtype).double())
+        assert rel_err(out, ref) < tol, rel_err(out, ref)

@@ -109,14 +109,8 @@ class BiMamba(nn.Module):
             mixer_chunked(self, hidden_states, out=out)
             return out
         x, z = self.project_in(hidden_states)
-        y = None
-        for reverse in (False, True):
-            p = self.direction_params(reverse)
-            xc, dt, B, C = self.direction_inputs(x, p, reverse)
-            yd = scan_direction(xc, dt, B, C, p, z, reverse)
-            y = yd if y is None else y + yd
-        if self.divide_output:
-            y = y / 2
+        y = gated_scan_sum(x, z, (self.direction_params(False), self.direction_params(True)), self.dt_rank,
+                           self.d_state, self.divide_output)
         return project_out(y, self.out_proj.weight, self.out_proj.bias)
 
     def extra_repr(self) -> str:
@@ -173,6 +167,43 @@ def scan_direction(xc, dt, B, C, p: DirectionParams, z, reverse: bool, initial_s
     return selective_scan_fn(xc, dt, A, B, C, p.D.to(f), z=z, delta_bias=p.dt_proj_bias.to(f),
                              delta_softplus=True, reverse=reverse, initial_state=initial_state,
                              return_last_state=return_last_state)
+
+
+def gated_scan_sum(x: torch.Tensor, z: torch.Tensor, params: tuple[DirectionParams, DirectionParams], dt_rank: int,
+                   d_state: int, divide: bool) -> torch.Tensor:
+    """``silu(z) * (y_forward + y_backward)`` (``/ 2`` when ``divide``) of channel-major ``x, z (b, Di, L)``.
+    Without gradients on the Triton backend both directions share one output pass
+    (:func:`videomamba.ops.selective_scan_triton.scan_fwd_pair`); otherwise one scan per direction."""
+    p_f, p_b = params
+    if _pair_applies(x, p_f):
+        from ..ops import selective_scan_triton
+
+        f = torch.float64 if p_f.A_log.dtype == torch.float64 else torch.float32
+        dirs = []
+        for reverse, p in ((False, p_f), (True, p_b)):
+            xc, dt, B, C = direction_inputs(x, p, dt_rank, d_state, reverse)
+            dirs.append(dict(u=xc, delta=dt, A=-torch.exp(p.A_log.to(f)), B=B, C=C, D=p.D.to(f),
+                             delta_bias=p.dt_proj_bias.to(f)))
+        return selective_scan_triton.scan_fwd_pair(dirs[0], dirs[1], z=z, delta_softplus=True, divide=divide)
+    y = None
+    for reverse, p in ((False, p_f), (True, p_b)):
+        xc, dt, B, C = direction_inputs(x, p, dt_rank, d_state, reverse)
+        yd = scan_direction(xc, dt, B, C, p, z, reverse)
+        y = yd if y is None else y + yd
+        del xc, dt, B, C, yd
+    return y / 2 if divide else y
+
+
+def _pair_applies(x: torch.Tensor, p: DirectionParams) -> bool:
+    """The fused two-direction pass runs where the Triton scan would, when nothing needs its gradient."""
+    from ..ops.scan_op import _eager
+    from ..ops.selective_scan import resolve_backend
+
+    if torch.is_grad_enabled() or not _eager(x) or p.A_log.dtype == torch.float64:
+        return False
+    probe = x.new_empty((1, x.shape[1], 1))
+    bc = x.new_empty((1, p.A_log.shape[1], 1))
+    return resolve_backend(None, probe, p.A_log, bc, bc) == "triton"
 
 
 def project_out(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

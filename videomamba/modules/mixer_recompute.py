@@ -21,7 +21,7 @@ import torch
 from ..ops import selective_scan_ref
 from ..ops.scan_op import _eager, _kernel_module
 from ..ops.selective_scan import resolve_backend
-from .bimamba import DirectionParams, _weight_matmul, direction_inputs, project_in, project_out, scan_direction
+from .bimamba import DirectionParams, _weight_matmul, direction_inputs, gated_scan_sum, project_in, project_out
 
 RECOMPUTE_MODES = ("none", "block")
 
@@ -54,14 +54,7 @@ class _RecomputedMixer(torch.autograd.Function):
         h = _norm(block.norm, r, norm_w, norm_b, dtype)
         x, z = project_in(h, in_w, in_b)
         del h
-        y = None
-        for reverse, p in ((False, fwd), (True, bwd)):
-            xc, dt, B, C = direction_inputs(x, p, m.dt_rank, m.d_state, reverse)
-            yd = scan_direction(xc, dt, B, C, p, z, reverse)
-            y = yd if y is None else y + yd
-            del xc, dt, B, C, yd
-        if m.divide_output:
-            y = y / 2
+        y = gated_scan_sum(x, z, (fwd, bwd), m.dt_rank, m.d_state, m.divide_output)   # (no grad in here)
         return project_out(y, out_w, out_b)
 
     @staticmethod

@@ -21,7 +21,10 @@ order and scans it forward, so no reverse scan is needed (``associative_scan(rev
 ordering bugs on GPUs); one ``tl.flip`` brings ``a_t * h_{t-1}`` into that order. B/C gradients are summed
 over a block of channels in registers and over blocks and chunks by torch: deterministic, no atomics.
 
-``reverse=True`` scans from the last position to the first: only the step -> position map changes.
+``reverse=True`` scans from the last position to the first: only the step -> position map changes. Its steps
+start at position ``n_chunks * T - 1`` (padding first), so its chunks cover the same positions as the forward
+direction's: :func:`scan_fwd_pair` runs both directions of a mixer over one chunk of positions in one program
+and writes their gated sum once (launch 3 for both directions: one ``(batch, dim, L)`` write instead of three).
 Inputs fp32 / bf16 / fp16 (loaded and computed in fp32); state and carries fp32.
 """
 from __future__ import annotations
@@ -72,17 +75,21 @@ def _channels(pid_gd, dim, G, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def _steps(pid_c, L, T: tl.constexpr, REVERSE: tl.constexpr, BACKWARDS: tl.constexpr):
-    """The chunk's steps (``BACKWARDS``: last step first), their mask and positions in the sequence."""
+def _steps(pid_c, L, n_chunks, T: tl.constexpr, REVERSE: tl.constexpr, BACKWARDS: tl.constexpr):
+    """The chunk's steps (``BACKWARDS``: last step first), their mask and positions in the sequence.
+
+    The reverse direction's steps run from position ``n_chunks * T - 1`` down, padding first: its chunk c
+    covers the positions of the forward direction's chunk ``n_chunks - 1 - c`` (so one program can handle
+    both directions of the same positions, :func:`scan_fwd_pair`); padded steps are masked, i.e. identity."""
     if BACKWARDS:
         steps = pid_c * T + (T - 1) - tl.arange(0, T)
     else:
         steps = pid_c * T + tl.arange(0, T)
     if REVERSE:
-        pos = L - 1 - steps
+        pos = n_chunks * T - 1 - steps
     else:
         pos = steps
-    return steps, steps < L, pos
+    return steps, pos < L, pos
 
 
 @triton.jit
@@ -118,16 +125,16 @@ def _dy_pre(dout_ptr, z_ptr, rows, pos, mask, HAS_Z: tl.constexpr):
 
 
 @triton.jit
-def _chunk_tile(A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS: tl.constexpr, REVERSE: tl.constexpr,
+def _chunk_tile(pid_c, A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS: tl.constexpr, REVERSE: tl.constexpr,
                 BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
     """What a (channel block, chunk, batch) program of the summary / output kernels works on: channel
     offsets, positions, masks, A and the dt bias, row offsets of u-shaped and B/C tensors, and the offsets of
     its ``(BLOCK_D, BLOCK_N)`` slot in the per-chunk ``(batch, chunks, dim, N)`` buffers."""
-    pid_gd, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_gd, pid_b = tl.program_id(0), tl.program_id(2)
     offs_d, mask_d, g = _channels(pid_gd, dim, G, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
-    steps, mask_t, pos = _steps(pid_c, L, T, REVERSE, False)
+    steps, mask_t, pos = _steps(pid_c, L, n_chunks, T, REVERSE, False)
     mask = mask_d[:, None] & mask_t[None, :]
     mask_nt = mask_n[:, None] & mask_t[None, :]
     mask_dn = mask_d[:, None] & mask_n[None, :]
@@ -149,7 +156,7 @@ def _chunk_summary_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, bias_ptr, dout_
                           BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
     """Per chunk: total decay P, state S from a zero start and (``ADJOINT``) the adjoint X it sends left."""
     offs_d, mask_d, pos, mask, mask_nt, mask_dn, A, bias, rows, bc, carried = _chunk_tile(
-        A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS, REVERSE, BLOCK_D, BLOCK_N, T)
+        tl.program_id(1), A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS, REVERSE, BLOCK_D, BLOCK_N, T)
 
     dt = _load_dt(delta_ptr, bias, rows, pos, mask, SOFTPLUS)
     u = _load_rows(u_ptr, rows, pos, mask)
@@ -222,7 +229,7 @@ def _chunk_output_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bi
                          BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
     """``out = ((C . h) + D * u + add) * silu(z)`` for one chunk, from the state entering it."""
     offs_d, mask_d, pos, mask, mask_nt, mask_dn, A, bias, rows, bc, carried = _chunk_tile(
-        A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS, REVERSE, BLOCK_D, BLOCK_N, T)
+        tl.program_id(1), A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS, REVERSE, BLOCK_D, BLOCK_N, T)
     hin = tl.load(hin_ptr + carried, mask=mask_dn, other=0.0)
 
     dt = _load_dt(delta_ptr, bias, rows, pos, mask, SOFTPLUS)
@@ -233,6 +240,49 @@ def _chunk_output_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bi
         y += tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[:, None] * u
     if HAS_ADD:
         y += _load_rows(add_ptr, rows, pos, mask)
+    if HAS_Z:
+        zt = _load_rows(z_ptr, rows, pos, mask)
+        y = y * zt * _sigmoid(zt)
+    tl.store(out_ptr + rows[:, None] + pos[None, :], y, mask=mask)
+
+
+@triton.jit
+def _direction_output(pid_c, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hin_ptr,
+                      dim, L, N, G, n_chunks,
+                      HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
+                      BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
+    """One direction's ungated output ``C . h + D * u`` over chunk ``pid_c`` (in its step order), with the
+    row offsets, positions and mask of the tile."""
+    offs_d, mask_d, pos, mask, mask_nt, mask_dn, A, bias, rows, bc, carried = _chunk_tile(
+        pid_c, A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS, REVERSE, BLOCK_D, BLOCK_N, T)
+    dt = _load_dt(delta_ptr, bias, rows, pos, mask, SOFTPLUS)
+    u = _load_rows(u_ptr, rows, pos, mask)
+    h, _ = _chunk_states(u, dt, _load_rows(B_ptr, bc, pos, mask_nt), A,
+                         tl.load(hin_ptr + carried, mask=mask_dn, other=0.0))
+    y = tl.sum(h * _load_rows(C_ptr, bc, pos, mask_nt)[None, :, :], axis=1)
+    y += _load_channels(D_ptr, offs_d, mask_d, HAS_D, BLOCK_D)[:, None] * u
+    return y, rows, pos, mask
+
+
+@triton.jit
+def _pair_output_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hin_ptr,
+                        ub_ptr, deltab_ptr, Ab_ptr, Bb_ptr, Cb_ptr, Db_ptr, biasb_ptr, hinb_ptr,
+                        z_ptr, out_ptr, dim, L, N, G, n_chunks,
+                        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                        DIVIDE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
+    """Both directions of a bidirectional mixer over the same positions, summed, gated, written once:
+    ``out = (y_forward + y_reverse) [/ 2] * silu(z)``. The reverse direction's chunk covering these positions
+    is ``n_chunks - 1 - c`` and lists them last first, so its output is flipped into position order."""
+    pid_c = tl.program_id(1)
+    y, rows, pos, mask = _direction_output(pid_c, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hin_ptr,
+                                           dim, L, N, G, n_chunks, HAS_D, HAS_BIAS, SOFTPLUS, False,
+                                           BLOCK_D, BLOCK_N, T)
+    yb, _, _, _ = _direction_output(n_chunks - 1 - pid_c, ub_ptr, deltab_ptr, Ab_ptr, Bb_ptr, Cb_ptr, Db_ptr,
+                                    biasb_ptr, hinb_ptr, dim, L, N, G, n_chunks, HAS_D, HAS_BIAS, SOFTPLUS, True,
+                                    BLOCK_D, BLOCK_N, T)
+    y += tl.flip(yb, 1)
+    if DIVIDE:
+        y = y * 0.5
     if HAS_Z:
         zt = _load_rows(z_ptr, rows, pos, mask)
         y = y * zt * _sigmoid(zt)
@@ -253,16 +303,16 @@ def _chunk_backward_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
     pid_gd, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_n = tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
-    steps, mask_t, pos = _steps(pid_c, L, T, REVERSE, False)           # forward step order
-    rsteps, rmask_t, rpos = _steps(pid_c, L, T, REVERSE, True)         # the same steps, last first
+    steps, mask_t, pos = _steps(pid_c, L, n_chunks, T, REVERSE, False)       # forward step order
+    rsteps, rmask_t, rpos = _steps(pid_c, L, n_chunks, T, REVERSE, True)     # the same steps, last first
     # the step after each one (in the same chunk and sequence); the chunk's last step has none here: the
     # carried adjoint already holds what comes from the right
     nsteps = rsteps + 1
-    nmask_t = (nsteps < L) & (nsteps < (pid_c + 1) * T)
     if REVERSE:
-        npos = L - 1 - nsteps
+        npos = n_chunks * T - 1 - nsteps
     else:
         npos = nsteps
+    nmask_t = (npos < L) & (nsteps < (pid_c + 1) * T)
     mask_nt = mask_n[:, None] & mask_t[None, :]
     rmask_nt = mask_n[:, None] & rmask_t[None, :]
     per_group = dim // G
@@ -362,6 +412,7 @@ class _Launcher:
 
 _summary = _Launcher(_chunk_summary_kernel, "fwd", ["dim", "L", "N", "ADJOINT"])
 _output = _Launcher(_chunk_output_kernel, "fwd", ["dim", "L", "N"])
+_pair_output = _Launcher(_pair_output_kernel, "fwd", ["dim", "L", "N"])
 _backward = _Launcher(_chunk_backward_kernel, "bwd", ["dim", "L", "N"])
 
 
@@ -399,6 +450,22 @@ def _carry(P, S, X, h0, dlast, batch, dim, N, n_chunks, forward, adjoint):
     return last, dh0
 
 
+def _states_entering_chunks(u, delta, A, B, C, bias, initial_state, n_chunks, common, cfg):
+    """Launches 1 and 2 of the forward: the state entering each chunk ``(batch, n_chunks, dim, N)`` and the
+    last state (inputs prepared by :func:`_prep`)."""
+    batch, dim, L = u.shape
+    N, G = A.shape[1], B.shape[1]
+    f = dict(device=u.device, dtype=torch.float32)
+    P = torch.empty(batch, n_chunks, dim, N, **f)
+    S = torch.empty(batch, n_chunks, dim, N, **f)   # then: the state entering each chunk
+    h0 = None if initial_state is None else initial_state.detach().float().contiguous()
+    _summary(_block_grid(batch, dim, G, n_chunks),
+             (u, delta, A, B, C, bias if bias is not None else A, A, A, P, S, A, dim, L, N, G, n_chunks),
+             dict(common, ADJOINT=False, HAS_Z=False), cfg)
+    last, _ = _carry(P, S, None, h0, None, batch, dim, N, n_chunks, True, False)
+    return S, last
+
+
 def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False,
              initial_state=None, out=None, add=None, _config=None):
     """``(out, last_state)``: ``out`` in u's dtype (or written into the given ``out``), last state fp32.
@@ -410,17 +477,11 @@ def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
     G = BB.shape[1]
     T, cfg = _split(_config)
     n_chunks = triton.cdiv(L, T)
-    f = dict(device=u.device, dtype=torch.float32)
-    P = torch.empty(batch, n_chunks, dim, N, **f)
-    S = torch.empty(batch, n_chunks, dim, N, **f)   # then: the state entering each chunk
-    h0 = None if initial_state is None else initial_state.detach().float().contiguous()
     opt = lambda t: t if t is not None else AA  # noqa: E731  (absent pointers are never read)
     grid = _block_grid(batch, dim, G, n_chunks)
     common = dict(HAS_BIAS=bb is not None, SOFTPLUS=bool(delta_softplus), REVERSE=bool(reverse),
                   BLOCK_N=triton.next_power_of_2(N), T=T)
-    _summary(grid, (uu, dd, AA, BB, CC, opt(bb), AA, AA, P, S, AA, dim, L, N, G, n_chunks),
-             dict(common, ADJOINT=False, HAS_Z=False), cfg)
-    last, _ = _carry(P, S, None, h0, None, batch, dim, N, n_chunks, True, False)
+    S, last = _states_entering_chunks(uu, dd, AA, BB, CC, bb, initial_state, n_chunks, common, cfg)
     direct = out is not None and out.is_contiguous() and out.shape == u.shape
     target = out if direct else torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
     ad = None if add is None else add.contiguous()
@@ -486,3 +547,30 @@ def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if initial_state is not None:
         grads += (dh0.to(initial_state.dtype),)
     return grads + (out,) if return_out else grads
+
+
+def scan_fwd_pair(forward: dict, backward: dict, z=None, delta_softplus=False, divide=False, _config=None):
+    """Both directions of a bidirectional mixer in one output pass: ``(y_f + y_b) [/ 2] * silu(z)``, where
+    ``y_f`` scans ``forward`` = ``{u, delta, A, B, C, D, delta_bias}`` from the first position and ``y_b``
+    scans ``backward`` (same keys and shapes) from the last. Same result as two :func:`scan_fwd` calls summed
+    and gated, one ``(batch, dim, L)`` write instead of three; no gradients (inference and the recomputing
+    training function's forward). Returns the output in u's dtype."""
+    f, b = ([t for t in _prep(d["u"], d["delta"], d["A"], d["B"], d["C"], d.get("D"), None, d.get("delta_bias"))]
+            for d in (forward, backward))
+    batch, dim, L = f[0].shape
+    N, G = f[2].shape[1], f[3].shape[1]
+    if [t is None for t in f] != [t is None for t in b] or b[0].shape != f[0].shape or b[3].shape != f[3].shape:
+        raise ValueError("scan_fwd_pair: both directions need the same inputs and shapes")
+    T, cfg = _split(_config)
+    n_chunks = triton.cdiv(L, T)
+    common = dict(HAS_BIAS=f[7] is not None, SOFTPLUS=bool(delta_softplus), BLOCK_N=triton.next_power_of_2(N), T=T)
+    states = [_states_entering_chunks(d[0], d[1], d[2], d[3], d[4], d[7], None, n_chunks,
+                                      dict(common, REVERSE=rev), cfg)[0] for d, rev in ((f, False), (b, True))]
+    zz = None if z is None else z.contiguous()
+    out = torch.empty(batch, dim, L, device=f[0].device, dtype=forward["u"].dtype)
+    opt = lambda t: t if t is not None else f[2]  # noqa: E731
+    per_dir = lambda d, S: (d[0], d[1], d[2], d[3], d[4], opt(d[5]), opt(d[7]), S)  # noqa: E731
+    _pair_output(_block_grid(batch, dim, G, n_chunks),
+                 (*per_dir(f, states[0]), *per_dir(b, states[1]), opt(zz), out, dim, L, N, G, n_chunks),
+                 dict(common, HAS_D=f[5] is not None, HAS_Z=zz is not None, DIVIDE=bool(divide)), cfg)
+    return out
