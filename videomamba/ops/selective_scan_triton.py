@@ -222,24 +222,25 @@ def _chunk_states(u, dt, Bt, A, hin):
 
 
 @triton.jit
-def _chunk_output_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, add_ptr, hin_ptr, out_ptr,
-                         dim, L, N, G, n_chunks,
-                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr,
-                         SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
-                         BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
-    """``out = ((C . h) + D * u + add) * silu(z)`` for one chunk, from the state entering it."""
+def _direction_output(pid_c, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hin_ptr,
+                      dim, L, N, G, n_chunks,
+                      HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
+                      BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
+    """One direction's ungated output ``C . h + D * u`` over chunk ``pid_c`` (in its step order), from the
+    state entering the chunk; with the row offsets, positions and mask of the tile."""
     offs_d, mask_d, pos, mask, mask_nt, mask_dn, A, bias, rows, bc, carried = _chunk_tile(
-        tl.program_id(1), A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS, REVERSE, BLOCK_D, BLOCK_N, T)
+        pid_c, A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS, REVERSE, BLOCK_D, BLOCK_N, T)
     hin = tl.load(hin_ptr + carried, mask=mask_dn, other=0.0)
-
     dt = _load_dt(delta_ptr, bias, rows, pos, mask, SOFTPLUS)
     u = _load_rows(u_ptr, rows, pos, mask)
     h, _ = _chunk_states(u, dt, _load_rows(B_ptr, bc, pos, mask_nt), A, hin)
     y = tl.sum(h * _load_rows(C_ptr, bc, pos, mask_nt)[None, :, :], axis=1)
-    if HAS_D:
-        y += tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[:, None] * u
-    if HAS_ADD:
-        y += _load_rows(add_ptr, rows, pos, mask)
+    y += _load_channels(D_ptr, offs_d, mask_d, HAS_D, BLOCK_D)[:, None] * u
+    return y, rows, pos, mask
+
+
+@triton.jit
+def _gate_and_store(y, z_ptr, out_ptr, rows, pos, mask, HAS_Z: tl.constexpr):
     if HAS_Z:
         zt = _load_rows(z_ptr, rows, pos, mask)
         y = y * zt * _sigmoid(zt)
@@ -247,21 +248,18 @@ def _chunk_output_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bi
 
 
 @triton.jit
-def _direction_output(pid_c, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hin_ptr,
-                      dim, L, N, G, n_chunks,
-                      HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
-                      BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
-    """One direction's ungated output ``C . h + D * u`` over chunk ``pid_c`` (in its step order), with the
-    row offsets, positions and mask of the tile."""
-    offs_d, mask_d, pos, mask, mask_nt, mask_dn, A, bias, rows, bc, carried = _chunk_tile(
-        pid_c, A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS, REVERSE, BLOCK_D, BLOCK_N, T)
-    dt = _load_dt(delta_ptr, bias, rows, pos, mask, SOFTPLUS)
-    u = _load_rows(u_ptr, rows, pos, mask)
-    h, _ = _chunk_states(u, dt, _load_rows(B_ptr, bc, pos, mask_nt), A,
-                         tl.load(hin_ptr + carried, mask=mask_dn, other=0.0))
-    y = tl.sum(h * _load_rows(C_ptr, bc, pos, mask_nt)[None, :, :], axis=1)
-    y += _load_channels(D_ptr, offs_d, mask_d, HAS_D, BLOCK_D)[:, None] * u
-    return y, rows, pos, mask
+def _chunk_output_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, add_ptr, hin_ptr, out_ptr,
+                         dim, L, N, G, n_chunks,
+                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr,
+                         SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
+                         BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, T: tl.constexpr):
+    """``out = ((C . h) + D * u + add) * silu(z)`` for one chunk, from the state entering it."""
+    y, rows, pos, mask = _direction_output(tl.program_id(1), u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
+                                           hin_ptr, dim, L, N, G, n_chunks, HAS_D, HAS_BIAS, SOFTPLUS, REVERSE,
+                                           BLOCK_D, BLOCK_N, T)
+    if HAS_ADD:
+        y += _load_rows(add_ptr, rows, pos, mask)
+    _gate_and_store(y, z_ptr, out_ptr, rows, pos, mask, HAS_Z)
 
 
 @triton.jit
@@ -283,10 +281,7 @@ def _pair_output_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, 
     y += tl.flip(yb, 1)
     if DIVIDE:
         y = y * 0.5
-    if HAS_Z:
-        zt = _load_rows(z_ptr, rows, pos, mask)
-        y = y * zt * _sigmoid(zt)
-    tl.store(out_ptr + rows[:, None] + pos[None, :], y, mask=mask)
+    _gate_and_store(y, z_ptr, out_ptr, rows, pos, mask, HAS_Z)
 
 
 @triton.jit
