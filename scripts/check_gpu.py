@@ -61,7 +61,6 @@ def run_scan(backend, t, dtype, reverse, h0=None, g_out=None, g_last=None):
 def check_scan(dev, ours: bool, mamba_ssm: bool):
     from videomamba.ops import selective_scan_triton as S
 
-    names = ["out", "last", *"du ddelta dA dB dC dD dz ddelta_bias dh0".split()]
     shapes = ((1, 12, 40, 16, 2),) if SMOKE else ((2, 200, 300, 16, 1), (1, 96, 129, 16, 2))
     for (b, d, L, N, G) in shapes:
         t = scan_inputs(b, d, L, N, G, dev)

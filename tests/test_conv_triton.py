@@ -6,10 +6,7 @@ and channel-block boundaries. The oracle is an fp64 loop over taps written here 
 the gradients), independent of ``causal_conv1d_ref`` and of the code under test.
 """
 import itertools
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -222,35 +219,3 @@ def test_dispatch_rules(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)   # CPU tensors need the interpreter
     with pytest.raises(RuntimeError, match="Triton kernel needs"):
         causal_conv1d_fn(xc, wc, None, backend="triton")
-
-
-CUBIN_SCRIPT = r"""
-import json, triton
-from triton.backends.compiler import GPUTarget
-from videomamba.ops import causal_conv1d_triton as T
-
-def compile_kernel(kernel, types, constexprs, arch):
-    sig = {p.name: "constexpr" if p.is_constexpr else types[p.name] for p in kernel.params}
-    src = triton.compiler.ASTSource(fn=kernel, signature=sig, constexprs=constexprs)
-    return len(triton.compile(src, target=GPUTarget("cuda", arch, 32)).asm["cubin"])
-
-results = {}
-for act, wt in (("bf16", "fp32"), ("fp32", "fp32")):
-    types = dict(x_ptr="*" + act, y_ptr="*" + act, dy_ptr="*" + act, dx_ptr="*" + act, w_ptr="*" + wt,
-                 b_ptr="*" + wt, dw_part_ptr="*fp32", db_part_ptr="*fp32", dim="i32", L="i32")
-    on = act == "bf16"
-    flags = dict(K=4, HAS_BIAS=on, SILU=on, REVERSE=on, BLOCK_C=16, BLOCK_L=128)
-    results[f"fwd-{act}-sm90"] = compile_kernel(T._conv_fwd_kernel, types, flags, 90)
-    results[f"bwd-{act}-sm90"] = compile_kernel(T._conv_bwd_kernel, types, flags, 90)
-T._tuned("fwd"), T._tuned("bwd")   # the autotuners build outside the interpreter
-print(json.dumps(results))
-"""
-
-
-def test_kernels_compile_for_hopper():
-    """The interpreter is lenient about types; compiling for sm_90 catches what would only fail on a GPU."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-c", CUBIN_SCRIPT], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    sizes = json.loads(r.stdout.strip().splitlines()[-1])
-    assert len(sizes) == 4 and all(n > 1000 for n in sizes.values()), sizes

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
-import os
 
 import torch
 import torch.nn.functional as F
