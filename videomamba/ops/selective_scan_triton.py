@@ -130,7 +130,7 @@ def _chunk_tile(pid_c, A_ptr, bias_ptr, dim, L, N, G, n_chunks, HAS_BIAS: tl.con
     """What a (channel block, chunk, batch) program of the summary / output kernels works on: channel
     offsets, positions, masks, A and the dt bias, row offsets of u-shaped and B/C tensors, and the offsets of
     its ``(BLOCK_D, BLOCK_N)`` slot in the per-chunk ``(batch, chunks, dim, N)`` buffers."""
-    pid_gd, pid_b = tl.program_id(0), tl.program_id(2)
+    pid_gd, pid_b = tl.program_id(0), tl.program_id(2).to(tl.int64)   # int64 offsets: B*D*L may pass 2^31
     offs_d, mask_d, g = _channels(pid_gd, dim, G, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
@@ -181,7 +181,7 @@ def _carry_kernel(P_ptr, S_ptr, X_ptr, h0_ptr, dlast_ptr, last_ptr, dh0_ptr, dim
                   BLOCK: tl.constexpr):
     """Serial over chunks, parallel over (batch, channel, state). Overwrites S with the state entering each
     chunk (``FORWARD``) and X with the adjoint entering each chunk from its right (``ADJOINT``)."""
-    pid, pid_b = tl.program_id(0), tl.program_id(1)
+    pid, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < dim * N
     stride = dim * N
@@ -295,7 +295,7 @@ def _chunk_backward_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
                            CHANNELS: tl.constexpr):
     """Gradients of one chunk for ``CHANNELS`` channels of one group, ``BLOCK_D`` at a time (their B/C
     gradients summed here): recompute the states from the carried state, the adjoints from the carried one."""
-    pid_gd, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_gd, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     offs_n = tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
     steps, mask_t, pos = _steps(pid_c, L, n_chunks, T, REVERSE, False)       # forward step order
