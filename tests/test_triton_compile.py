@@ -44,7 +44,7 @@ for on, targets in ((True, ((80, None), (90, "bf16"))), (False, ((90, None),))):
         results[f"backward-{tag}"] = compile_kernel(S._chunk_backward_kernel, dict(
             flags, HAS_D=on, HAS_Z=on, HAS_OUT=on, CHANNELS=S.BWD_CHANNELS, **dict(shape, BLOCK_D=4)), arch, half)
 results["carry"] = compile_kernel(S._carry_kernel, dict(FORWARD=True, ADJOINT=True, HAS_H0=True, HAS_DLAST=True,
-                                                      BLOCK=256), 90)
+                                                      BLOCK=128, GROUP=16), 90)
 for on, arch, half in ((True, 90, "bf16"), (False, 90, None)):   # the conv: weights and partial sums stay fp32
     flags = dict(K=4, HAS_BIAS=on, SILU=on, REVERSE=on, BLOCK_C=16, BLOCK_L=128)
     results[f"conv-fwd-{on}"] = compile_kernel(V._conv_fwd_kernel, flags, arch, half)

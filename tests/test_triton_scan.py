@@ -89,8 +89,9 @@ def test_interpreter_is_on():
 
 
 # dim 12 in 2 groups: 6 channels per group, blocks of 4 (a masked half block per group), backward programs of
-# 4 channels (two per group); L 37 in chunks of 8: 5 chunks, the last with 5 steps.
-CROSSING = dict(T=8, BLOCK_D=4, CHANNELS=4)
+# 4 channels (two per group); L 37 in chunks of 8: 5 chunks, the last with 5 steps, carried 2 at a time (3
+# groups of links, the last one partial).
+CROSSING = dict(T=8, BLOCK_D=4, CHANNELS=4, CARRY_GROUP=2)
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])

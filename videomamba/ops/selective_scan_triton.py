@@ -7,8 +7,9 @@ channel d and state n) is cut into chunks of ``T`` steps. Three launches:
 1. **summary** (grid: channel blocks x chunks x batch): per chunk, the state it would end in from a zero
    start, ``S = sum_t exp(A * (dt_{t+1} + ... + dt_end)) * b_t``, and its total decay ``P = exp(A * sum dt)``.
    Closed forms from a cumulative sum of dt: no scan needed here.
-2. **carry** (grid: batch x channels x states, serial over chunks): ``h_in[c+1] = P_c * h_in[c] + S_c`` from
-   the initial state; the state after the last chunk is the returned last state. Tiny: ``L/T`` steps.
+2. **carry** (grid: batch x channels x states): ``h_in[c+1] = P_c * h_in[c] + S_c`` from the initial state;
+   the state after the last chunk is the returned last state. 16 chunks' links are composed at once by an
+   associative scan, so the serial chain is ``L / (16 T)`` steps (13 at 12,545 tokens), not ``L / T``.
 3. **output** (same grid as 1): each chunk scans its ``(BLOCK_D, N, T)`` tile with ``tl.associative_scan``
    over the pairs ``(a_t, b_t)``, adds ``cumprod(a) * h_in``, contracts with ``C``, adds ``D * u`` (and an
    optional addend), gates with ``silu(z)``.
@@ -38,6 +39,7 @@ import triton.language as tl
 CHUNK = 64            # steps per chunk of the forward (a power of two: the flip and the scan need it)
 BWD_CHUNK = 32        # ... of the backward, whose program holds ~3x as many tiles (no register spills at 32)
 BWD_CHANNELS = 32     # channels whose B/C gradients one backward program sums in registers
+CARRY_GROUP = 16      # chunks the carry pass composes at once (its serial chain: n_chunks / CARRY_GROUP steps)
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _INTERPRETED_BLOCK_D = 32
 
@@ -176,38 +178,55 @@ def _chunk_summary_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, bias_ptr, dout_
 
 
 @triton.jit
+def _carry_group(P_ptr, V_ptr, carry, first, step, n_chunks, stride, base, mask, GROUP: tl.constexpr):
+    """``GROUP`` consecutive links of a carry chain at once: chunk ``first + j * step`` maps the value entering it,
+    ``v -> P * v + V``. Writes the value entering each of them over V (loaded first) and returns the value
+    leaving the last. The links are composed with one associative scan, so the serial chain is ``n_chunks /
+    GROUP`` dependent steps instead of ``n_chunks``; chunks past either end are identity links."""
+    j = tl.arange(0, GROUP)
+    c = first + j * step
+    inside = (c >= 0) & (c < n_chunks)
+    at = base[None, :] + c[:, None] * stride
+    both = inside[:, None] & mask[None, :]
+    p = tl.load(P_ptr + at, mask=both, other=1.0)
+    v = tl.load(V_ptr + at, mask=both, other=0.0)
+    decay, local = tl.associative_scan((p, v), 0, _affine_combine)
+    leaving = local + decay * carry[None, :]                        # the value after link j
+    entering = tl.where((j == 0)[:, None], carry[None, :], 0.0)     # link 0 gets the carry; link j the
+    tl.store(V_ptr + at, entering, mask=both & (j == 0)[:, None])   # value after link j - 1
+    tl.store(V_ptr + at + step * stride, leaving, mask=both & (j < GROUP - 1)[:, None]
+             & ((c + step >= 0) & (c + step < n_chunks))[:, None])
+    return tl.sum(tl.where((j == GROUP - 1)[:, None], leaving, 0.0), axis=0)
+
+
+@triton.jit
 def _carry_kernel(P_ptr, S_ptr, X_ptr, h0_ptr, dlast_ptr, last_ptr, dh0_ptr, dim, N, n_chunks,
                   FORWARD: tl.constexpr, ADJOINT: tl.constexpr, HAS_H0: tl.constexpr, HAS_DLAST: tl.constexpr,
-                  BLOCK: tl.constexpr):
-    """Serial over chunks, parallel over (batch, channel, state). Overwrites S with the state entering each
-    chunk (``FORWARD``) and X with the adjoint entering each chunk from its right (``ADJOINT``)."""
+                  BLOCK: tl.constexpr, GROUP: tl.constexpr):
+    """Parallel over (batch, channel, state), ``GROUP`` chunks at a time along the sequence. Overwrites S with
+    the state entering each chunk (``FORWARD``) and X with the adjoint entering each chunk from its right
+    (``ADJOINT``)."""
     pid, pid_b = tl.program_id(0), tl.program_id(1).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < dim * N
     stride = dim * N
     base = pid_b * n_chunks * stride + offs
+    n_groups = (n_chunks + GROUP - 1) // GROUP
     if FORWARD:
         if HAS_H0:
             h = tl.load(h0_ptr + pid_b * stride + offs, mask=mask, other=0.0).to(tl.float32)
         else:
             h = tl.zeros([BLOCK], tl.float32)
-        for c in range(0, n_chunks):
-            p = tl.load(P_ptr + base + c * stride, mask=mask, other=0.0)
-            s = tl.load(S_ptr + base + c * stride, mask=mask, other=0.0)
-            tl.store(S_ptr + base + c * stride, h, mask=mask)
-            h = p * h + s
+        for gi in range(0, n_groups):
+            h = _carry_group(P_ptr, S_ptr, h, gi * GROUP, 1, n_chunks, stride, base, mask, GROUP)
         tl.store(last_ptr + pid_b * stride + offs, h, mask=mask)
     if ADJOINT:
         if HAS_DLAST:
             gc = tl.load(dlast_ptr + pid_b * stride + offs, mask=mask, other=0.0).to(tl.float32)
         else:
             gc = tl.zeros([BLOCK], tl.float32)
-        for ci in range(0, n_chunks):
-            c = n_chunks - 1 - ci
-            p = tl.load(P_ptr + base + c * stride, mask=mask, other=0.0)
-            x = tl.load(X_ptr + base + c * stride, mask=mask, other=0.0)
-            tl.store(X_ptr + base + c * stride, gc, mask=mask)
-            gc = x + p * gc
+        for gi in range(0, n_groups):   # right to left: the group's chunks last first
+            gc = _carry_group(P_ptr, X_ptr, gc, n_chunks - 1 - gi * GROUP, -1, n_chunks, stride, base, mask, GROUP)
         if HAS_H0:   # what the first step sends left is the gradient of the initial state
             tl.store(dh0_ptr + pid_b * stride + offs, gc, mask=mask)
 
@@ -430,22 +449,24 @@ def _split(config, chunk=CHUNK):
     """``(T, kernel config or None)`` from a test's ``_config``."""
     if config is None:
         return chunk, None
-    return config.get("T", chunk), {k: v for k, v in config.items() if k not in ("T", "CHANNELS")}
+    return config.get("T", chunk), {k: v for k, v in config.items() if k not in ("T", "CHANNELS", "CARRY_GROUP")}
 
 
-def _carry(P, S, X, h0, dlast, batch, dim, N, n_chunks, forward, adjoint):
+def _carry(P, S, X, h0, dlast, batch, dim, N, n_chunks, forward, adjoint, group=None):
     f = dict(device=P.device, dtype=torch.float32)
     last = torch.empty(batch, dim, N, **f) if forward else None
     dh0 = torch.empty(batch, dim, N, **f) if (adjoint and h0 is not None) else None
-    block = 256
+    block = 128
+    group = group or min(CARRY_GROUP, triton.next_power_of_2(n_chunks))
     opt = lambda t: t if t is not None else P  # noqa: E731  (absent pointers are never read)
     _carry_kernel[(triton.cdiv(dim * N, block), batch)](
         P, opt(S), opt(X), opt(h0), opt(dlast), opt(last), opt(dh0), dim, N, n_chunks,
-        FORWARD=forward, ADJOINT=adjoint, HAS_H0=h0 is not None, HAS_DLAST=dlast is not None, BLOCK=block)
+        FORWARD=forward, ADJOINT=adjoint, HAS_H0=h0 is not None, HAS_DLAST=dlast is not None, BLOCK=block,
+        GROUP=group)
     return last, dh0
 
 
-def _states_entering_chunks(u, delta, A, B, C, bias, initial_state, n_chunks, common, cfg):
+def _states_entering_chunks(u, delta, A, B, C, bias, initial_state, n_chunks, common, cfg, group=None):
     """Launches 1 and 2 of the forward: the state entering each chunk ``(batch, n_chunks, dim, N)`` and the
     last state (inputs prepared by :func:`_prep`)."""
     batch, dim, L = u.shape
@@ -457,7 +478,7 @@ def _states_entering_chunks(u, delta, A, B, C, bias, initial_state, n_chunks, co
     _summary(_block_grid(batch, dim, G, n_chunks),
              (u, delta, A, B, C, bias if bias is not None else A, A, A, P, S, A, dim, L, N, G, n_chunks),
              dict(common, ADJOINT=False, HAS_Z=False), cfg)
-    last, _ = _carry(P, S, None, h0, None, batch, dim, N, n_chunks, True, False)
+    last, _ = _carry(P, S, None, h0, None, batch, dim, N, n_chunks, True, False, group)
     return S, last
 
 
@@ -465,7 +486,8 @@ def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
              initial_state=None, out=None, add=None, _config=None):
     """``(out, last_state)``: ``out`` in u's dtype (or written into the given ``out``), last state fp32.
     ``add`` (u's shape) is added before the gate. ``_config`` (tests): ``{"T": steps per chunk, "BLOCK_D":
-    channels per program, "num_warps": w}`` instead of the defaults / the autotuner."""
+    channels per program, "num_warps": w, "CARRY_GROUP": chunks composed at once}`` instead of the defaults /
+    the autotuner (the backward also takes "CHANNELS": channels per program)."""
     batch, dim, L = u.shape
     N = A.shape[1]
     uu, dd, AA, BB, CC, DD, zz, bb = _prep(u, delta, A, B, C, D, z, delta_bias)
@@ -476,7 +498,8 @@ def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
     grid = _block_grid(batch, dim, G, n_chunks)
     common = dict(HAS_BIAS=bb is not None, SOFTPLUS=bool(delta_softplus), REVERSE=bool(reverse),
                   BLOCK_N=triton.next_power_of_2(N), T=T)
-    S, last = _states_entering_chunks(uu, dd, AA, BB, CC, bb, initial_state, n_chunks, common, cfg)
+    S, last = _states_entering_chunks(uu, dd, AA, BB, CC, bb, initial_state, n_chunks, common, cfg,
+                                      (_config or {}).get("CARRY_GROUP"))
     direct = out is not None and out.is_contiguous() and out.shape == u.shape
     target = out if direct else torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
     ad = None if add is None else add.contiguous()
@@ -517,7 +540,7 @@ def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                   BLOCK_N=triton.next_power_of_2(N), T=T)
     _summary(grid, (uu, dd, AA, BB, CC, opt(bb), go, opt(zz), P, S, X, dim, L, N, G, n_chunks),
              dict(common, ADJOINT=True, HAS_Z=zz is not None), cfg)
-    _, dh0 = _carry(P, S, X, h0, gl, batch, dim, N, n_chunks, True, True)
+    _, dh0 = _carry(P, S, X, h0, gl, batch, dim, N, n_chunks, True, True, (_config or {}).get("CARRY_GROUP"))
     del P
     du = torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
     ddelta = torch.empty(batch, dim, L, device=u.device, dtype=delta.dtype)
@@ -559,8 +582,8 @@ def scan_fwd_pair(forward: dict, backward: dict, z=None, delta_softplus=False, d
     T, cfg = _split(_config)
     n_chunks = triton.cdiv(L, T)
     common = dict(HAS_BIAS=f[7] is not None, SOFTPLUS=bool(delta_softplus), BLOCK_N=triton.next_power_of_2(N), T=T)
-    states = [_states_entering_chunks(d[0], d[1], d[2], d[3], d[4], d[7], None, n_chunks,
-                                      dict(common, REVERSE=rev), cfg)[0] for d, rev in ((f, False), (b, True))]
+    states = [_states_entering_chunks(d[0], d[1], d[2], d[3], d[4], d[7], None, n_chunks, dict(common, REVERSE=rev),
+                                      cfg, (_config or {}).get("CARRY_GROUP"))[0] for d, rev in ((f, False), (b, True))]
     zz = None if z is None else z.contiguous()
     out = torch.empty(batch, dim, L, device=f[0].device, dtype=forward["u"].dtype)
     opt = lambda t: t if t is not None else f[2]  # noqa: E731
