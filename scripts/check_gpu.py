@@ -113,6 +113,23 @@ def check_scan(dev, ours: bool, mamba_ssm: bool):
                 grads = S.scan_bwd(g_out.float(), *args, True, dlast=g_last.float(), _config=cfg)
                 err = max(rel(a, e) for a, e in zip(grads[:8], ref[2:]))
             report(f"triton scan {kind} with {cfg}, worst rel err", err, 1e-4)
+    # the carry composed 2 chunks at a time (several groups, a partial last one), forward and backward
+    cfg = dict(T=32, CARRY_GROUP=2)
+    out, last = S.scan_fwd(*args, True, _config=cfg)
+    grads = S.scan_bwd(g_out.float(), *args, True, dlast=g_last.float(), _config=cfg)
+    report("triton scan with the carry in groups of 2 chunks, worst rel err",
+           max([rel(out, ref[0]), rel(last, ref[1])] + [rel(a, e) for a, e in zip(grads[:8], ref[2:])]), 1e-4)
+    if not SMOKE:   # past 2^31 elements (64-bit offsets): the last batch element alone gives the same output
+        big = [torch.randn(128, 1536, 10923, device=dev, dtype=torch.bfloat16) for _ in range(2)]
+        bc = [torch.randn(128, 16, 10923, device=dev, dtype=torch.bfloat16) for _ in range(2)]
+        A, D, bias = -torch.rand(1536, 16, device=dev) - 0.1, torch.randn(1536, device=dev), \
+            torch.randn(1536, device=dev) * 0.1
+        full, _ = S.scan_fwd(big[0], big[1], A, bc[0], bc[1], D, None, bias, True)
+        alone, _ = S.scan_fwd(big[0][-1:], big[1][-1:], A, bc[0][-1:], bc[1][-1:], D, None, bias, True)
+        report("triton scan at batch x dim x L = 2.15e9 (64-bit offsets): last element vs scanned alone (rel)",
+               rel(full[-1:], alone), 1e-6)
+        del big, bc, full, alone
+        torch.cuda.empty_cache()
     # both directions in one output pass vs the fp64 reference of each direction, summed and gated
     t_b = scan_inputs(b, d, L, 16, 2, dev, seed=2)
     keys = ("u", "delta", "A", "B", "C", "D", "delta_bias")

@@ -158,3 +158,51 @@ def test_both_directions_in_one_output_pass(divide):
             ref = (recurrence(**r(t_f))[0] + recurrence(**r(t_b), reverse=True)[0]) * (0.5 if divide else 1.0) \
                 * F.silu(z.to(dtype).double())
         assert rel_err(out, ref) < tol, rel_err(out, ref)
+
+
+def test_launcher_reuses_the_tuned_config_during_graph_capture(monkeypatch):
+    """On a GPU the autotuner must not benchmark inside a CUDA graph capture: there the config it chose for
+    the shape before (or the first of the space, for a shape never seen) is launched directly."""
+    import triton
+
+    calls = []
+
+    class Tuned:   # stands in for triton.autotune's object
+        best_config = triton.Config({"BLOCK_D": 8}, num_warps=8)
+
+        def __getitem__(self, grid):
+            return lambda *a, **k: calls.append(("tuned", k))
+
+    class Kernel:
+        arg_names = ["x_ptr", "dim", "L", "N"]
+
+        def __getitem__(self, grid):
+            return lambda *a, **k: calls.append(("direct", k))
+
+    launcher = S._Launcher.__new__(S._Launcher)
+    launcher.fn, launcher.kind, launcher.key, launcher.tuned, launcher.chosen = \
+        Kernel(), "fwd", ["dim", "L", "N"], Tuned(), {}
+    x, grid = torch.zeros(2), (lambda meta: (1,))
+    monkeypatch.setattr(S, "_capturing", lambda: False)
+    launcher(grid, (x, 4, 10, 16), {"T": 64})
+    monkeypatch.setattr(S, "_capturing", lambda: True)
+    launcher(grid, (x, 4, 10, 16), {"T": 64})
+    launcher(grid, (x, 4, 11, 16), {"T": 64})
+    assert calls[0][0] == "tuned"
+    assert calls[1] == ("direct", {"T": 64, "BLOCK_D": 8, "num_warps": 8})
+    first = S._configs("fwd")[0]
+    assert calls[2] == ("direct", {"T": 64, "BLOCK_D": first.kwargs["BLOCK_D"], "num_warps": first.num_warps})
+
+
+def test_backward_programs_fill_the_gpu_and_keep_partial_sums_small():
+    cpu = torch.device("cpu")   # (132 SMs assumed off a GPU, an H100's count)
+    assert S._backward_channels(64, 384, 1, 50, cpu) == 128        # 3 x 50 x 64 programs: the widest
+    assert S._backward_channels(1, 384, 1, 50, cpu) == 32          # 12 x 50 = 600 >= 4 x 132; 64 gives 300
+    assert S._backward_channels(1, 384, 1, 7, cpu) == 8            # batch 1, 197 tokens: as many as possible
+
+
+def test_out_sharing_memory_with_an_input_is_refused():
+    t, _ = make(1, 4, 9, 4, 0, seed=15)
+    kin = {k: v.float() for k, v in t.items()}
+    with pytest.raises(ValueError, match="must not share memory"):
+        S.scan_fwd(**kin, delta_softplus=True, out=kin["u"])

@@ -38,7 +38,6 @@ import triton.language as tl
 
 CHUNK = 64            # steps per chunk of the forward (a power of two: the flip and the scan need it)
 BWD_CHUNK = 32        # ... of the backward, whose program holds ~3x as many tiles (no register spills at 32)
-BWD_CHANNELS = 32     # channels whose B/C gradients one backward program sums in registers
 CARRY_GROUP = 16      # chunks the carry pass composes at once (its serial chain: n_chunks / CARRY_GROUP steps)
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _INTERPRETED_BLOCK_D = 32
@@ -401,22 +400,43 @@ def _chunk_backward_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, 
 
 # ---------------------------------------------------------------------------------------------- launch
 def _configs(kind):
-    """The autotuner's space: channels per program (x N states x T steps in registers) and warps; the pairs
-    that ptxas compiles without register spills for N = 16 on sm_90 (larger blocks spill)."""
-    pairs = ((4, 4), (4, 8), (8, 8)) if kind == "fwd" else ((2, 4), (2, 8), (4, 4), (4, 8), (8, 8))
+    """The autotuner's space: channels per program (x N states x T steps in registers) and warps; pairs that
+    ptxas (sm_90a, N = 16) compiles with no or a few bytes of register spills (larger blocks spill more)."""
+    pairs = ((4, 4), (4, 8), (8, 8)) if kind == "fwd" else ((2, 8), (4, 4), (4, 8), (8, 8))
     return [triton.Config({"BLOCK_D": bd}, num_warps=w) for bd, w in pairs]
 
 
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 class _Launcher:
-    """A kernel with BLOCK_D / num_warps autotuned per shape on a GPU, or fixed (interpreter, tests)."""
+    """A kernel with BLOCK_D / num_warps autotuned per shape on a GPU, or fixed (interpreter, tests).
+
+    The autotuner benchmarks (synchronising, allocating) the first time it sees a shape, which a CUDA graph
+    being captured forbids: during a capture the config chosen earlier for the shape is launched directly, or
+    the first of the space when the shape was never seen (torch.compile's CUDA graphs run each shape once
+    before recording, so they get the tuned one)."""
 
     def __init__(self, fn, kind, key):
-        self.fn = fn
-        self.tuned = None if _INTERPRET else triton.autotune(configs=_configs(kind), key=key)(fn)
+        self.fn, self.kind, self.key = fn, kind, key
+        self.tuned = None if _INTERPRET else triton.autotune(configs=_configs(kind), key=key,
+                                                              cache_results=True)(fn)
+        self.chosen = {}   # shape key -> the config the autotuner chose
+
+    def _shape_key(self, args, meta):
+        named = dict(zip(self.fn.arg_names, args), **meta)
+        return tuple(named[k] for k in self.key) + tuple(str(v.dtype) for v in args if hasattr(v, "dtype"))
 
     def __call__(self, grid, args, meta, config=None):
         if config is None and self.tuned is not None:
-            return self.tuned[grid](*args, **meta)
+            key = self._shape_key(args, meta)
+            if not _capturing():
+                result = self.tuned[grid](*args, **meta)
+                self.chosen[key] = self.tuned.best_config
+                return result
+            best = self.chosen.get(key) or _configs(self.kind)[0]
+            config = dict(best.kwargs, num_warps=best.num_warps)
         # Interpreted (no autotuner): wide blocks, since its cost grows with programs x operations.
         cfg = dict(config) if config is not None else {"BLOCK_D": _INTERPRETED_BLOCK_D}
         warps = cfg.pop("num_warps", 4)
@@ -427,7 +447,22 @@ class _Launcher:
 _summary = _Launcher(_chunk_summary_kernel, "fwd", ["dim", "L", "N", "ADJOINT"])
 _output = _Launcher(_chunk_output_kernel, "fwd", ["dim", "L", "N"])
 _pair_output = _Launcher(_pair_output_kernel, "fwd", ["dim", "L", "N"])
-_backward = _Launcher(_chunk_backward_kernel, "bwd", ["dim", "L", "N"])
+_backward = _Launcher(_chunk_backward_kernel, "bwd", ["dim", "L", "N", "CHANNELS"])
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def _backward_channels(batch: int, per_group: int, G: int, n_chunks: int, device) -> int:
+    """Channels per backward program: the most (fewer B/C partial sums to write and add up: 4x less memory
+    traffic at (64, 384, 1569) than 32 channels) that still leaves 4 programs per SM; 8 when even that
+    leaves the GPU half idle (batch 1, short clips)."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+    for channels in (128, 64, 32, 16):
+        if G * triton.cdiv(per_group, channels) * n_chunks * batch >= 4 * sms:
+            return channels
+    return 8
 
 
 def _prep(u, delta, A, B, C, D, z, delta_bias):
@@ -449,7 +484,8 @@ def _split(config, chunk=CHUNK):
     """``(T, kernel config or None)`` from a test's ``_config``."""
     if config is None:
         return chunk, None
-    return config.get("T", chunk), {k: v for k, v in config.items() if k not in ("T", "CHANNELS", "CARRY_GROUP")}
+    kernel = {k: v for k, v in config.items() if k not in ("T", "CHANNELS", "CARRY_GROUP")}
+    return config.get("T", chunk), kernel or None   # (no block size given: the autotuner's / the default)
 
 
 def _carry(P, S, X, h0, dlast, batch, dim, N, n_chunks, forward, adjoint, group=None):
@@ -500,6 +536,9 @@ def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
                   BLOCK_N=triton.next_power_of_2(N), T=T)
     S, last = _states_entering_chunks(uu, dd, AA, BB, CC, bb, initial_state, n_chunks, common, cfg,
                                       (_config or {}).get("CARRY_GROUP"))
+    if out is not None and any(t is not None and _shares_memory(out, t) for t in (u, delta, z, add)):
+        raise ValueError("scan_fwd: out must not share memory with u, delta, z or add (the autotuner reruns "
+                         "the kernel)")
     direct = out is not None and out.is_contiguous() and out.shape == u.shape
     target = out if direct else torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
     ad = None if add is None else add.contiguous()
@@ -520,12 +559,12 @@ def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     G = BB.shape[1]
     per_group = dim // G
     T, cfg = _split(_config, BWD_CHUNK)
-    channels = (_config or {}).get("CHANNELS", BWD_CHANNELS)
+    n_chunks = triton.cdiv(L, T)
+    channels = (_config or {}).get("CHANNELS") or _backward_channels(batch, per_group, G, n_chunks, u.device)
     if cfg is not None:
         cfg.setdefault("BLOCK_D", min(4, channels))
     elif _INTERPRET:
         channels = _INTERPRETED_BLOCK_D
-    n_chunks = triton.cdiv(L, T)
     n_cb = triton.cdiv(per_group, channels)
     f = dict(device=u.device, dtype=torch.float32)
     opt = lambda t: t if t is not None else AA  # noqa: E731
