@@ -82,16 +82,20 @@ def _grad_at(xb, dyb, w_ptr, b_ptr, offs_c, pos, mask_c, L, K: tl.constexpr, HAS
 
 
 @triton.jit
+def _tile(dim, L, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
+    """This program's (sequence block, channel block, batch element): channel / position offsets, the channel
+    mask and the 64-bit offset of its batch element (offsets inside one batch element fit 32 bits)."""
+    pid_l, pid_c, pid_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs_t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
+    return pid_l, pid_b, offs_c, offs_t, offs_c < dim, pid_b.to(tl.int64) * dim * L
+
+
+@triton.jit
 def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, dim, L,
                      K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, REVERSE: tl.constexpr,
                      BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
-    pid_l = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    pid_b = tl.program_id(2)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    offs_t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    mask_c = offs_c < dim
-    base = pid_b.to(tl.int64) * dim * L   # 64-bit batch offset; offsets inside one batch element fit 32 bits
+    pid_l, pid_b, offs_c, offs_t, mask_c, base = _tile(dim, L, BLOCK_C, BLOCK_L)
     acc = _conv_at(x_ptr + base, w_ptr, b_ptr, offs_c, offs_t, mask_c, L, K, HAS_BIAS, REVERSE, BLOCK_C, BLOCK_L)
     if SILU:
         acc = acc * _sigmoid(acc)
@@ -103,13 +107,7 @@ def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, dim, L,
 def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, dy_ptr, dx_ptr, dw_part_ptr, db_part_ptr, dim, L,
                      K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, REVERSE: tl.constexpr,
                      BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
-    pid_l = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    pid_b = tl.program_id(2)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    offs_t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    mask_c = offs_c < dim
-    base = pid_b.to(tl.int64) * dim * L
+    pid_l, pid_b, offs_c, offs_t, mask_c, base = _tile(dim, L, BLOCK_C, BLOCK_L)
     xb = x_ptr + base
     dyb = dy_ptr + base
 
