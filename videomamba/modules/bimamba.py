@@ -197,13 +197,20 @@ def gated_scan_sum(x: torch.Tensor, z: torch.Tensor, params: tuple[DirectionPara
 def _pair_applies(x: torch.Tensor, p: DirectionParams) -> bool:
     """The fused two-direction pass runs where the Triton scan would, when nothing needs its gradient."""
     from ..ops.scan_op import _eager
-    from ..ops.selective_scan import resolve_backend
 
     if torch.is_grad_enabled() or not _eager(x) or p.A_log.dtype == torch.float64:
         return False
-    probe = x.new_empty((1, x.shape[1], 1))
-    bc = x.new_empty((1, p.A_log.shape[1], 1))
-    return resolve_backend(None, probe, p.A_log, bc, bc) == "triton"
+    return scan_backend_for(x, p.A_log) == "triton"
+
+
+def scan_backend_for(x: torch.Tensor, A_log: torch.Tensor) -> str:
+    """The scan backend a mixer's scans resolve to for activations like ``x`` (its dtype and device) and
+    parameters ``A_log (d_inner, d_state)``: tiny stand-ins of the scan inputs, nothing computed."""
+    from ..ops.selective_scan import resolve_backend
+
+    d_inner, d_state = A_log.shape
+    bc = x.new_empty((1, d_state, 1))
+    return resolve_backend(None, x.new_empty((1, d_inner, 1)), A_log, bc, bc)
 
 
 def project_out(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

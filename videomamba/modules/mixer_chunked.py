@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import norm_forward
-from .bimamba import _weight_matmul, project_in_half, project_out, scan_direction
+from .bimamba import _weight_matmul, project_in_half, project_out, scan_backend_for, scan_direction
 
 
 def _eager(t: torch.Tensor) -> bool:
@@ -71,11 +71,7 @@ def _scan_into(kernel, xc, dt, B, C, p, reverse, state, out, add=None, z=None):
 
 def _scan_backend(x: torch.Tensor, mixer) -> str:
     """The backend the scans of this mixer will resolve to for activations like ``x``."""
-    from ..ops.selective_scan import resolve_backend
-
-    probe = x.new_empty((1, mixer.d_inner, 1))
-    bc = x.new_empty((1, mixer.d_state, 1))
-    return resolve_backend(None, probe, mixer.A_log, bc, bc)
+    return scan_backend_for(x, mixer.A_log)
 
 
 def _scan_kernel(x: torch.Tensor, mixer, name: str | None = None):

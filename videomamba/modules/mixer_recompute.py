@@ -21,7 +21,8 @@ import torch
 from ..ops import selective_scan_ref
 from ..ops.scan_op import _eager, _kernel_module
 from ..ops.selective_scan import resolve_backend
-from .bimamba import DirectionParams, _weight_matmul, direction_inputs, gated_scan_sum, project_in, project_out
+from .bimamba import (DirectionParams, _weight_matmul, direction_inputs, gated_scan_sum, project_in, project_out,
+                      scan_backend_for)
 
 RECOMPUTE_MODES = ("none", "block")
 
@@ -150,11 +151,8 @@ def recompute_applies(block, r: torch.Tensor) -> bool:
             or block.use_checkpoint     # an explicit torch checkpoint of the mixer takes precedence
             or _hooked(block.mixer) or _hooked(block.norm)):   # hooks on them must fire: the plain path
         return False
-    m = block.mixer
-    A = m.A_log
-    probe = r.new_empty((1, m.d_inner, 1))
-    B = r.new_empty((1, m.d_state, 1))
-    return resolve_backend(None, probe, A, B, B) != "mamba_ssm"   # its kernel has no output-emitting backward
+    # mamba-ssm's kernel has no output-emitting backward
+    return scan_backend_for(r, block.mixer.A_log) != "mamba_ssm"
 
 
 def _hooked(m) -> bool:
