@@ -46,7 +46,7 @@ setup(
                 "gradio>=6", "selenium"],   # the web demo and its browser test (+ scripts/install_browser.sh)
         "bench": ["matplotlib", "mambapy"],
     },
-    entry_points={"console_scripts": ["videomamba=videomamba.cli:main"]},
+    entry_points={"console_scripts": ["videomamba=videomamba.tools.cli:main"]},
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",

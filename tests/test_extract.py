@@ -1,4 +1,4 @@
-"""``videomamba extract`` (videomamba/extract.py) on real H.264 clips: window count and times for a given
+"""``videomamba extract`` (videomamba/tools/extract.py) on real H.264 clips: window count and times for a given
 length, features equal to the model run by hand, rerun skip, a bad file listed as failed, settings changes
 refused, and a 2-process torchrun split with no duplicate or lost video."""
 import json

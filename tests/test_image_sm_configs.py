@@ -11,7 +11,7 @@ from videomamba.engine.runner import scaled_lr
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = sorted(p for p in (ROOT / "configs" / "image_sm").glob("*.yaml") if not p.name.startswith("_"))
-# official.md §2: model, image size, GPUs in the exp script and the effective lr those GPUs give
+# docs/design.md §2: model, image size, GPUs in the exp script and the effective lr those GPUs give
 # (lr x bs x GPUs / 512); §1.5: parameters at 224 (without a distill head)
 OFFICIAL = {
     "videomamba_tiny_in1k_224": ("videomamba_tiny", 224, 7_148_008, 8, 4e-3),

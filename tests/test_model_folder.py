@@ -1,4 +1,4 @@
-"""The model folder (videomamba/pretrained.py): save_pretrained / from_pretrained round trips with identical
+"""The model folder (videomamba/checkpoint/model_folder.py): save_pretrained / from_pretrained round trips with identical
 logits, timm's own local-dir loader, `videomamba convert CK FOLDER` from every kind of checkpoint, predict on
 a folder, and one-line errors naming the file and key."""
 import json

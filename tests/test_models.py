@@ -9,7 +9,7 @@ from videomamba import VisionMamba
 
 from conftest import load_official
 
-# official.md §1.5
+# docs/design.md §1.5
 PARAMS = {
     "videomamba_tiny": (192, 24, 7_148_008, 7_033_744),
     "videomamba_small": (384, 24, 25_796_584, 25_568_656),
@@ -19,7 +19,7 @@ PARAMS = {
 
 
 def official_keys(D, depth, video, num_classes, T=8):
-    """The official state_dict layout of official.md §1.6, written out independently."""
+    """The official state_dict layout of docs/design.md §1.6, written out independently."""
     di, R, N = 2 * D, math.ceil(D / 16), 16
     keys = [("cls_token", (1, 1, D)), ("pos_embed", (1, 197, D))]
     if video:

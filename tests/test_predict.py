@@ -1,4 +1,4 @@
-"""``videomamba predict`` (videomamba/predict.py): checkpoints alone -> top-k classes of real H.264 clips
+"""``videomamba predict`` (videomamba/tools/predict.py): checkpoints alone -> top-k classes of real H.264 clips
 with the multi-view test protocol; one-line errors for bad checkpoints and videos."""
 import json
 import subprocess

@@ -30,7 +30,7 @@ def test_visible_counts(kind, grid, frames, ratio):
 
 
 def test_official_counts():
-    # official.md §3.4: 40 of 196 patches per frame stay visible with attention masking at 0.8
+    # docs/design.md §3.4: 40 of 196 patches per frame stay visible with attention masking at 0.8
     assert visible_patches("attention", 8, (14, 14), 0.8) == 8 * 40
     assert visible_patches("tube", 8, (14, 14), 0.9) == 8 * (196 - 176)
     assert visible_patches("random", 8, (14, 14), 0.9) == 1568 - 1411
@@ -171,7 +171,7 @@ def test_several_return_layers():
 
 
 def _official_pretrain_layout(depth: int, dim: int, frames: int, grid: int, out: int = 512) -> dict:
-    """The official masked-pretraining student's state dict (official.md §1.6), from the documented keys
+    """The official masked-pretraining student's state dict (docs/design.md §1.6), from the documented keys
     and shapes only."""
     di, R, N = 2 * dim, -(-dim // 16), 16
     sd = {"cls_token": (1, 1, dim), "pos_embed": (1, grid * grid + 1, dim), "temporal_pos_embedding": (1, frames, dim),

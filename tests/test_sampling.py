@@ -1,5 +1,5 @@
 """Frame indices and test crops equal the official loaders' arithmetic (values worked out by hand from
-the formulas in the spec, official.md section 3.2, including round-half-to-even and short videos)."""
+the formulas of docs/design.md §3.2, including round-half-to-even and short videos)."""
 import numpy as np
 import pytest
 

@@ -243,10 +243,10 @@ def test_reverse_with_constant_bc():
 
 def test_op_falls_back_to_the_reference_where_its_kernel_cannot_run(monkeypatch):
     """An exported graph keeps its backend name; run where that kernel is missing it must still be right."""
-    from videomamba.ops import scan_op, selective_scan as dispatch
+    from videomamba.ops import scan_op
 
     t = make(11, 2, torch.float32, True)
-    monkeypatch.setattr(dispatch, "backend_available", lambda name, dev="cpu": name == "reference")
+    monkeypatch.setattr(scan_op, "backend_available", lambda name, dev="cpu": name == "reference")
     out, last = scan_op.selective_scan_op(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"],
                                           t["delta_bias"], True, True, "cpu")
     ref, ref_last = selective_scan_ref(**t, delta_softplus=True, return_last_state=True, reverse=True)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from videomamba.data.image_dataset import DataError
+from videomamba.data.errors import DataError
 from videomamba.data.moving_digits import render_motion, write_mp4
 from videomamba.data.sampling import sparse_indices
 from videomamba.data.video_dataset import (VideoClipDataset, collate_eval, collate_train, read_video_annotations)

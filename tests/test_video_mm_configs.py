@@ -1,5 +1,5 @@
-"""The video-text configs and launchers: the official UMT recipes of VideoMamba-M (official.md §4) for the
-5M/17M/25M corpora in two stages, the zero-shot retrieval protocol per data set, the MODEL_ZOO rows (official.md
+"""The video-text configs and launchers: the official UMT recipes of VideoMamba-M (docs/design.md §4) for the
+5M/17M/25M corpora in two stages, the zero-shot retrieval protocol per data set, the MODEL_ZOO rows (docs/design.md
 §5) each with a config and an eval command per checkpoint. Config files and text only: no model is built."""
 import os
 import re
@@ -32,7 +32,7 @@ ZERO_SHOT = {
     "lsmdc": ("lsmdc_test_1000", "lsmdc_ret_test_1000.json", 96, False, None),
     "msvd": ("msvd_test", "msvd_ret_test.json", 64, False, None),
 }
-# official.md §5, video_mm MODEL_ZOO: (data set, direction) -> 5M, 17M, 25M R@1/R@5/R@10
+# docs/design.md §5, video_mm MODEL_ZOO: (data set, direction) -> 5M, 17M, 25M R@1/R@5/R@10
 PAPER = {
     ("MSRVTT", "T2V"): ("32.0/53.1/63.6", "34.7/58.9/68.0", "35.6/58.1/69.5"),
     ("MSRVTT", "V2T"): ("28.2/47.6/56.5", "29.5/49.9/60.1", "29.1/51.6/62.2"),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from videomamba.data.image_dataset import DataError
+from videomamba.data.errors import DataError
 from videomamba.data.moving_digits import write_mp4
 from videomamba.data.video_text import (CaptionedMediaDataset, MediaTestTransform, MediaTrainTransform,
                                         RetrievalCorpus, TextCollate, read_caption_annotations, read_media)

@@ -1,5 +1,5 @@
 """Every video_sm config parses and builds its model; one config per MODEL_ZOO row with the official exp
-script's hyper-parameters (official.md §3.3) and the MODEL_ZOO number (§5); the launchers."""
+script's hyper-parameters (docs/design.md §3.3) and the MODEL_ZOO number (§5); the launchers."""
 import os
 import re
 import subprocess
@@ -25,7 +25,7 @@ ROW_CONFIGS = [p for p in CONFIGS if p.parent.name in ZOO_SETS]
 LVU_CONFIGS = [p for p in CONFIGS if p.parent.name == "lvu"]
 README = ROOT / "video_sm" / "README.md"
 
-# official.md §1.5: parameters of the video model with 400 classes at T=8, 224; embed dims
+# docs/design.md §1.5: parameters of the video model with 400 classes at T=8, 224; embed dims
 PARAMS_K400_T8 = {"videomamba_tiny": 7_033_744, "videomamba_small": 25_568_656, "videomamba_middle": 73_875_856}
 DIM = {"videomamba_tiny": 192, "videomamba_small": 384, "videomamba_middle": 576}
 LETTER = {"videomamba_tiny": "t", "videomamba_small": "s", "videomamba_middle": "m"}
@@ -39,7 +39,7 @@ def _r(gpus, bs, eff_lr, ep, wu, ld, dp, wd, init, acc1, accum=1, aa5=False):
                 aa5=aa5)
 
 
-# (data set, model, frames, resolution) -> the exp script's numbers (official.md §3.3; `eff lr` =
+# (data set, model, frames, resolution) -> the exp script's numbers (docs/design.md §3.3; `eff lr` =
 # lr x bs x accum x GPUs x 2 / 256, computed by hand where the table gives only the base lr) and §5's top-1.
 EXPECTED = {}
 _IN1K = {m: f"videomamba_{LETTER[MODEL[m]]}16_in1k_res224.pth" for m in ("Ti", "S", "M")}
@@ -88,7 +88,7 @@ for ds, acc in _LONG.items():
         EXPECTED[ds, "M-mask", T, 224] = _r(8, 8 if T == 32 else 4, 1e-4 if T == 32 else 5e-5, 30 if coin else 45, 5, 0.8,
                                             0.4, 0.05, f"videomamba_m16_k400_mask_ft_f{T}_res224.pth", acc["M-mask"][i])
 
-# The released fine-tuned checkpoint of each K400 / SSv2 row (official.md §5; Breakfast/COIN have none).
+# The released fine-tuned checkpoint of each K400 / SSv2 row (docs/design.md §5; Breakfast/COIN have none).
 def released_file(ds, model, T, res):
     if ds not in ("k400", "ssv2"):
         return None

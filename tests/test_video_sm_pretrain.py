@@ -14,6 +14,7 @@ pytest.importorskip("av")
 pytest.importorskip("sklearn")
 
 import videomamba  # noqa: E402
+from videomamba.models import model_from_config  # noqa: E402
 from video_sm.pretrain import main  # noqa: E402
 from videomamba.models.clip_teacher import CLIPTeacher, build_clip_vit, convert_clip  # noqa: E402
 
@@ -67,13 +68,14 @@ def test_pretrain_learns_and_resumes_exactly(tmp_path, data_root, teacher_file):
     # the checkpoint holds the official pretrain layout and loads strictly into a rebuilt student ...
     ckpt = run / "checkpoint-best.pth"
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    student = videomamba.create_model(**{k: v for k, v in state["extra"]["model_config"].items()})
+    student = model_from_config(state["extra"]["model_config"])   # the student's own config, saved by the run
+    assert type(student).__name__ == "VideoMambaPretrain"
     assert videomamba.load_checkpoint(student, ckpt, strict=True).clean
     assert "norm.weight" in state["model"] and "clip_decoder.0.head.weight" in state["model"]
     # ... whose last block never moved (the official target gives it no gradient)
     fresh = torch.load(tmp_path / "run" / "checkpoint-latest.pth", weights_only=True)["model"]
     torch.manual_seed(0)
-    init = videomamba.create_model(**state["extra"]["model_config"]).state_dict()
+    init = model_from_config(state["extra"]["model_config"]).state_dict()
     assert torch.equal(fresh["layers.1.mixer.in_proj.weight"], init["layers.1.mixer.in_proj.weight"])
     assert not torch.equal(fresh["layers.0.mixer.in_proj.weight"], init["layers.0.mixer.in_proj.weight"])
 
@@ -131,7 +133,7 @@ def test_two_process_pretraining(tmp_path, data_root, teacher_file, engine):
     assert len(log) == 1 and log[0]["val_loss"] > 0
     state = torch.load(tmp_path / "two" / "checkpoint-latest.pth", map_location="cpu", weights_only=True)
     torch.manual_seed(0)
-    init = videomamba.create_model(**state["extra"]["model_config"]).state_dict()
+    init = model_from_config(state["extra"]["model_config"]).state_dict()
     for k in ("layers.1.mixer.in_proj.weight", "norm.weight"):       # frozen: bit-identical to the init
         assert torch.equal(state["model"][k], init[k]), k
     assert not torch.equal(state["model"]["layers.0.mixer.in_proj.weight"], init["layers.0.mixer.in_proj.weight"])

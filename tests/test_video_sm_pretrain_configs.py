@@ -1,4 +1,4 @@
-"""The masked-pretraining configs: the official recipe (official.md §3.4) for K400 and SSv2, Ti/S configs,
+"""The masked-pretraining configs: the official recipe (docs/design.md §3.4) for K400 and SSv2, Ti/S configs,
 the embedded pipeline's config and launchers, and the MODEL_ZOO's student rows each with a config and a
 command."""
 import os

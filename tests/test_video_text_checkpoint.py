@@ -1,6 +1,6 @@
 """Loading official UMT_VIDEOMAMBA video-text checkpoints (and our own) into VideoMambaText.
 
-The official key list is generated here from the published layout (official.md §1.6, §4), independently of
+The official key list is generated here from the published layout (docs/design.md §1.6, §4), independently of
 the loader: the vision student per layer, BERT with cross-attention from ``fusion`` on and the MLM head, the
 OpenAI CLIP visual tower of the teacher. Full size (VideoMamba-M + bert-base + CLIP-B/16) runs on the meta
 device: names and shapes only, no memory.

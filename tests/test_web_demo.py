@@ -1,4 +1,4 @@
-"""``videomamba demo --web`` (videomamba/web_demo.py): the page's handlers against ``load_predictor`` and
+"""``videomamba demo --web`` (videomamba/tools/web_demo.py): the page's handlers against ``load_predictor`` and
 ``videomamba.search``, and the command itself driven in a real headless Chromium (Debian's ``chromium`` +
 ``chromium-driver``, installed by scripts/install_browser.sh): the page loads, bundled and uploaded clips
 give the predictor's top-1 with frames and latency, an unreadable upload gives a message naming it and the

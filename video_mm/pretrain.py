@@ -1,4 +1,4 @@
-"""Video-text pretraining (UMT recipe with the VideoMamba vision encoder, official.md §4):
+"""Video-text pretraining (UMT recipe with the VideoMamba vision encoder, docs/design.md §4):
 ``python -m video_mm.pretrain --config CONFIG [--opts k=v ...] [--eval [--checkpoint P]]``.
 
 Each step takes a batch of one media type (videos or images, in an order drawn on rank 0) and optimises the
@@ -11,69 +11,23 @@ recall (ITM re-ranked) picks ``checkpoint-best.pth``. At the end the last model'
 """
 from __future__ import annotations
 
-import json
+from functools import partial
 from pathlib import Path
 
-from videomamba.checkpoint.io import atomic_write
 from videomamba.checkpoint.video_text import load_video_text_checkpoint
-from videomamba.engine import init_distributed, load_config, save_config
-from videomamba.engine.dist import is_main
-from videomamba.engine.retrieval_eval import evaluate_retrieval, summary_line
+from videomamba.engine import save_config
 from videomamba.engine.runner import TrainingRun
-from videomamba.engine.task import parse_task_args, resolve_checkpoint, run_main, seed_everything
+from videomamba.engine.task import log, parse_task_args, resolve_checkpoint, run_main, seed_everything, start_task
 from videomamba.engine.train_state import BEST
+from videomamba.tasks.video_text import VideoTextLoss, evaluate_sets
+from videomamba.tasks.video_text.recipe import build
 
 from . import data as mm_data
-from .model import build
 
+VideoTextStep = VideoTextLoss   # its old name
 
-def log(msg: str):
-    if is_main():
-        print(msg, flush=True)
-
-
-class VideoTextStep:
-    """``loss_fn(model, x, y)`` for the engine: the model's losses (one forward) weighted by ``loss.*``."""
-
-    def __init__(self, weights: dict):
-        self.weights = {k: float(v) for k, v in weights.items() if float(v or 0) > 0}
-
-    def __call__(self, model, x, idx):
-        losses = model(x["media"], x["input_ids"], x["attention_mask"], idx)
-        total = sum(self.weights[k] * v for k, v in losses.items())
-        return total, {f"loss_{k}": v.detach() for k, v in losses.items()}
-
-
-class LastEvaluation:
-    """``evaluate_sets`` for the engine that remembers its last result: the engine always evaluates after the
-    final epoch, so ``results.json`` can be written from it instead of evaluating the same weights again."""
-
-    def __init__(self, **kwargs):
-        self.kwargs, self.last = kwargs, None
-
-    def __call__(self, model, loaders, device, amp: str = "none", progress: bool = True) -> dict:
-        self.last = evaluate_sets(model, loaders, device, amp, progress, **self.kwargs)
-        return self.last
-
-
-def evaluate_sets(model, loaders, device, amp: str = "none", progress: bool = True, *, sets: dict, tokenizer,
-                  cfg, select: str | None = None) -> dict:
-    """Retrieval on every test set; flat scalars ``{set}_{itm|itc}_{metric}`` plus ``r_mean`` of the
-    selected set's re-ranked results (what picks the best checkpoint). ``results`` holds the nested dicts."""
-    e = cfg.get("eval") or {}
-    out, results = {}, {}
-    for name, s in sets.items():
-        res = evaluate_retrieval(model, loaders[name], s["corpus"], tokenizer, device, s["max_len"],
-                                 int(e.get("k_test", 128)), amp, int(e.get("itm_batch", 32)),
-                                 int(cfg.data.get("text_batch_size", 256)), progress=progress)
-        results[name] = res
-        log(summary_line(name, res))
-        for kind in ("itm", "itc"):
-            out.update({f"{name}_{kind}_{k}": v for k, v in res[kind].items()})
-    select = select or next(iter(sets))
-    out["r_mean"] = results[select]["itm"]["r_mean"]
-    out["results"] = results
-    return out
+__all__ = ["VideoTextStep", "evaluate_sets", "prepare", "train", "evaluate_checkpoint", "weights_to_evaluate", "main",
+           "parse_task_args"]
 
 
 def prepare(cfg, info):
@@ -85,13 +39,15 @@ def prepare(cfg, info):
     return sets, loaders
 
 
-def write_results(cfg, res: dict, weights: str | None):
-    if is_main():
-        path = Path(cfg.output_dir) / "results.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        body = {"weights": weights, "config": str(cfg.get("_config_path", "")), **res["results"]}
-        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(body, indent=1)))
+def write_results(run: TrainingRun, cfg, res: dict, weights: str | None):
+    """``results.json``: the weights, the config and each test set's nested retrieval results."""
+    path = run.write_results({"weights": weights, "config": str(cfg.get("_config_path", "")), **res["results"]})
+    if path is not None:
         log(f"results: {path}")
+
+
+def _evaluation(cfg, sets: dict, tokenizer):
+    return partial(evaluate_sets, sets=sets, tokenizer=tokenizer, cfg=cfg, select=(cfg.get("eval") or {}).get("select"))
 
 
 def train(cfg, info, progress: bool = True):
@@ -106,18 +62,14 @@ def train(cfg, info, progress: bool = True):
         + f"; {len(loader)} steps per epoch")
     if info.is_main:
         save_config(cfg, f"{cfg.output_dir}/config.yaml")
-    evaluate_fn = (LastEvaluation(sets=sets, tokenizer=tokenizer, cfg=cfg, select=(cfg.get("eval") or {}).get("select"))
-                   if sets else None)
-    run = TrainingRun(cfg, info, model, loader, test_loaders if sets else None, loader, VideoTextStep(cfg.loss),
-                      evaluate_fn=evaluate_fn, progress=progress, metric="r_mean",
-                      checkpoint_meta={"video_text_model": meta},
+    run = TrainingRun(cfg, info, model, loader, test_loaders if sets else None, loader, VideoTextLoss(cfg.loss),
+                      evaluate_fn=_evaluation(cfg, sets, tokenizer) if sets else None, progress=progress,
+                      metric="r_mean", checkpoint_meta={"video_text_model": meta},
                       epoch_stats_fn=lambda: {"unreadable_media": sum(d.failures_count for d in train_sets.values())})
     stats = run.fit()
-    if sets:   # the final weights' retrieval (already measured after the last epoch, unless nothing was left to train)
-        # (with an EMA the engine's last call evaluated the EMA weights: measure the model itself again)
-        res = (evaluate_fn.last if evaluate_fn.last and not cfg.train.get("ema_decay")
-               else evaluate_fn(run.model, test_loaders, info.device, cfg.train.amp, progress))
-        write_results(cfg, res, str(Path(cfg.output_dir) / "checkpoint-latest.pth"))
+    if sets:   # the final weights' retrieval (measured after the last epoch, unless nothing was left to train)
+        res = stats["eval"] if stats.get("eval") else run.evaluate(run.model)
+        write_results(run, cfg, res, str(Path(cfg.output_dir) / "checkpoint-latest.pth"))
     return stats
 
 
@@ -137,10 +89,10 @@ def evaluate_checkpoint(cfg, info, weights: str | None, progress: bool = True, r
     if weights is not None and not random_init:
         report = load_video_text_checkpoint(model, weights, strict=False, log=None)
         log(f"weights {weights}:\n{report}")
-    model.to(info.device)
-    res = evaluate_sets(model, loaders, info.device, cfg.train.amp, progress, sets=sets, tokenizer=tokenizer, cfg=cfg,
-                        select=(cfg.get("eval") or {}).get("select"))
-    write_results(cfg, res, "random init" if random_init else weights)
+    run = TrainingRun(cfg, info, model, None, loaders, evaluate_fn=_evaluation(cfg, sets, tokenizer), metric="r_mean",
+                      progress=progress)
+    res = run.evaluate_only()
+    write_results(run, cfg, res, "random init" if random_init else weights)
     return res
 
 
@@ -159,9 +111,7 @@ def weights_to_evaluate(cfg, checkpoint: str | None, prefer_best: bool = True) -
 
 
 def main(argv=None):
-    args = parse_task_args(__doc__, argv, "only evaluate retrieval on data.test")
-    cfg = load_config(args.config, args.opts)
-    info = init_distributed()
+    args, cfg, info = start_task(__doc__, argv, "only evaluate retrieval on data.test")
     if args.eval:
         return evaluate_checkpoint(cfg, info, weights_to_evaluate(cfg, args.checkpoint), not args.no_progress)
     return train(cfg, info, not args.no_progress)

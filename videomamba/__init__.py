@@ -4,7 +4,7 @@ from .checkpoint import CheckpointError, LoadReport, infer_model_config, load_ch
 from .factory import checkpoint_home, create_model, list_models
 from .flops import FlopReport, flops
 from .models import VisionMamba
-from .pretrained import Preprocessing, from_pretrained, save_pretrained
+from .checkpoint.model_folder import Preprocessing, from_pretrained, save_pretrained
 
 __version__ = "0.1.0"
 

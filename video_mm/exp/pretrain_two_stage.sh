@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Both video-text pretraining stages on one node, the official order (official.md §4):
+# Both video-text pretraining stages on one node, the official order (docs/design.md §4):
 #   [NPROC=N] [OUTPUT_ROOT=DIR] video_mm/exp/pretrain_two_stage.sh CORPUS [--no-progress] [--opts key=value ...]
 #   CORPUS: 5m | 17m | 25m.
 #   1. masked:   configs/video_mm/pretrain_CORPUS_masked.yaml   -> OUTPUT_ROOT/pretrain_CORPUS_masked

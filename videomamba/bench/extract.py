@@ -35,7 +35,7 @@ def _one(cfg: dict) -> dict:
     """One configuration, in this process: warm-up, then ``repeats`` timed runs."""
     import torch
 
-    from ..extract import extract
+    from ..tools.extract import extract
 
     if cfg["device"] == "cpu" and cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
@@ -72,7 +72,7 @@ def run(device: str = "cpu", models=("videomamba_tiny",), frames: int = 8, size:
         out_dir: str = "bench_results") -> dict:
     import torch
 
-    import videomamba
+    from ..factory import create_model
 
     archs = list(archs) if (archs and device == "cpu") else [None]
     tmp = Path(tempfile.mkdtemp(prefix="vm_bench_extract_"))
@@ -88,7 +88,7 @@ def run(device: str = "cpu", models=("videomamba_tiny",), frames: int = 8, size:
         results = []
         for name in models:
             with torch.device("cpu"):
-                model = videomamba.create_model(name, num_frames=frames, img_size=size, num_classes=400)
+                model = create_model(name, num_frames=frames, img_size=size, num_classes=400)
             model_dir = model.save_pretrained(tmp / name)
             del model
             for arch in archs:

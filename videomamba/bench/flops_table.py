@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import create_model
+from ..factory import create_model
 from ..flops import flops
 from .common import print_table, try_plot, write_json
 

@@ -10,8 +10,8 @@
    every second video has a hard scene cut, where x264 puts an extra keyframe, as in edited YouTube clips.
 2. The loader measured is the one ``video_sm.finetune`` trains with, built by the same functions from the
    repository's K400 recipe (``configs/video_sm/k400/videomamba_{tiny,small,middle}_f{T}_res224.yaml``):
-   ``video_sm.data.build_dataset(cfg, "train")`` (``VideoClipDataset``: the reader, sparse sampling, the
-   recipe's ``VideoTrainTransform`` - RandAugment, random resized crop, flip, cube erasing - applied to
+   ``videomamba.data.video_classification.clip_dataset(cfg, "train", file)`` (``VideoClipDataset``: the
+   reader, sparse sampling, the recipe's ``VideoTrainTransform`` - RandAugment, random resized crop, flip, cube erasing - applied to
    ``num_sample`` = 2 copies of each decoded clip) and ``engine.loaders.build_loaders`` (the training
    ``DataLoader``: shuffling sampler, ``collate_train``, ``pin_memory`` from the config, ``drop_last``). Only
    ``data.backend``, ``data.batch_size`` (``--loader-batch`` videos) and ``data.num_workers`` are changed.
@@ -40,7 +40,6 @@ import math
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -230,13 +229,9 @@ def build_train_loader(model: str, frames: int, videos: list[str], reader: str, 
                        min_batches: int, work: Path):
     """video_sm's training DataLoader for the K400 recipe of ``model``, over ``videos`` (listed as often as
     needed for ``min_batches`` batches)."""
-    root = str(repo_root())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from video_sm.data import build_dataset
-
+    from ..data.video_classification import clip_dataset
     from ..data.video_dataset import collate_train
-    from ..engine.dist import DistInfo
+    from ..utils.dist import DistInfo
     from ..engine.loaders import build_loaders
 
     copies = math.ceil(min_batches * batch / len(videos))
@@ -245,7 +240,7 @@ def build_train_loader(model: str, frames: int, videos: list[str], reader: str, 
     csv.write_text("".join(f"{v},{i % 400}\n" for _ in range(copies) for i, v in enumerate(videos)))
     cfg = recipe(model, frames, [f"data.backend={reader}", f"data.batch_size={batch}", f"data.num_workers={workers}",
                                  "data.check_files=false"])
-    train_set = build_dataset(cfg, "train", csv)
+    train_set = clip_dataset(cfg, "train", csv)
     loader, _, sampler = build_loaders(cfg, DistInfo(), train_set, None, collate_train)
     sampler.set_epoch(0)
     return cfg, loader

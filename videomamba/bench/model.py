@@ -96,7 +96,7 @@ def build(name: str, frames: int, img_size: int = 224, vm_kwargs: dict | None = 
     ``baseline_kwargs``: extra TimeSformer-Ti options (e.g. ``depth`` for smoke tests)."""
     image = (3, img_size, img_size)
     if is_videomamba(name):
-        from .. import create_model
+        from ..factory import create_model
 
         kw = dict(vm_kwargs or {})
         if frames == 1:

@@ -10,11 +10,22 @@ import torch
 from .adapt import (AdaptResult, adapt_state_dict, inflate_patch_weight, resize_spatial_pos_embed,
                     resize_temporal_pos_embed, strip_prefixes)
 from .infer import architecture_mismatch, infer_model_config
-from .io import (CheckpointError, CheckpointKeyError, CheckpointMismatchError, CheckpointNotFoundError,
-                 CheckpointTypeError, extract_state_dict, read_checkpoint, save_checkpoint, sniff_format)
+from ..utils.checkpoint_io import (CheckpointError, CheckpointKeyError, CheckpointMismatchError,
+                                   CheckpointNotFoundError, CheckpointTypeError, extract_state_dict, read_checkpoint,
+                                   save_checkpoint, sniff_format)
+from ..models import hooks as _hooks
 from .report import LoadReport
 
 _log = logging.getLogger("videomamba")
+
+
+def checkpoint_filter_fn(state_dict, model):
+    """timm's hook (``pretrained_filter_fn``): any official checkpoint (container, prefixes, sizes) adapted to
+    ``model``. Installed into the models' registry, which cannot import this package."""
+    return adapt_state_dict(extract_state_dict(state_dict), model).state_dict
+
+
+_hooks.install(checkpoint_filter_fn=checkpoint_filter_fn)
 
 
 def load_checkpoint(model: torch.nn.Module, path_or_state_dict: str | os.PathLike | Mapping,

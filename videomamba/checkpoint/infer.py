@@ -1,6 +1,6 @@
 """Read the architecture a VideoMamba state dict was saved from, so the matching model can be built.
 
-Everything comes from tensor shapes (official.md §1.6): ``patch_embed.proj.weight`` gives the width,
+Everything comes from tensor shapes (docs/design.md §1.6): ``patch_embed.proj.weight`` gives the width,
 input channels, patch size and (Conv3d) tubelet; ``pos_embed`` the square patch grid;
 ``temporal_pos_embedding`` the frame count; ``layers.{i}`` the depth; ``head`` the label count; the
 first mixer its ``d_state``/``expand``/``d_conv``/``dt_rank``.
@@ -14,12 +14,12 @@ from typing import Any, Mapping
 import torch
 
 from .adapt import strip_prefixes
-from .io import CheckpointError, extract_state_dict
+from ..utils.checkpoint_io import CheckpointError, extract_state_dict
 from .report import LoadReport
 
 _LAYER = re.compile(r"^layers\.(\d+)\.")
 
-# Width -> registered variant (official.md §1.5); the depth decides whether the name alone is enough.
+# Width -> registered variant (docs/design.md §1.5); the depth decides whether the name alone is enough.
 VARIANT_BY_DIM = {192: "videomamba_tiny", 384: "videomamba_small", 576: "videomamba_middle", 768: "videomamba_base"}
 
 

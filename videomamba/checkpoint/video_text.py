@@ -2,7 +2,7 @@
 
 Two sources are read, both in a ``{"model": state_dict, ...}`` / ``{"module": ...}`` container or flat:
 
-- The **official** UMT_VIDEOMAMBA files (``videomamba_m16_{5M,17M,25M}_f8_res224.pth``, official.md §1.6, §4):
+- The **official** UMT_VIDEOMAMBA files (``videomamba_m16_{5M,17M,25M}_f8_res224.pth``, docs/design.md §1.6, §4):
 
   * ``vision_encoder.*``: the masked-pretraining student (final norm ``norm.weight``, ``clip_decoder.{k}.*``)
     plus ``pool_norm.*``: already our names.
@@ -33,7 +33,7 @@ from typing import Mapping
 import torch
 
 from .adapt import resize_spatial_pos_embed, resize_temporal_pos_embed, strip_prefixes
-from .io import CheckpointError, CheckpointMismatchError, extract_state_dict, read_checkpoint
+from ..utils.checkpoint_io import CheckpointError, CheckpointMismatchError, extract_state_dict, read_checkpoint
 from .report import LoadReport
 
 TEXT, TEACHER = "text_encoder.", "clip_teacher."

@@ -11,11 +11,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .errors import DataError   # re-exported: videomamba.data.image_dataset.DataError stays importable
+
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
-
-
-class DataError(ValueError):
-    """Bad data; the message names the file (and line)."""
 
 
 def read_meta_file(meta: str | os.PathLike, root: str | os.PathLike, num_classes: int | None = None,

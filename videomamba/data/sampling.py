@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .defaults import SAMPLING_RATE, TIME_STRIDE, TRIMMED
+
 __all__ = ["sparse_indices", "ssv2_indices", "dense_indices", "interval_indices", "clip_indices", "lvu_windows", "window_indices",
            "short_side_resize", "test_crop_offsets"]
 
@@ -144,7 +146,7 @@ def interval_indices(video_len: int, num_frames: int, mode: str = "middle",
 
 
 def clip_indices(sampler: str, video_len: int, num_frames: int, view: int | None = None, num_views: int = 1,
-                 rng: np.random.Generator | None = None, sampling_rate: int = 4) -> list[int]:
+                 rng: np.random.Generator | None = None, sampling_rate: int = SAMPLING_RATE) -> list[int]:
     """The data sets' sampler by name: 'sparse', 'ssv2' or 'dense' (``sampling_rate`` is dense-only)."""
     if sampler == "sparse":
         return sparse_indices(video_len, num_frames, view, num_views, rng)
@@ -155,7 +157,8 @@ def clip_indices(sampler: str, video_len: int, num_frames: int, view: int | None
     raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
 
 
-def lvu_windows(duration: float, trimmed: float = 60, time_stride: float = 16) -> list[tuple[float, float]]:
+def lvu_windows(duration: float, trimmed: float = TRIMMED,
+                time_stride: float = TIME_STRIDE) -> list[tuple[float, float]]:
     """LVU's windows ``(start_s, end_s)`` over a video of ``duration`` seconds.
 
     A video shorter than ``trimmed`` is one window ``(0, duration)``. Otherwise windows of ``trimmed``

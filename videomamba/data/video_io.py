@@ -7,9 +7,13 @@ import numpy as np
 import torch
 
 from .decode import open_video
+from .sampling import sparse_indices
+# IMAGENET_MEAN / IMAGENET_STD are defined with the transforms and re-exported here (the dependency runs
+# video_io -> video_transforms only)
+from .video_transforms import IMAGENET_MEAN, IMAGENET_STD, VideoEvalTransform
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "count_frames", "read_frames", "segment_middle_indices",
+           "frames_to_clip", "load_clip"]
 
 
 def count_frames(path: str | os.PathLike, backend: str | None = None) -> int:
@@ -28,16 +32,12 @@ def read_frames(path: str | os.PathLike, indices, backend: str | None = None) ->
 def segment_middle_indices(num_frames_total: int, num_frames: int) -> list[int]:
     """The middle frame of each of ``num_frames`` segments: the validation clip of the official sparse
     loader (:func:`videomamba.data.sampling.sparse_indices` with ``view=0, num_views=1``)."""
-    from .sampling import sparse_indices
-
     return sparse_indices(num_frames_total, num_frames, view=0, num_views=1)
 
 
 def frames_to_clip(frames: np.ndarray, size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """uint8 ``(T, H, W, 3)`` -> float ``(3, T, size, size)``: the official validation transform (short side
     resized to ``size``, bilinear; centre crop; ImageNet normalisation), i.e. ``VideoEvalTransform(size)``."""
-    from .video_transforms import VideoEvalTransform
-
     return VideoEvalTransform(size, mean=mean, std=std)(frames)
 
 

@@ -1,4 +1,4 @@
-"""Video-text and image-text data (UMT/VINDLU formats, official.md §4).
+"""Video-text and image-text data (UMT/VINDLU formats, docs/design.md §4).
 
 An annotation file is a JSON list of ``{"video" | "image": relpath, "caption": str | [str, ...]}``; the path is
 joined to a ``prefix``. Training (:class:`CaptionedMediaDataset`) yields one item per (media, caption) pair with
@@ -22,11 +22,10 @@ import numpy as np
 import torch
 
 from .decode import VideoDecodeError, open_video
-from .image_dataset import DataError
+from .errors import DataError
 from .sampling import interval_indices
 from .text import clean_caption
-from .video_transforms import _normalise, _to_video
-from .video_io import IMAGENET_MEAN, IMAGENET_STD
+from .video_transforms import IMAGENET_MEAN, IMAGENET_STD, _normalise, _to_video
 
 _log = logging.getLogger(__name__)
 MEDIA = ("video", "image")

@@ -13,7 +13,11 @@ import numpy as np
 import torch
 
 from .sampling import short_side_resize, test_crop_offsets
-from .video_io import IMAGENET_MEAN, IMAGENET_STD
+
+# The normalisation every video transform ends with (the ImageNet statistics, as the official pipelines).
+# video_io.py and video_text.py import them from here: this module imports neither.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def parse_rand_augment(spec: str) -> dict:

@@ -1,7 +1,7 @@
 """Training engine shared by image_sm, video_sm and video_mm: configs, distributed setup, optimiser
 groups, schedules, EMA, exact-resume checkpoints, non-finite guards and run logging."""
 from .config import Config, ConfigError, apply_overrides, load_config, merge, save_config
-from .dist import DistInfo, init_distributed
+from ..utils.dist import DistInfo, init_distributed
 from .ema import ModelEma
 from .guards import NonFiniteLossError, check_finite_loss
 from .logger import RunLogger

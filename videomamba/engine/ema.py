@@ -6,7 +6,7 @@ import copy
 
 import torch
 
-from .train_state import unwrap
+from ..utils.tensors import unwrap
 
 
 class ModelEma(torch.nn.Module):

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from .dist import all_gather_object, all_reduce_sum
+from ..utils.dist import all_gather_object, all_reduce_sum
 
 
 class NonFiniteLossError(RuntimeError):

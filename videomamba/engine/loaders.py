@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .dist import DistInfo
+from ..utils.dist import DistInfo
 from .samplers import EpochShuffleSampler, RepeatAugSampler, ShardSampler
 
 

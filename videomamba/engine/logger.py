@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from .dist import is_main
+from ..utils.dist import is_main
 
 
 class RunLogger:

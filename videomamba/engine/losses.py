@@ -1,40 +1,6 @@
-"""Classification criteria from the ``aug`` config: mixup/cutmix with soft-target CE (label smoothing
-folded into the soft targets), label-smoothing CE, or plain CE. Video batches ``(B, C, T, H, W)`` get
-the same mixup/cutmix as images, with one cutmix box shared by all frames (as the official video mixup)."""
-from __future__ import annotations
+"""Moved to :mod:`videomamba.tasks.classification.losses` (classification losses); this name stays an alias of it."""
+import sys
 
-import torch
+from ..tasks.classification import losses as _moved
 
-
-class VideoMixup:
-    """timm's ``Mixup`` for images and videos. A video batch is viewed as ``(B, C*T, H, W)`` so that timm
-    cuts the box out of the last two (spatial) axes of every frame alike and blends whole clips."""
-
-    def __init__(self, mixup):
-        self.mixup = mixup
-
-    def __call__(self, x: torch.Tensor, target: torch.Tensor):
-        if x.dim() != 5:
-            return self.mixup(x, target)
-        b, c, t, h, w = x.shape
-        flat = x.contiguous().view(b, c * t, h, w)
-        flat, target = self.mixup(flat, target)   # in place on the view
-        return flat.view(b, c, t, h, w), target
-
-
-def build_criterion(cfg):
-    """Returns ``(criterion, mixup_fn or None)``. Keys: aug.mixup, aug.cutmix, aug.mixup_prob,
-    aug.mixup_switch_prob, aug.mixup_mode, aug.smoothing; model.num_classes."""
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
-    a = cfg.aug
-    if a.get("mixup", 0) > 0 or a.get("cutmix", 0) > 0:
-        from timm.data import Mixup
-
-        mix = Mixup(mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, prob=a.get("mixup_prob", 1.0),
-                    switch_prob=a.get("mixup_switch_prob", 0.5), mode=a.get("mixup_mode", "batch"),
-                    label_smoothing=a.smoothing, num_classes=cfg.model.num_classes)
-        return SoftTargetCrossEntropy(), VideoMixup(mix)
-    if a.get("smoothing", 0) > 0:
-        return LabelSmoothingCrossEntropy(a.smoothing), None
-    return torch.nn.CrossEntropyLoss(), None
+sys.modules[__name__] = _moved

@@ -4,8 +4,7 @@ Layer decay multiplies the lr of layer ``i`` by ``ld ** (num_layers + 1 - i)`` w
 (patch embed, position embeddings, CLS token) is layer 0, block ``k`` is layer ``k + 1`` and everything
 after the blocks (final norm, heads) is ``num_layers + 1`` (scale 1).
 
-``mode="official"`` reproduces what the released video models were trained with (decision 5 in the
-spec): the official mapping of ``layers.k`` is disabled, so only the patch embedding, ``pos_embed`` and
+``mode="official"`` reproduces what the released video models were trained with (design decision D5): the official mapping of ``layers.k`` is disabled, so only the patch embedding, ``pos_embed`` and
 ``cls_token`` get ``ld ** (num_layers + 1)`` and every other parameter, the temporal position embedding
 included, keeps scale 1.
 

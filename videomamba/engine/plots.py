@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint.io import atomic_write
+from ..utils.checkpoint_io import atomic_write
 
 _LABELS = {"acc1": "val top-1 (%)", "mse": "val MSE", "loss": "val loss"}
 

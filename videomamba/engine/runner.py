@@ -10,10 +10,17 @@ deepspeed {enabled, stage, config}.
 ``data.num_sample`` (video repeated augmentation: each loaded item is that many samples) enters the global
 batch of the lr scaling rule, as the official video code does.
 
-The best checkpoint follows ``metric`` of the evaluation (``acc1`` by default, higher is better; a
-regression task passes ``metric="mse", higher_is_better=False``, masked pretraining ``metric="loss"``).
-Without a validation loader (``val_loader=None``, e.g. the official pretraining recipes) no evaluation
-runs and only ``checkpoint-latest.pth`` is written.
+The run knows nothing about the task: the task passes its ``loss_fn(model, x, y)`` (batch mixing included)
+and its ``evaluate_fn(model, loader, device, amp, progress) -> dict``, and names the ``metric`` of that dict
+that picks ``checkpoint-best.pth`` (e.g. ``acc1``; a regression passes ``metric="mse",
+higher_is_better=False``, masked pretraining ``metric="loss"``). Without a validation loader
+(``val_loader=None``, e.g. the official pretraining recipes) no evaluation runs and only
+``checkpoint-latest.pth`` is written.
+
+``fit()`` returns the last epoch's scalars with the final evaluation under ``"eval"`` (the whole dict the
+task's ``evaluate_fn`` returned, nested results included). A run built without a train loader is an
+evaluation-only run: :meth:`TrainingRun.evaluate_only` evaluates the model (every entry point's ``--eval``),
+and :meth:`TrainingRun.write_results` writes ``results.json`` for either.
 """
 from __future__ import annotations
 
@@ -27,10 +34,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..checkpoint.io import atomic_write
-from .classification import evaluate, train_one_epoch
+from ..utils.checkpoint_io import atomic_write
+from .loop import train_one_epoch
 from .config import merge
-from .dist import DistInfo, all_gather_object, barrier, broadcast_object
+from ..utils.dist import DistInfo, all_gather_object, barrier, broadcast_object
 from .ema import ModelEma
 from .logger import RunLogger
 from .optim import param_groups
@@ -91,10 +98,13 @@ def deepspeed_config(cfg, world_size: int) -> dict:
 class TrainingRun:
     """Everything between "here are a model, loaders and a loss" and a finished, resumable run."""
 
-    def __init__(self, cfg, info: DistInfo, model: torch.nn.Module, train_loader, val_loader, train_sampler,
-                 loss_fn: Callable, mixup_fn=None, evaluate_fn: Callable = evaluate, progress: bool = True,
-                 metric: str = "acc1", higher_is_better: bool = True, epoch_stats_fn: Callable | None = None,
+    def __init__(self, cfg, info: DistInfo, model: torch.nn.Module, train_loader, val_loader, train_sampler=None,
+                 loss_fn: Callable | None = None, *, evaluate_fn: Callable | None = None, progress: bool = True,
+                 metric: str | None = None, higher_is_better: bool = True, epoch_stats_fn: Callable | None = None,
                  checkpoint_meta: dict | None = None):
+        if val_loader is not None and (evaluate_fn is None or metric is None):
+            raise ValueError("TrainingRun: a validation loader needs the task's evaluate_fn and the metric that "
+                             "picks the best checkpoint")
         self.cfg, self.info, self.t = cfg, info, cfg.train
         self.metric, self.higher_is_better = metric, higher_is_better
         self.epoch_stats_fn = epoch_stats_fn   # () -> dict of extra per-epoch scalars (e.g. unreadable videos)
@@ -103,7 +113,14 @@ class TrainingRun:
         self.checkpoint_meta = dict(checkpoint_meta or {})
         self.out = Path(cfg.output_dir)
         self.train_loader, self.val_loader, self.train_sampler = train_loader, val_loader, train_sampler
-        self.loss_fn, self.mixup_fn, self.evaluate_fn, self.progress = loss_fn, mixup_fn, evaluate_fn, progress
+        self.loss_fn, self.evaluate_fn, self.progress = loss_fn, evaluate_fn, progress
+        self.last_eval: dict | None = None
+        self.model = model.to(info.device)
+        if train_loader is None:   # evaluation only: no optimiser, schedule or wrapping
+            self.wrapped, self.engine, self.ema = self.model, None, None
+            return
+        if loss_fn is None:
+            raise ValueError("TrainingRun: training needs the task's loss_fn(model, x, y)")
         t = self.t
         self.accum_steps = int(t.accum_steps)
         self.steps_per_epoch = len(train_loader) // self.accum_steps
@@ -115,7 +132,6 @@ class TrainingRun:
         self.lr = scaled_lr(t, self.global_batch)
         self.lr_schedule, self.wd_schedule = build_schedules(t, self.lr, self.steps_per_epoch)
 
-        self.model = model.to(info.device)
         if info.device.type == "cpu" and t.get("flush_denormal", True):
             # subnormal gradients slow every CPU op ~100x where they appear (28% of a step at init)
             from ..ops import flush_denormals
@@ -158,7 +174,7 @@ class TrainingRun:
         goes to ``deepspeed/epoch{N}`` first; the .pth names that tag, so it only ever points to a
         complete DeepSpeed checkpoint, and older tags are removed afterwards."""
         rngs = all_gather_object(capture_rng())
-        extra = {**self.checkpoint_meta, "rng_per_rank": rngs, "world_size": self.info.world_size,
+        extra = {**self._model_config(), **self.checkpoint_meta, "rng_per_rank": rngs, "world_size": self.info.world_size,
                  "steps_per_epoch": self.steps_per_epoch}
         optimizer, weights = self.optimizer, self.model
         if self.engine is not None:
@@ -182,6 +198,12 @@ class TrainingRun:
             if self.engine is not None:
                 self._prune_deepspeed_tags(keep={f"epoch{epoch}", self._best_tag()})
         barrier()
+
+    def _model_config(self) -> dict:
+        """``{"model_config": ...}``: the model's own config (``model.config``), which rebuilds it from the
+        checkpoint alone; every task's checkpoints carry it."""
+        config = getattr(self.model, "config", None)
+        return {"model_config": config.to_dict()} if hasattr(config, "to_dict") else {}
 
     def _best_tag(self) -> str | None:
         if not (self.out / BEST).is_file():
@@ -228,8 +250,30 @@ class TrainingRun:
 
     # ------------------------------------------------------------------ loop
     def evaluate(self, model=None) -> dict:
+        """The task's evaluation of ``model`` (default: the trained model) on the validation loader."""
         return self.evaluate_fn(model if model is not None else self.wrapped, self.val_loader, self.info.device,
                                 self.t.amp, progress=self.progress)
+
+    def evaluate_only(self, weights: str | None = None) -> dict:
+        """Evaluate without training (``--eval``): load ``weights`` strictly first when given (any file
+        :func:`videomamba.load_checkpoint` reads), else evaluate the model as it is. Returns the task's dict."""
+        if self.val_loader is None:
+            raise ValueError("TrainingRun.evaluate_only: no validation loader to evaluate on")
+        if weights is not None:
+            from ..checkpoint import load_checkpoint
+
+            load_checkpoint(self.model, weights, strict=True, verbose=False)
+        self.last_eval = self.evaluate(self.model)
+        return self.last_eval
+
+    def write_results(self, results: dict, name: str = "results.json") -> Path | None:
+        """``<output_dir>/<name>`` (JSON, atomically) on the main rank; returns its path there, else None."""
+        if not self.info.is_main:
+            return None
+        path = self.out / name
+        text = json.dumps(results, indent=2, default=_json_default) + "\n"
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+        return path
 
     def fit(self) -> dict:
         t = self.t
@@ -248,13 +292,13 @@ class TrainingRun:
                 self.train_sampler.set_epoch(epoch)
             tr = train_one_epoch(self.wrapped, self.train_loader, self.stepper, self.loss_fn, self.info.device,
                                  epoch, self.lr_schedule, self.step, self.steps_per_epoch, self.wd_schedule,
-                                 accum_steps=self.accum_steps, amp=t.amp, mixup_fn=self.mixup_fn, ema=self.ema,
-                                 logger=logger, progress=self.progress)
+                                 accum_steps=self.accum_steps, amp=t.amp, ema=self.ema, logger=logger,
+                                 progress=self.progress)
             first_step, self.step = self.step, tr.pop("step")
             step_losses = tr.pop("step_losses")
             stats = dict(tr)
             if self.val_loader is not None and ((epoch + 1) % t.get("eval_every", 1) == 0 or epoch + 1 == t.epochs):
-                val = self.evaluate()
+                val = self.last_eval = self.evaluate()
                 stats.update({f"val_{k}": v for k, v in val.items()
                               if k != "n" and isinstance(v, (int, float)) and not isinstance(v, bool)})
                 if self.ema is not None:
@@ -280,7 +324,7 @@ class TrainingRun:
             best = f"best val {self.metric} {self.best:.4g}" if self.best is not None else "no validation"
             print(f"done: {best} in {time.time() - t0:.0f} s; checkpoints in {self.out}", flush=True)
             plot_curves(self.out, STEPS_LOG, self.metric)
-        return stats
+        return {**stats, "eval": self.last_eval}
 
 
 def _truncate_jsonl(path: Path, keep: Callable[[dict], bool]):
@@ -291,3 +335,10 @@ def _truncate_jsonl(path: Path, keep: Callable[[dict], bool]):
     kept = [ln for ln in lines if keep(json.loads(ln))]
     if len(kept) != len(lines):
         atomic_write(path, lambda tmp: Path(tmp).write_text("".join(ln + "\n" for ln in kept)))
+
+
+def _json_default(value):
+    """numpy scalars and arrays, paths and the like in results: as plain JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .dist import get_rank, get_world_size
+from ..utils.dist import get_rank, get_world_size
 
 
 class ShardSampler(torch.utils.data.Sampler):

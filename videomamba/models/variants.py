@@ -4,11 +4,12 @@ from __future__ import annotations
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from .pretrain import VideoMambaPretrain
+from .hooks import installed
+from .masked_student import VideoMambaPretrain
 from .vision_mamba import VisionMamba
 from .zoo import HF_HUB_ID, ZOO, zoo_entries
 
-# Architecture of each variant (official.md §1.5); d_state 16, expand 2, d_conv 4, patch 16 for all.
+# Architecture of each variant (docs/design.md §1.5); d_state 16, expand 2, d_conv 4, patch 16 for all.
 VARIANT_ARGS = {
     "videomamba_tiny": dict(embed_dim=192, depth=24),
     "videomamba_small": dict(embed_dim=384, depth=24),
@@ -32,7 +33,7 @@ def _cfg(entry=None, **kwargs):
     return cfg
 
 
-# Masked-pretraining students (official.md §3.4): no head, 8 frames; the official file of M loads strictly.
+# Masked-pretraining students (docs/design.md §3.4): no head, 8 frames; the official file of M loads strictly.
 PRETRAIN_VARIANTS = ("videomamba_tiny", "videomamba_small", "videomamba_middle")
 
 default_cfgs = generate_default_cfgs(
@@ -42,17 +43,16 @@ default_cfgs = generate_default_cfgs(
 
 
 def checkpoint_filter_fn(state_dict, model):
-    """timm hook: adapt an official checkpoint (any container/prefix/size) to ``model``."""
-    from ..checkpoint import adapt_state_dict, extract_state_dict
-
-    return adapt_state_dict(extract_state_dict(state_dict), model).state_dict
+    """timm hook: adapt an official checkpoint (any container/prefix/size) to ``model`` (the checkpoint layer's
+    adapter, see :mod:`.hooks`)."""
+    return installed("checkpoint_filter_fn")(state_dict, model)
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> VisionMamba:
     # timm passes the tag of 'variant.tag' as pretrained_cfg: the checkpoint fixes frames/size/classes.
     tag = kwargs.get("pretrained_cfg")
     entry = ZOO.get(f"{variant}.{tag}") if isinstance(tag, str) else None
-    kwargs = {**VARIANT_ARGS[variant], **(entry.kwargs() if entry else {}), **kwargs}
+    kwargs = {**VARIANT_ARGS[variant], "architecture": variant, **(entry.kwargs() if entry else {}), **kwargs}
     return build_model_with_cfg(VisionMamba, variant, pretrained,
                                 pretrained_filter_fn=checkpoint_filter_fn, pretrained_strict=False, **kwargs)
 
@@ -84,7 +84,7 @@ def videomamba_base(pretrained: bool = False, **kwargs) -> VisionMamba:
 def _create_pretrain(variant: str, pretrained: bool = False, **kwargs) -> VideoMambaPretrain:
     if pretrained:
         raise ValueError(f"{variant}_pretrain: pass the student checkpoint with create_model(..., checkpoint_path=...)")
-    kwargs = {"num_frames": 8, **VARIANT_ARGS[variant], **kwargs}
+    kwargs = {**VARIANT_ARGS[variant], "architecture": f"{variant}_pretrain", **kwargs}
     return build_model_with_cfg(VideoMambaPretrain, f"{variant}_pretrain", False, **kwargs)
 
 

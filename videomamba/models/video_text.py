@@ -1,5 +1,5 @@
 """The video-text model of the paper's multi-modal experiments (UMT with a VideoMamba vision encoder,
-official ``UMT_VIDEOMAMBA``, official.md §4).
+official ``UMT_VIDEOMAMBA``, docs/design.md §4).
 
 - ``vision_encoder``: :class:`VideoTextVisionEncoder`, the masked-pretraining student plus ``pool_norm``. It
   returns the final-norm **patch** tokens (the CLS split off; the visible ones when masked), the pooled
@@ -24,10 +24,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import norm_forward
-from ..pretrain.alignment import alignment_loss, visible_targets
-from ..pretrain.contrastive import sample_hard_negatives, similarity, vtc_loss, mlm_mask
-from ..pretrain.masks import make_mask
-from .pretrain import VideoMambaPretrain
+from ..objectives.alignment import alignment_loss, visible_targets
+from ..objectives.contrastive import sample_hard_negatives, similarity, vtc_loss, mlm_mask
+from ..objectives.masks import make_mask
+from .config import STUDENT_FRAMES, VideoTextConfig, VideoTextVisionConfig
+from .masked_student import VideoMambaPretrain
 from .text_bert import BertFusionForMaskedLM
 
 LOSSES = ("vtc", "vtm", "mlm", "uta")
@@ -35,16 +36,19 @@ TEXT_POOLS = ("cls", "mean")
 TEMP_RANGE = (0.001, 0.5)
 
 
+_DEFAULTS = VideoTextConfig()   # the one place of the video-text model's defaults
+
 class VideoTextVisionEncoder(VideoMambaPretrain):
     """The official video_mm ``PretrainVideoMamba``: the masked-pretraining student (same keys, final norm
     ``norm``, ``clip_decoder.{k}``) plus ``pool_norm`` (LayerNorm). Unlike in masked video pretraining every
     block learns here (the text losses reach the last block), so nothing is frozen."""
 
-    def __init__(self, add_pool_norm: bool = True, **kwargs):
-        kwargs.setdefault("clip_target", "official")
-        super().__init__(**kwargs)
-        self.pool_norm = nn.LayerNorm(self.embed_dim) if add_pool_norm else nn.Identity()
-        if add_pool_norm:
+    config_class = VideoTextVisionConfig
+
+    def __init__(self, config: VideoTextVisionConfig | None = None, **kwargs):
+        super().__init__(config, **kwargs)
+        self.pool_norm = nn.LayerNorm(self.embed_dim) if self.config.add_pool_norm else nn.Identity()
+        if self.config.add_pool_norm:
             nn.init.ones_(self.pool_norm.weight), nn.init.zeros_(self.pool_norm.bias)
 
     def unused_parameter_names(self) -> list[str]:
@@ -115,9 +119,10 @@ class VideoMambaText(nn.Module):
     ``losses``: which losses ``forward`` computes (the ones with a weight); ``text_pool``: see :meth:`pool_text`."""
 
     def __init__(self, vision_encoder: VideoTextVisionEncoder, text_encoder: BertFusionForMaskedLM,
-                 embed_dim: int = 512, temp: float = 0.07, clip_teacher: nn.Module | None = None,
-                 token_ids: dict | None = None, masks: dict | None = None, keep_temporal: bool = True,
-                 mlm_prob: float = 0.5, losses=LOSSES, text_pool: str = "cls"):
+                 embed_dim: int = _DEFAULTS.embed_dim, temp: float = _DEFAULTS.temp,
+                 clip_teacher: nn.Module | None = None, token_ids: dict | None = None, masks: dict | None = None,
+                 keep_temporal: bool = _DEFAULTS.keep_temporal, mlm_prob: float = _DEFAULTS.mlm_prob, losses=LOSSES,
+                 text_pool: str = "cls"):
         super().__init__()
         unknown = set(losses) - set(LOSSES)
         if unknown:
@@ -260,7 +265,7 @@ def vision_kwargs(spec: dict) -> dict:
     variant = spec.get("variant", "videomamba_middle")
     if variant not in VARIANT_ARGS:
         raise ValueError(f"model.vision.variant must be one of {sorted(VARIANT_ARGS)}, got {variant!r}")
-    return {"num_frames": 8, **VARIANT_ARGS[variant], **dict(spec.get("kwargs") or {})}
+    return {"num_frames": STUDENT_FRAMES, **VARIANT_ARGS[variant], **dict(spec.get("kwargs") or {})}
 
 
 def build_video_text_model(spec: dict, token_ids: dict | None = None, teacher: nn.Module | None = None,
@@ -291,18 +296,20 @@ def build_video_text_model(spec: dict, token_ids: dict | None = None, teacher: n
         text.bert.embeddings.requires_grad_(False)
         for layer in text.bert.encoder.layer[:freeze]:
             layer.requires_grad_(False)
-    model = VideoMambaText(vision, text, embed_dim=int(spec.get("embed_dim", 512)), temp=float(spec.get("temp", 0.07)),
-                           clip_teacher=teacher, token_ids=token_ids, masks=masks,
-                           keep_temporal=bool(spec.get("keep_temporal", True)),
-                           mlm_prob=float(spec.get("mlm_prob", 0.5)), losses=losses,
+    defaults = _DEFAULTS
+    model = VideoMambaText(vision, text, embed_dim=int(spec.get("embed_dim", defaults.embed_dim)),
+                           temp=float(spec.get("temp", defaults.temp)), clip_teacher=teacher, token_ids=token_ids,
+                           masks=masks, keep_temporal=bool(spec.get("keep_temporal", defaults.keep_temporal)),
+                           mlm_prob=float(spec.get("mlm_prob", defaults.mlm_prob)), losses=losses,
                            text_pool=text_spec.get("pool", "cls"))
     meta = {"vision": {"variant": (spec.get("vision") or {}).get("variant", "videomamba_middle"), "kwargs": vkw},
             "text": {"config": text_config_dict(text), "fusion_layer": text.bert.fusion_layer,
                      "tokenizer": str(text_spec["path"]) if text_spec.get("path") else None,
                      "pool": model.text_pool},
-            "embed_dim": model.vision_proj.out_features, "temp": float(spec.get("temp", 0.07)),
+            "embed_dim": model.vision_proj.out_features, "temp": float(spec.get("temp", defaults.temp)),
             "keep_temporal": model.keep_temporal, "mlm_prob": model.mlm_prob}
-    return model, meta
+    model.config = VideoTextConfig.from_dict(meta)
+    return model, model.config.to_dict()
 
 
 def video_text_from_meta(meta: dict) -> VideoMambaText:

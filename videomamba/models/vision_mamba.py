@@ -20,7 +20,9 @@ from timm.layers import DropPath, trunc_normal_
 
 from ..modules import BiMamba, Block
 from ..ops import RMSNorm, norm_forward
+from .config import VideoMambaConfig
 from .embed import PatchEmbed2d, PatchEmbed3d
+from .hooks import installed
 
 
 class VisionMamba(nn.Module):
@@ -49,80 +51,74 @@ class VisionMamba(nn.Module):
     ``"low"`` none (each chunk's backward direction is scanned twice: about a fifth more time).
     """
 
-    def __init__(self, img_size=224, patch_size=16, stride=None, depth=24, embed_dim=192, in_chans=3,
-                 num_classes=1000, drop_rate=0.0, drop_path_rate=0.1, fc_drop_rate=0.0,
-                 ssm_cfg=None, norm_epsilon=1e-5, rms_norm=True, residual_in_fp32=True,
-                 fused_add_norm=True, num_frames=None, kernel_size=1, use_checkpoint=False,
-                 checkpoint_num=0, divide_output=False, global_pool="token", channels=None,
-                 bimamba=True, initializer_cfg=None, distill_dim=None, dt_init="official", recompute="block",
-                 inference_chunk=1024, inference_memory="fast", device=None, dtype=None):
+    config_class = VideoMambaConfig
+
+    def __init__(self, config: VideoMambaConfig | None = None, *, device=None, dtype=None, **kwargs):
+        """``VisionMamba(config)`` or ``VisionMamba(**kwargs)`` (the config's fields, see the class doc), or
+        both: ``kwargs`` override the config's fields. The result is ``self.config``, built once."""
         super().__init__()
-        if not bimamba:
-            raise ValueError("VisionMamba: bimamba=False is not supported; VideoMamba is bidirectional")
-        if global_pool not in ("token", "avg"):
-            raise ValueError(f"VisionMamba: global_pool must be 'token' or 'avg', got {global_pool!r}")
-        in_chans = channels if channels is not None else in_chans
-        self.num_classes = num_classes
-        self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
-        self.depth = depth
-        self.residual_in_fp32 = residual_in_fp32
-        self.fused_add_norm = fused_add_norm
-        self.global_pool = global_pool
-        self.num_frames = num_frames
-        self.is_video = num_frames is not None
+        self.config = c = self.config_class.build(config, **kwargs)
+        self.num_classes = c.num_classes
+        self.embed_dim = self.num_features = self.head_hidden_size = c.embed_dim
+        self.depth = c.depth
+        self.residual_in_fp32 = c.residual_in_fp32
+        self.fused_add_norm = c.fused_add_norm
+        self.global_pool = c.global_pool
+        self.num_frames = c.num_frames
+        self.is_video = c.num_frames is not None
         self.grad_checkpointing = False
 
         if self.is_video:
-            if stride is not None:
+            if c.stride is not None:
                 raise ValueError("VisionMamba: stride is only supported by the image layout")
-            self.patch_embed = PatchEmbed3d(img_size, patch_size, kernel_size, in_chans, embed_dim)
+            self.patch_embed = PatchEmbed3d(c.img_size, c.patch_size, c.kernel_size, c.in_chans, c.embed_dim)
             self.tubelet_size = self.patch_embed.tubelet_size
-            if num_frames % self.tubelet_size:
-                raise ValueError(f"VisionMamba: num_frames={num_frames} is not a multiple of the "
-                                 f"tubelet size kernel_size={kernel_size}")
+            if c.num_frames % self.tubelet_size:
+                raise ValueError(f"VisionMamba: num_frames={c.num_frames} is not a multiple of the "
+                                 f"tubelet size kernel_size={c.kernel_size}")
         else:
-            self.patch_embed = PatchEmbed2d(img_size, patch_size, in_chans, embed_dim, stride=stride)
+            self.patch_embed = PatchEmbed2d(c.img_size, c.patch_size, c.in_chans, c.embed_dim, stride=c.stride)
             self.tubelet_size = 1
         num_patches = self.patch_embed.num_patches
 
         # Parameters are registered in the official state_dict order.
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, c.embed_dim))
         if self.is_video:
             self.temporal_pos_embedding = nn.Parameter(
-                torch.zeros(1, num_frames // self.tubelet_size, embed_dim))
-        self.pos_drop = nn.Dropout(p=drop_rate)
-        self.head_drop = nn.Dropout(fc_drop_rate) if fc_drop_rate > 0 else nn.Identity()
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+                torch.zeros(1, c.num_frames // self.tubelet_size, c.embed_dim))
+        self.pos_drop = nn.Dropout(p=c.drop_rate)
+        self.head_drop = nn.Dropout(c.fc_drop_rate) if c.fc_drop_rate > 0 else nn.Identity()
+        self.head = nn.Linear(c.embed_dim, c.num_classes) if c.num_classes > 0 else nn.Identity()
 
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]
+        dpr = [x.item() for x in torch.linspace(0, c.drop_path_rate, c.depth, device="cpu")]
         inter_dpr = [0.0] + dpr  # block i drops the output of block i-1 (official one-step shift)
-        make_norm = (partial(RMSNorm, eps=norm_epsilon) if rms_norm
-                     else partial(nn.LayerNorm, eps=norm_epsilon))
+        make_norm = (partial(RMSNorm, eps=c.norm_epsilon) if c.rms_norm
+                     else partial(nn.LayerNorm, eps=c.norm_epsilon))
         self.layers = nn.ModuleList([
-            Block(embed_dim, BiMamba(embed_dim, layer_idx=i, divide_output=divide_output, **(ssm_cfg or {})),
-                  make_norm(embed_dim), drop_path=inter_dpr[i], residual_in_fp32=residual_in_fp32)
-            for i in range(depth)])
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-        self.norm_f = make_norm(embed_dim)
+            Block(c.embed_dim, BiMamba(c.embed_dim, layer_idx=i, divide_output=c.divide_output, **(c.ssm_cfg or {})),
+                  make_norm(c.embed_dim), drop_path=inter_dpr[i], residual_in_fp32=c.residual_in_fp32)
+            for i in range(c.depth)])
+        self.drop_path = DropPath(c.drop_path_rate) if c.drop_path_rate > 0 else nn.Identity()
+        self.norm_f = make_norm(c.embed_dim)
         # Self-distillation projector on every final token (training only; plain loads skip its keys).
-        self.distill_head = (nn.Sequential(make_norm(embed_dim), nn.Linear(embed_dim, distill_dim))
-                             if distill_dim else None)
+        self.distill_head = (nn.Sequential(make_norm(c.embed_dim), nn.Linear(c.embed_dim, c.distill_dim))
+                             if c.distill_dim else None)
 
-        self.set_checkpoint_layers(checkpoint_num if use_checkpoint else 0)
-        self.set_recompute(recompute)
-        self.set_inference_chunk(inference_chunk)
+        self.set_checkpoint_layers(c.checkpoint_num if c.use_checkpoint else 0)
+        self.set_recompute(c.recompute)
+        self.set_inference_chunk(c.inference_chunk)
         from ..modules.mixer_chunked import INFERENCE_MEMORY
 
-        if inference_memory not in INFERENCE_MEMORY:
+        if c.inference_memory not in INFERENCE_MEMORY:
             raise ValueError(f"VisionMamba: inference_memory must be one of {INFERENCE_MEMORY}, "
-                             f"got {inference_memory!r}")
-        self.inference_memory = inference_memory
-        if dt_init not in ("official", "mamba"):
-            raise ValueError(f"VisionMamba: dt_init must be 'official' or 'mamba', got {dt_init!r}")
+                             f"got {c.inference_memory!r}")
+        self.inference_memory = c.inference_memory
+        if c.dt_init not in ("official", "mamba"):
+            raise ValueError(f"VisionMamba: dt_init must be 'official' or 'mamba', got {c.dt_init!r}")
         kept = ({k: v.detach().clone() for k, v in self.named_parameters() if ".dt_proj" in k}
-                if dt_init == "mamba" else {})
-        self._init_official_weights(**(initializer_cfg or {}))
+                if c.dt_init == "mamba" else {})
+        self._init_official_weights(**(c.initializer_cfg or {}))
         if kept:   # undo segm_init's override of dt_proj (weight and bias) for the Mamba init
             with torch.no_grad():
                 for k, p in self.named_parameters():
@@ -153,6 +149,7 @@ class VisionMamba(nn.Module):
     def set_checkpoint_layers(self, num_layers: int):
         """Recompute the mixer of the first ``num_layers`` blocks in backward (the norm is not wrapped)."""
         self.checkpoint_num = int(num_layers)
+        self.config.use_checkpoint, self.config.checkpoint_num = self.checkpoint_num > 0, self.checkpoint_num
         for i, layer in enumerate(self.layers):
             layer.use_checkpoint = i < self.checkpoint_num
 
@@ -163,7 +160,7 @@ class VisionMamba(nn.Module):
 
         if mode not in RECOMPUTE_MODES:
             raise ValueError(f"VisionMamba: recompute must be one of {RECOMPUTE_MODES}, got {mode!r}")
-        self.recompute = mode
+        self.recompute = self.config.recompute = mode
         for layer in self.layers:
             layer.recompute = mode
 
@@ -171,7 +168,7 @@ class VisionMamba(nn.Module):
         """Tokens per chunk of the no-gradient path (0: never chunk)."""
         if int(tokens) < 0:
             raise ValueError(f"VisionMamba: inference_chunk must be >= 0, got {tokens}")
-        self.inference_chunk = int(tokens)
+        self.inference_chunk = self.config.inference_chunk = int(tokens)
         for layer in self.layers:
             layer.mixer.inference_chunk = self.inference_chunk
 
@@ -195,11 +192,11 @@ class VisionMamba(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None):
-        self.num_classes = num_classes
+        self.num_classes = self.config.num_classes = num_classes
         if global_pool is not None:
             if global_pool not in ("token", "avg"):
                 raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
-            self.global_pool = global_pool
+            self.global_pool = self.config.global_pool = global_pool
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             self.head.apply(_segm_init_weights)
@@ -328,17 +325,14 @@ class VisionMamba(nn.Module):
 
     # ------------------------------------------------------------------ model folder
     def save_pretrained(self, directory, label_names=None, preprocessing=None, source=None):
-        """Write a model folder (``config.json`` + ``model.safetensors``): see :mod:`videomamba.pretrained`."""
-        from ..pretrained import save_pretrained
-
-        return save_pretrained(self, directory, label_names=label_names, preprocessing=preprocessing, source=source)
+        """Write a model folder (``config.json`` + ``model.safetensors``): see
+        :mod:`videomamba.checkpoint.model_folder`."""
+        return installed("save_pretrained")(self, directory, label_names=label_names, preprocessing=preprocessing, source=source)
 
     @classmethod
     def from_pretrained(cls, directory, device=None, **kwargs) -> "VisionMamba":
-        """Build and load a model folder (:func:`videomamba.pretrained.from_pretrained`)."""
-        from ..pretrained import from_pretrained
-
-        return from_pretrained(directory, device=device, **kwargs)
+        """Build and load a model folder (:func:`videomamba.checkpoint.model_folder.from_pretrained`)."""
+        return installed("from_pretrained")(directory, device=device, **kwargs)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B,3,H,W)`` or ``(B,3,T,H,W)`` -> normalised tokens ``(B, 1 + T*HW, D)``, CLS first."""

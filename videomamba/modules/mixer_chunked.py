@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import norm_forward
-from .bimamba import _weight_matmul, project_in_half, project_out, scan_backend_for, scan_direction
+from .mixer_math import _weight_matmul, project_in_half, project_out, scan_backend_for, scan_direction
 
 
 def _eager(t: torch.Tensor) -> bool:

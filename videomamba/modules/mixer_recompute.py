@@ -21,7 +21,7 @@ import torch
 from ..ops import selective_scan_ref
 from ..ops.scan_op import _eager, _kernel_module
 from ..ops.selective_scan import resolve_backend
-from .bimamba import (DirectionParams, _weight_matmul, direction_inputs, gated_scan_sum, project_in, project_out,
+from .mixer_math import (DirectionParams, _weight_matmul, direction_inputs, gated_scan_sum, project_in, project_out,
                       scan_backend_for)
 
 RECOMPUTE_MODES = ("none", "block")

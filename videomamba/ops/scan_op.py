@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from . import selective_scan_cpu
+from .backends import backend_available
 from .selective_scan_ref import selective_scan_ref
 
 def _kernel_module(backend: str, device_type: str):
@@ -21,8 +22,6 @@ def _kernel_module(backend: str, device_type: str):
     The backend name is baked into traced / exported graphs, so a graph may later run where that
     kernel cannot (no compiler, another device): it then computes the same result with the reference.
     """
-    from .selective_scan import backend_available
-
     if backend in ("cpu", "triton") and backend_available(backend, device_type):
         if backend == "cpu":
             return selective_scan_cpu

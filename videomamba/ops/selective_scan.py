@@ -12,8 +12,6 @@ with ``VIDEOMAMBA_SCAN_BACKEND``; a backend that is asked for by name and cannot
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
 import os
 
 import torch
@@ -21,8 +19,8 @@ import torch
 from .selective_scan_cpu import MAX_STATE
 from .selective_scan_ref import selective_scan_ref
 
-BACKENDS = ("auto", "cpu", "triton", "mamba_ssm", "reference")
-ENV_VAR = "VIDEOMAMBA_SCAN_BACKEND"
+# Which backends exist and can run here live in .backends, below both this module and the custom op.
+from .backends import BACKENDS, ENV_VAR, _mamba_ssm_importable, _triton_importable, backend_available  # noqa: F401
 
 
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
@@ -69,20 +67,6 @@ def _refuse_forward_mode_ad(*tensors):
                                       "implemented")
 
 
-@functools.lru_cache(maxsize=None)
-def _triton_importable() -> bool:
-    return importlib.util.find_spec("triton") is not None
-
-
-@functools.lru_cache(maxsize=None)
-def _mamba_ssm_importable() -> bool:
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
-        return True
-    except Exception:
-        return False
-
-
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -90,24 +74,6 @@ def _kernel_covers(u, A, B, C) -> bool:
     """What the fast kernels compute: fp32 math (so no fp64), real A, input-dependent B/C, N <= 256."""
     return (u.dtype in KERNEL_DTYPES and not A.is_complex() and B.dim() >= 3 and C.dim() >= 3
             and A.shape[1] <= MAX_STATE)
-
-
-@torch.compiler.assume_constant_result   # torch.compile evaluates it once instead of tracing the build
-def backend_available(name: str, device_type: str = "cpu") -> bool:
-    """Whether ``name`` can run on tensors of ``device_type`` in this process."""
-    if name == "reference":
-        return True
-    if name == "cpu":
-        from . import selective_scan_cpu
-
-        return device_type == "cpu" and selective_scan_cpu.available()
-    if name == "triton":
-        if not _triton_importable():
-            return False
-        return device_type == "cuda" or (device_type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
-    if name == "mamba_ssm":
-        return device_type == "cuda" and _mamba_ssm_importable()
-    raise ValueError(f"unknown scan backend {name!r}; choose from {BACKENDS}")
 
 
 def resolve_backend(backend: str | None, u, A, B, C) -> str:

@@ -1,7 +1,10 @@
-"""Masked pretraining pieces shared by video_sm and video_mm: token masks and the unmasked-token
-alignment with a CLIP teacher (the teacher itself is :mod:`videomamba.models.clip_teacher`)."""
-from .alignment import MaskedAlignmentStep, alignment_loss, evaluate_alignment, visible_targets
-from .masks import MASK_TYPES, attention_mask, make_mask, visible_patches
+"""Old name of :mod:`videomamba.objectives` (masks, masked alignment, contrastive losses); kept as an alias so
+``videomamba.pretrain`` and its submodules still import, as the very same module objects."""
+import sys
 
-__all__ = ["MASK_TYPES", "make_mask", "attention_mask", "visible_patches", "MaskedAlignmentStep",
-           "alignment_loss", "evaluate_alignment", "visible_targets"]
+from .. import objectives as _objectives
+from ..objectives import alignment as _alignment, contrastive as _contrastive, masks as _masks
+
+for _name, _module in (("alignment", _alignment), ("contrastive", _contrastive), ("masks", _masks)):
+    sys.modules[f"{__name__}.{_name}"] = _module
+sys.modules[__name__] = _objectives

@@ -1,14 +1,14 @@
-"""The video-text losses of UMT-style pretraining (official.md §4), as functions of features and token ids
+"""The video-text losses of UMT-style pretraining (docs/design.md §4), as functions of features and token ids
 so they can be checked against direct computations: VTC (contrastive, over the batch gathered from every
 rank with gradient), the hard-negative draw of VTM, and the token corruption of MLM. UTA (the unmasked
-token alignment with the CLIP teacher) is :mod:`videomamba.pretrain.alignment`, shared with video_sm.
+token alignment with the CLIP teacher) is :mod:`videomamba.objectives.alignment`, shared with video_sm.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..engine.dist import all_gather_with_grad
+from ..utils.dist import all_gather_with_grad
 
 
 def similarity(vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

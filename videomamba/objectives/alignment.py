@@ -1,7 +1,7 @@
 """Unmasked-token alignment (UTA): the student's visible tokens regress the CLIP teacher's features of the
-same tokens (official.md §3.4). Shared by the video_sm masked pretraining and the video_mm UTA loss.
+same tokens (docs/design.md §3.4). Shared by the video_sm masked pretraining and the video_mm UTA loss.
 
-One training step (:class:`MaskedAlignmentStep`, a ``loss_fn(model, x, y)`` for the engine):
+The loss of one training step (:class:`MaskedAlignmentLoss`, a ``loss_fn(model, x, y)`` for the engine):
 teacher features and CLS attention (no gradient) -> mask (attention-guided or random) -> student on the
 visible tokens -> ``mean(2 - 2 cos)`` over layers, clips and visible tokens (the CLS included).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from ..engine.train_state import unwrap
+from ..utils.tensors import unwrap
 from .masks import make_mask
 
 
@@ -28,11 +28,11 @@ def visible_targets(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return features[:, ~mask].reshape(K, B, -1, C)
 
 
-class MaskedAlignmentStep:
+class MaskedAlignmentLoss:
     """``loss_fn(model, x, y) -> (loss, parts)`` for :class:`videomamba.engine.TrainingRun`.
 
     ``teacher``: a :class:`~videomamba.models.clip_teacher.CLIPTeacher` (frozen, on the model's device);
-    ``mask_type``/``mask_ratio``: see :mod:`videomamba.pretrain.masks`; ``return_layers``/``teacher_interval``:
+    ``mask_type``/``mask_ratio``: see :mod:`videomamba.objectives.masks`; ``return_layers``/``teacher_interval``:
     the teacher layers aligned with the student's ``clip_return_layers``; ``loss_ratio``: the loss weight.
     Masks are drawn from torch's generator (exact resume) unless a ``generator`` is given.
     """
@@ -62,14 +62,17 @@ class MaskedAlignmentStep:
         return loss, {"align_cos": 1 - loss.detach() / (2 * self.loss_ratio)}
 
 
+
+MaskedAlignmentStep = MaskedAlignmentLoss   # its old name
+
 @torch.no_grad()
 def evaluate_alignment(model, loader, device, amp: str = "none", progress: bool = True, *,
-                       step: MaskedAlignmentStep, seed: int = 0) -> dict:
+                       step: MaskedAlignmentLoss, seed: int = 0) -> dict:
     """Mean alignment loss over an evaluation loader (batches of :func:`collate_eval` or ``(x, y)``), with
     masks from a generator seeded with ``seed`` so that epochs are compared on the same masks. Returns
     ``loss`` (lower is better), ``cos`` (mean cosine) and ``n``, summed over every rank."""
-    from ..engine.classification import autocast
-    from ..engine.dist import all_reduce_sum, show_progress
+    from ..utils.tensors import autocast
+    from ..utils.dist import all_reduce_sum, show_progress
 
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)

@@ -1,0 +1,151 @@
+"""Video classification / regression data by ``data.name`` (``video_sm`` fine-tuning): the embedded Moving
+Digits videos or annotation files of a real data set (K400, SSv2, Breakfast, COIN, LVU), with the official
+train augmentation and the val/test views. Defaults: :data:`videomamba.data.defaults.VIDEO_CLASSIFICATION`.
+
+The pieces every video task shares are here too (masked pretraining uses them): the Moving Digits videos
+(:func:`moving_digits_videos`), the annotation file of a split (:func:`split_file`) and reading one
+(:func:`read_records`).
+
+Registered names (task ``video_classification``):
+
+- ``moving_digits`` / ``moving_digits_long``: generated on first use into ``data.root``;
+- ``csv``: ``data.data_path/{train,val,test}.csv``, each overridable with ``data.{split}_file``.
+
+Class names come from the generated data, or from ``data.class_names`` (a text file, one per line, or a
+bundled list such as ``kinetics400``) when given.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..utils.dist import is_main, main_process_first
+from .defaults import VIDEO_CLASSIFICATION
+from .errors import DataError
+from .registry import DataSource, data_source, register_dataset
+from .video_dataset import VideoClipDataset, VideoRecord, read_video_annotations, report_missing
+from .video_transforms import VideoEvalTransform, VideoTrainTransform
+
+TASK = "video_classification"
+SPLITS = ("train", "val", "test")
+
+
+# ------------------------------------------------------------------------------------- shared by the video tasks
+def moving_digits_videos(d, long: bool = False) -> Path:
+    """The Moving Digits videos (``long``: the 64-frame sequence variant), generated into ``data.root`` on
+    first use: one rank renders them, the others wait and read them. ``data.prefix`` defaults to the
+    generated folder (the csv paths are relative to it)."""
+    from . import moving_digits
+
+    with main_process_first():
+        root = moving_digits.make_video_variant(d.get("root"), long=long)
+    d.prefix = d.get("prefix") or str(root)
+    return root
+
+
+def split_file(d, split: str) -> Path | None:
+    """``data.{split}_file``, else ``data.data_path/{split}.csv``, else None."""
+    f = d.get(f"{split}_file") or (Path(d.data_path) / f"{split}.csv" if d.get("data_path") else None)
+    return Path(f) if f else None
+
+
+def read_records(d, file: Path, delimiter: str, num_classes: int | None = None, regression: bool = False,
+                 need_duration: bool = False, check_files: bool = False) -> list[VideoRecord]:
+    """The records of one annotation file (``data.prefix`` joined to the paths), the first
+    ``data.limit_videos`` of them when set; ``check_files``: rank 0 warns about listed videos that do not
+    exist."""
+    records = read_video_annotations(file, d.get("prefix") or "", delimiter, num_classes, regression,
+                                     need_duration=need_duration)
+    if d.get("limit_videos"):   # the first N videos of each split (quick experiments and tests)
+        records = records[:int(d.limit_videos)]
+    if check_files and is_main():
+        report_missing(records, str(file))
+    return records
+
+
+# ------------------------------------------------------------------------------------- video classification
+def clip_dataset(cfg, split: str, file: Path, test_views: bool = False) -> VideoClipDataset:
+    """``split='train'`` -> augmented clips; otherwise evaluation views: the validation clip, or with
+    ``test_views`` the ``test.num_views x test.num_crops`` protocol."""
+    d, a, m, D = cfg.data, cfg.aug, cfg.model, VIDEO_CLASSIFICATION
+    regression = bool(m.get("regression"))
+    records = read_records(d, file, d.get("delimiter", D.delimiter), None if regression else m.num_classes,
+                           regression, need_duration=d.sampler == "lvu",
+                           check_files=d.get("check_files", D.check_files))
+    common = dict(num_frames=d.num_frames, sampler=d.sampler, sampling_rate=d.get("sampling_rate", D.sampling_rate),
+                  trimmed=d.get("trimmed", D.trimmed), time_stride=d.get("time_stride", D.time_stride),
+                  backend=d.get("backend"), source=str(file), time_control=d.get("time_control"))
+    if split == "train":
+        transform = VideoTrainTransform(d.input_size, a.get("auto_augment"), a.scale, a.ratio, a.hflip,
+                                        a.reprob, a.get("remode", D.remode),
+                                        interpolation=a.get("train_interpolation", D.train_interpolation))
+        return VideoClipDataset(records, "train", transform=transform,
+                                num_sample=int(d.get("num_sample") or D.num_sample), **common)
+    t = cfg.test
+    views, crops = (t.num_views, t.num_crops) if test_views else (1, 1)
+    transform = VideoEvalTransform(d.input_size, d.get("short_side_size") or d.input_size, crops)
+    return VideoClipDataset(records, "eval", transform=transform, num_views=views, num_crops=crops, **common)
+
+
+def checked_class_names(cfg, names: list[str] | None) -> list[str] | None:
+    """``data.class_names`` when set, else ``names``; their number must be ``model.num_classes``."""
+    d = cfg.data
+    if d.get("class_names"):
+        from .labels import load_label_names
+
+        names = load_label_names(d.class_names)
+    if names is not None and not cfg.model.get("regression") and len(names) != cfg.model.num_classes:
+        raise DataError(f"{len(names)} class names but model.num_classes={cfg.model.num_classes}")
+    return names
+
+
+class VideoClassificationSource(DataSource):
+    """``files``: split -> annotation file (every split of :data:`SPLITS`); ``class_names``: a list or None.
+    ``build(split, file=None, test_views=False)``: :func:`clip_dataset` of that split's file."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        files, names = self.locate(cfg.data)
+        self.files: dict[str, Path] = files
+        self.class_names = checked_class_names(cfg, names)
+
+    def locate(self, d) -> tuple[dict[str, Path], list[str] | None]:
+        raise NotImplementedError
+
+    def build(self, split: str, file: Path | None = None, test_views: bool = False) -> VideoClipDataset:
+        return clip_dataset(self.cfg, split, self.files[split] if file is None else file, test_views)
+
+
+@register_dataset(TASK, "moving_digits")
+class MovingDigitsVideos(VideoClassificationSource):
+    """8 motion classes in 16-frame videos, generated on first use into ``data.root``."""
+    long = False
+
+    def locate(self, d):
+        root = moving_digits_videos(d, long=self.long)
+        return {s: root / f"{s}.csv" for s in SPLITS}, (root / "classes.txt").read_text().splitlines()
+
+
+@register_dataset(TASK, "moving_digits_long")
+class LongMovingDigitsVideos(MovingDigitsVideos):
+    """4 motions in sequence (64 frames), 10 ordered-sequence classes."""
+    long = True
+
+
+@register_dataset(TASK, "csv")
+class CsvVideos(VideoClassificationSource):
+    """``data.data_path/{split}.csv`` or ``data.{split}_file`` for every split."""
+
+    def locate(self, d):
+        files = {}
+        for s in SPLITS:
+            f = split_file(d, s)
+            if f is None:
+                raise ValueError(f"data.name=csv needs data.data_path (with {s}.csv) or data.{s}_file")
+            files[s] = f
+        return files, None
+
+
+def resolve_files(cfg) -> tuple[dict[str, Path], list[str] | None]:
+    """Annotation file per split and the class names (if known) of ``cfg.data.name``."""
+    source = data_source(cfg, TASK)
+    return source.files, source.class_names
