@@ -11,103 +11,14 @@ recall (ITM re-ranked) picks ``checkpoint-best.pth``. At the end the last model'
 """
 from __future__ import annotations
 
-from functools import partial
-from pathlib import Path
-
-from videomamba.checkpoint.video_text import load_video_text_checkpoint
-from videomamba.engine import save_config
-from videomamba.engine.runner import TrainingRun
-from videomamba.engine.task import log, parse_task_args, resolve_checkpoint, run_main, seed_everything, start_task
-from videomamba.engine.train_state import BEST
+from videomamba.engine.task import parse_task_args, run_main, start_task
 from videomamba.tasks.video_text import VideoTextLoss, evaluate_sets
-from videomamba.tasks.video_text.recipe import build
-
-from . import data as mm_data
+from videomamba.tasks.video_text.run import evaluate_checkpoint, prepare, train, weights_to_evaluate, write_results
 
 VideoTextStep = VideoTextLoss   # its old name
 
-__all__ = ["VideoTextStep", "evaluate_sets", "prepare", "train", "evaluate_checkpoint", "weights_to_evaluate", "main",
-           "parse_task_args"]
-
-
-def prepare(cfg, info):
-    """Data paths, model, tokenizer, test sets and their loaders for ``cfg``."""
-    if cfg.data.get("name") == "moving_digits":
-        mm_data.moving_digits_paths(cfg.data)
-    sets = mm_data.test_sets(cfg)
-    loaders = {name: mm_data.test_loader(cfg, info, s["corpus"]) for name, s in sets.items()}
-    return sets, loaders
-
-
-def write_results(run: TrainingRun, cfg, res: dict, weights: str | None):
-    """``results.json``: the weights, the config and each test set's nested retrieval results."""
-    path = run.write_results({"weights": weights, "config": str(cfg.get("_config_path", "")), **res["results"]})
-    if path is not None:
-        log(f"results: {path}")
-
-
-def _evaluation(cfg, sets: dict, tokenizer):
-    return partial(evaluate_sets, sets=sets, tokenizer=tokenizer, cfg=cfg, select=(cfg.get("eval") or {}).get("select"))
-
-
-def train(cfg, info, progress: bool = True):
-    """The training run of a config (shared with ``video_mm.retrieval``'s fine-tuning)."""
-    seed_everything(cfg.seed)   # the same initial weights on every rank ...
-    sets, test_loaders = prepare(cfg, info)
-    model, tokenizer, meta = build(cfg, log=log)
-    seed_everything(cfg.seed + info.rank)   # ... and different augmentation / mask draws per rank
-    train_sets = mm_data.train_sets(cfg)
-    loader = mm_data.train_loader(cfg, info, train_sets, tokenizer)
-    log("training pairs: " + ", ".join(f"{m} {len(ds)}" for m, ds in train_sets.items())
-        + f"; {len(loader)} steps per epoch")
-    if info.is_main:
-        save_config(cfg, f"{cfg.output_dir}/config.yaml")
-    run = TrainingRun(cfg, info, model, loader, test_loaders if sets else None, loader, VideoTextLoss(cfg.loss),
-                      evaluate_fn=_evaluation(cfg, sets, tokenizer) if sets else None, progress=progress,
-                      metric="r_mean", checkpoint_meta={"video_text_model": meta},
-                      epoch_stats_fn=lambda: {"unreadable_media": sum(d.failures_count for d in train_sets.values())})
-    stats = run.fit()
-    if sets:   # the final weights' retrieval (measured after the last epoch, unless nothing was left to train)
-        res = stats["eval"] if stats.get("eval") else run.evaluate(run.model)
-        write_results(run, cfg, res, str(Path(cfg.output_dir) / "checkpoint-latest.pth"))
-    return stats
-
-
-def evaluate_checkpoint(cfg, info, weights: str | None, progress: bool = True, random_init: bool = False) -> dict:
-    """Retrieval of ``weights`` (a video-text checkpoint; None: the config's own ``model.pretrained``) on the
-    config's test sets; writes ``results.json``. ``random_init``: the model as built, every weight random
-    (the chance baseline)."""
-    sets, loaders = prepare(cfg, info)
-    if not sets:
-        raise ValueError("no test set to evaluate: data.test is empty")
-    seed_everything(cfg.seed)
-    model, tokenizer, _ = build(cfg, losses=("vtc", "vtm"), load_weights=weights is None and not random_init,
-                                log=log, text_pretrained=False)
-    if random_init:
-        weights = None
-        log("evaluating a randomly initialised model (no weights loaded)")
-    if weights is not None and not random_init:
-        report = load_video_text_checkpoint(model, weights, strict=False, log=None)
-        log(f"weights {weights}:\n{report}")
-    run = TrainingRun(cfg, info, model, None, loaders, evaluate_fn=_evaluation(cfg, sets, tokenizer), metric="r_mean",
-                      progress=progress)
-    res = run.evaluate_only()
-    write_results(run, cfg, res, "random init" if random_init else weights)
-    return res
-
-
-def weights_to_evaluate(cfg, checkpoint: str | None, prefer_best: bool = True) -> str | None:
-    """``checkpoint``; else the run's best (``prefer_best``); else the config's ``model.pretrained`` (None:
-    :func:`build` loads it)."""
-    if checkpoint:
-        return resolve_checkpoint(checkpoint)
-    best = Path(cfg.output_dir) / BEST
-    if prefer_best and best.is_file():
-        return str(best)
-    if cfg.model.get("pretrained"):
-        log(f"evaluating model.pretrained={cfg.model.pretrained}")
-        return None
-    raise FileNotFoundError(f"nothing to evaluate: {best} not found; pass --checkpoint FILE (or set model.pretrained)")
+__all__ = ["VideoTextStep", "evaluate_sets", "prepare", "train", "evaluate_checkpoint", "weights_to_evaluate",
+           "write_results", "main", "parse_task_args"]
 
 
 def main(argv=None):

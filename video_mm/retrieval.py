@@ -11,10 +11,10 @@ across ranks; the numbers equal a single process's).
 from __future__ import annotations
 
 import argparse
+
 from videomamba.engine import init_distributed, load_config
 from videomamba.engine.task import run_main
-
-from .pretrain import evaluate_checkpoint, train, weights_to_evaluate
+from videomamba.tasks.video_text.run import evaluate_checkpoint, train, weights_to_evaluate
 
 
 def parse_args(argv=None):
