@@ -143,6 +143,21 @@ def test_outputs_match_direct_computation(extracted, sd, video, image):
     assert torch.allclose(out.features.norm(dim=-1), torch.ones(()))
 
 
+@pytest.mark.parametrize("layout", ["openai", "timm"])
+def test_video_teachers_one_frame_conv3d_loads(tmp_path, sd, video, layout):
+    """The official video teacher module saves conv1 as a Conv3d of one frame, (W, 3, 1, P, P): the same teacher
+    as the 2-D conv of the same weights."""
+    plain = dict(sd) if layout == "openai" else to_timm(sd)
+    key = "conv1.weight" if layout == "openai" else "patch_embed.proj.weight"
+    torch.save(plain, tmp_path / "image_teacher.pth")
+    torch.save({**plain, key: plain[key].unsqueeze(2)}, tmp_path / "video_teacher.pth")
+    assert same(load_clip_teacher(tmp_path / "video_teacher.pth")(video),
+                load_clip_teacher(tmp_path / "image_teacher.pth")(video))
+    torch.save({**plain, key: plain[key].unsqueeze(2).repeat(1, 1, 2, 1, 1)}, tmp_path / "two_frames.pth")
+    with pytest.raises(CheckpointError, match=r"two_frames.pth.*over 2 frames"):
+        load_clip_teacher(tmp_path / "two_frames.pth")
+
+
 def test_heads_override(extracted, sd, video):
     teacher = load_clip_teacher(extracted, heads=4)
     assert teacher.vit.blocks[-1].attn.num_heads == 4

@@ -23,10 +23,45 @@ def test_visible_counts(kind, grid, frames, ratio):
     visible = (~mask[:, 1:]).sum(dim=1)
     assert (visible == visible_patches(kind, frames, grid, ratio)).all()
     per_frame = (~mask[:, 1:]).view(5, frames, H, W)
-    if kind in ("tube", "tube_row"):                                 # the same pattern in every frame
+    if kind == "tube":                                               # the same pattern in every frame
         assert (per_frame == per_frame[:, :1]).all()
     if kind in ("tube_row", "random_row"):                           # whole rows
         assert (per_frame == per_frame[..., :1]).all()
+    if kind == "tube_row":                                           # int(H*r) masked rows in every frame
+        assert ((~per_frame[..., 0]).sum(dim=-1) == int(H * ratio)).all()
+
+
+def _masked_rows(mask, frames, H, W):
+    """(B, T) masked rows per frame, and (B, T, H) which rows, counted from the raw mask in the test."""
+    rows = mask[:, 1:].view(mask.shape[0], frames, H, W)[..., 0]
+    return rows.sum(dim=-1), rows
+
+
+def test_tube_row_draws_each_frames_rows_separately():
+    """The official ``tube_row``: every frame masks int(H*r) whole rows, drawn separately per frame, so the
+    frames' masked rows differ (with 8 frames of 14 rows, all frames alike has probability ~1e-27)."""
+    torch.manual_seed(0)
+    T, H, W = 8, 14, 14
+    mask = make_mask("tube_row", 6, T, (H, W), 0.8)
+    counts, rows = _masked_rows(mask, T, H, W)
+    assert (counts == int(H * 0.8)).all()
+    assert all(not (rows[b] == rows[b, :1]).all() for b in range(6))
+
+
+def test_random_row_draws_rows_of_the_whole_clip():
+    """The official ``random_row``: T*int(H*r) rows out of all T*H rows of the clip, so the number per frame
+    varies; the total is fixed."""
+    torch.manual_seed(0)
+    T, H, W = 8, 14, 14
+    mask = make_mask("random_row", 200, T, (H, W), 0.5)
+    counts, _ = _masked_rows(mask, T, H, W)
+    assert (counts.sum(dim=1) == T * int(H * 0.5)).all()
+    assert (counts != int(H * 0.5)).any(dim=1).float().mean() > 0.9   # nearly every clip has uneven frames
+    # a frame's count is hypergeometric: 56 rows drawn from 112, 14 of them the frame's
+    n, N, K = T * 7, T * H, H
+    mean, var = n * K / N, n * (K / N) * (1 - K / N) * (N - n) / (N - 1)     # 7 and ~3.09
+    assert abs(counts.float().mean().item() - mean) < 0.1
+    assert abs(counts.float().var().item() - var) < 0.4
 
 
 def test_official_counts():

@@ -312,3 +312,25 @@ def test_bare_finetune_file_names_are_looked_up_in_videomamba_home(tmp_path, mon
     assert resolve_checkpoint("/abs/elsewhere.pth") == "/abs/elsewhere.pth"   # paths are used as given
     with pytest.raises(FileNotFoundError, match="videomamba_s16_in1k_res224.pth"):
         resolve_checkpoint("videomamba_s16_in1k_res224.pth")
+
+
+# docs/design.md §8: the official long-video scripts (Breakfast, COIN, LVU) miss --delete_head, and the SSv2
+# M-mask 16f->288 script reads SSv2 as Kinetics_sparse (sparse sampling, a training flip). A config that differs
+# from its script must say so in its own header, with what it does instead.
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.parent.name in ("breakfast", "coin", "lvu")],
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_headers_state_the_dropped_head(path):
+    cfg = load_config(path)
+    assert cfg.model.get("delete_head"), f"{path.name}: the K400 head must be dropped for a new label set"
+    text = header(path) + "\n" + header(path.parents[1] / f"_base_{path.parent.name}.yaml")
+    deviation = re.search(r"Deviations?[^\n]*(\n#  [^\n]*)*", header(path))
+    assert deviation, f"{path.name}: no 'Deviation' line in the header"
+    assert "none." not in deviation.group(0).split("(")[0], f"{path.name}: says no deviation but drops the head"
+    assert re.search(r"head (is )?dropped", text) and "--delete_head" in text
+
+
+def test_ssv2_mask_288_header_states_sampler_and_flip():
+    path = CFG_DIR / "ssv2" / "videomamba_middle_mask_f16_res224to288.yaml"
+    cfg, text = load_config(path), header(path)
+    assert cfg.data.sampler == "ssv2" and cfg.aug.hflip == 0.0
+    assert "Kinetics_sparse" in text and "flip" in text and "data.sampler=sparse aug.hflip=0.5" in text

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import re
 
 import yaml
+
+from ..utils.files import atomic_write
 
 
 class _Loader(yaml.SafeLoader):
@@ -144,8 +145,6 @@ def save_config(cfg: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = cfg.to_dict() if isinstance(cfg, Config) else cfg
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
-    os.replace(tmp, path)
+    text = yaml.safe_dump(data, sort_keys=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path

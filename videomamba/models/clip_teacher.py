@@ -223,6 +223,18 @@ def _architecture(path, sd: Mapping[str, torch.Tensor], openai: bool) -> dict:
     return dict(img_size=grid * p, patch_size=p, width=width, layers=max(idx) + 1)
 
 
+def _patch_conv_2d(sd: Mapping[str, torch.Tensor], key: str, source) -> Mapping[str, torch.Tensor]:
+    """The official video teacher saves its patch conv inflated to one frame, a Conv3d weight ``(W, 3, 1, P, P)``
+    (as the video-text loader also reads it): the same weights as the image conv ``(W, 3, P, P)``."""
+    w = sd.get(key)
+    if w is None or w.dim() != 5:
+        return sd
+    if w.shape[2] != 1:
+        raise CheckpointError(source, f"{key} is {tuple(w.shape)}: a patch conv over {w.shape[2]} frames is not a "
+                              "CLIP image tower (a one-frame (W, 3, 1, P, P) or (W, 3, P, P) conv is)")
+    return {**sd, key: w.squeeze(2)}
+
+
 def _to_timm(sd: dict[str, torch.Tensor], openai: bool, vit: nn.Module):
     """``(timm state dict without head, proj)`` of an OpenAI or timm-layout state dict."""
     if openai:
@@ -266,6 +278,7 @@ def teacher_from_state_dict(sd: Mapping[str, torch.Tensor], source: str | os.Pat
     if layout == "openai-clip":   # the visual tower; the text tower is not needed
         sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
     openai = layout != "timm-vit"
+    sd = _patch_conv_2d(sd, "conv1.weight" if openai else "patch_embed.proj.weight", source)
     arch = _architecture(source, sd, openai)
     try:
         vit = build_clip_vit(**arch, heads=heads)

@@ -12,8 +12,9 @@ type           what is masked                                              visib
 =============  ==========================================================  ===========================
 ``tube``       the same ``int(N*r)`` random patches in every frame         ``T * (N - int(N*r))``
 ``random``     ``int(T*N*r)`` random patches anywhere in the clip          ``T*N - int(T*N*r)``
-``tube_row``   the same ``int(H*r)`` random rows in every frame            ``T * W * (H - int(H*r))``
-``random_row`` ``int(H*r)`` random rows, drawn for each frame              ``T * W * (H - int(H*r))``
+``tube_row``   ``int(H*r)`` random rows, drawn separately in each frame    ``T * W * (H - int(H*r))``
+``random_row`` ``T*int(H*r)`` random rows of all ``T*H`` rows of the clip  ``T * W * (H - int(H*r))``
+               (so the masked rows per frame vary)
 ``attention``  per frame, an order drawn without replacement with          ``T * (N - int(N*r))``
                probability ~ the teacher's CLS->patch attention; the first
                ``N - int(N*r)`` stay visible (40 of 196 at r = 0.8)
@@ -78,11 +79,11 @@ def make_mask(mask_type: str, batch: int, frames: int, grid: tuple[int, int], ra
         patches = _lowest(rand(batch, 1, N), int(N * ratio)).expand(batch, frames, N)
     elif mask_type == "random":
         patches = _lowest(rand(batch, frames * N), int(frames * N * ratio))
-    elif mask_type == "tube_row":
-        rows = _lowest(rand(batch, 1, H), int(H * ratio))
-        patches = rows[..., None].expand(batch, frames, H, W)
-    elif mask_type == "random_row":
+    elif mask_type == "tube_row":    # the official generator: each frame its own int(H*r) rows
         rows = _lowest(rand(batch, frames, H), int(H * ratio))
+        patches = rows[..., None].expand(batch, frames, H, W)
+    elif mask_type == "random_row":  # T*int(H*r) rows out of the clip's T*H: per-frame counts vary
+        rows = _lowest(rand(batch, frames * H), frames * int(H * ratio)).view(batch, frames, H)
         patches = rows[..., None].expand(batch, frames, H, W)
     else:
         patches = attention_mask(attn, frames, N, ratio, generator)

@@ -27,6 +27,8 @@ import threading
 import warnings
 from pathlib import Path
 
+from ..utils.files import umask_mode
+
 ARCH_ENV = "VIDEOMAMBA_CPU_ARCH"
 REQUIRE_ENV = "VIDEOMAMBA_REQUIRE_KERNELS"
 
@@ -170,6 +172,7 @@ def _build_and_load(relpath: str, arch: str) -> ctypes.CDLL:
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise RuntimeError(f"compiling {src} failed: {proc.stderr.strip()[:1000]}")
+            os.chmod(tmp, umask_mode(0o777))   # a shared cache: readable like any built library
             os.replace(tmp, out)   # atomic: concurrent builders never load half a file
         finally:
             for leftover in (tmp, tmp + ".o"):

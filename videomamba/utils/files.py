@@ -1,4 +1,5 @@
-"""Atomic file writes: readers (and a resumed run) never see half a file."""
+"""Atomic file writes: readers (and a resumed run) never see half a file. Files get the permissions any tool
+gives a new file (``0o666`` less the process umask), not the private ``0o600`` of a temporary file."""
 from __future__ import annotations
 
 import os
@@ -6,13 +7,22 @@ import tempfile
 from pathlib import Path
 
 
+def umask_mode(base: int = 0o666) -> int:
+    """``base`` less the process umask: the mode ``open()`` would give a new file (``0o777`` for executables)."""
+    mask = os.umask(0)   # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return base & ~mask
+
+
 def atomic_write(path: Path, write_fn) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    """Write to a temp file in the same folder, fsync, then rename: readers never see half a file. The file
+    ends with the umask's permissions, like a plain ``open(path, "w")``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write_fn(tmp)
+        os.chmod(tmp, umask_mode())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
