@@ -126,6 +126,7 @@ def test_classify_handler_matches_the_predictor(files, expected):
     # an unreadable file: a message naming it, outputs cleared; then a good clip works again
     status, top, gallery, latency, preview = c.handle(str(files["bad"]))
     assert status.startswith("**Cannot read `notes.mp4`**") and "cannot be opened as a video" in status
+    assert "[Errno" not in status   # FFmpeg's error number means nothing on the page
     assert str(files["dir"]) not in status and (top, gallery, latency, preview) == (None, [], "", None)
     assert "**" in c.handle(str(files["clips"][0]))[0]
     assert c.handle(None)[0].startswith("Upload a video")
@@ -288,6 +289,7 @@ def test_the_page_in_a_browser(files, expected, server, browser):
     _upload(b, files["bad"])   # an unreadable upload: a message naming it, the outputs cleared
     _wait(b, lambda: "Cannot read" in _text(b, "#status"))
     assert "notes.mp4" in _text(b, "#status") and "cannot be opened as a video" in _text(b, "#status")
+    assert "[Errno" not in _text(b, "#status")
     _wait(b, lambda: not b.find_elements(By.CSS_SELECTOR, "#frames img")
           and not _text(b, "#top5 [data-testid=label-output-value]") and "total" not in _text(b, "#latency"))
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Mapping
 
 import torch
@@ -70,19 +71,63 @@ def load_checkpoint(model: torch.nn.Module, path_or_state_dict: str | os.PathLik
     return report
 
 
-def _strict_summary(report: LoadReport, shown: int = 3) -> str:
-    """One line with the first problems of a load that is not clean."""
-    def some(items: list[str]) -> str:
-        return ", ".join(items[:shown]) + (", ..." if len(items) > shown else "")
+STRICT_FAILED = "strict load failed: "
+# adapt.py's reason for a tensor it could not load: "shape (8,64) != model (10,64) ..." / "... cannot be adapted to
+# model (10,64)"
+_SHAPES = re.compile(r"^shape (\([\d,]*\)) (?:!= model|cannot be adapted to model) (\([\d,]*\))")
 
+
+def _dropped_shapes(reason: str) -> tuple[str, str] | None:
+    """``(checkpoint shape, model shape)`` of a dropped tensor's reason, or None for another reason."""
+    m = _SHAPES.match(reason)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def _class_counts(report: LoadReport) -> tuple[int, int] | None:
+    """``(classes in the checkpoint, classes in the model)`` when the heads disagree, else None."""
+    shapes = _dropped_shapes(report.dropped.get("head.weight", ""))
+    if shapes is None:
+        return None
+    ck, model = (int(s.strip("()").split(",")[0]) for s in shapes)
+    return ck, model
+
+
+def _strict_summary(report: LoadReport, shown: int = 3, model_from: str | None = None) -> str:
+    """One line naming what disagrees in a load that is not clean: a head of another class count as both
+    counts, a tensor of another shape with both shapes, and the first ``shown`` missing / unexpected keys.
+    ``model_from``: the file the model was built from (e.g. ``"config.json"``): the line then says what that
+    file and the weights each hold, without the ``"strict load failed: "`` lead."""
+    def some(items: list[str]) -> str:
+        return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+    ck_name = "the weights" if model_from else "the checkpoint"
     parts = []
-    if report.dropped:
-        parts.append(f"{len(report.dropped)} dropped ({some([f'{k}: {v}' for k, v in report.dropped.items()])})")
+    dropped = dict(report.dropped)
+    classes = _class_counts(report)
+    if classes is not None and classes[0] != classes[1]:
+        ck, model = classes
+        ck_shape, model_shape = _dropped_shapes(dropped.pop("head.weight"))
+        if _dropped_shapes(dropped.get("head.bias", "")) is not None:
+            dropped.pop("head.bias")
+        parts.append(f"{model_from} says {model} classes, the weights hold {ck} (head.weight: {model_shape} vs "
+                     f"{ck_shape})" if model_from else
+                     f"the checkpoint holds {ck} classes, the model {model} (head.weight: {ck_shape} vs {model_shape})")
+    if dropped:
+        named = []
+        for key, reason in dropped.items():
+            shapes = _dropped_shapes(reason)
+            named.append(f"{key} {shapes[0]} in {ck_name}, {shapes[1]} in the model" if shapes else f"{key}: {reason}")
+        parts.append(f"{_count(len(dropped), 'tensor')} of another shape: {some(named)}")
     if report.missing:
-        parts.append(f"{len(report.missing)} missing ({some(report.missing)})")
+        parts.append(f"{_count(len(report.missing), 'model tensor')} missing from {ck_name}: {some(report.missing)}")
     if report.unexpected:
-        parts.append(f"{len(report.unexpected)} unexpected ({some(report.unexpected)})")
-    return "strict load failed: " + "; ".join(parts) + " (the full report is in .report)"
+        parts.append(f"{_count(len(report.unexpected), 'tensor')} in {ck_name} that the model does not have: "
+                     f"{some(report.unexpected)}")
+    return ("" if model_from else STRICT_FAILED) + "; ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 __all__ = ["load_checkpoint", "save_checkpoint", "read_checkpoint", "extract_state_dict", "adapt_state_dict",

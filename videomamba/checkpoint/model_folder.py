@@ -298,7 +298,7 @@ def from_pretrained(directory: str | os.PathLike, device: str | torch.device | N
     (:class:`Preprocessing`), ``pretrained_cfg`` and ``pretrained_source`` (the folder) set. ``kwargs`` are
     extra constructor options that do not change the weights' shapes (e.g. ``drop_path_rate`` for
     fine-tuning, ``inference_memory``)."""
-    from . import load_checkpoint
+    from . import STRICT_FAILED, _strict_summary, load_checkpoint
     from ..factory import create_model
 
     directory = Path(directory)
@@ -316,7 +316,11 @@ def from_pretrained(directory: str | os.PathLike, device: str | torch.device | N
     try:
         load_checkpoint(model, weights, strict=True, verbose=False)
     except CheckpointError as err:
-        raise type(err)(weights, err.problem, report=err.report) from None
+        problem = err.problem
+        if problem.startswith(STRICT_FAILED) and err.report is not None:
+            # say what config.json and the weights each hold (e.g. "config.json says 10 classes, the weights hold 8")
+            problem = _strict_summary(err.report, model_from=CONFIG_NAME)
+        raise type(err)(weights, problem, report=err.report) from None
     model.label_names = cfg.get("label_names")
     model.preprocessing = cfg["preprocessing"]
     model.pretrained_cfg = {**(cfg.get("pretrained_cfg") or {}), "source": "local-dir", "file": str(directory)}

@@ -270,7 +270,7 @@ def _strict_summary(report: VideoTextLoadReport) -> str:
         parts.append(f"missing {_some(report.missing)}")
     if report.unexpected:
         parts.append(f"unexpected {_some(report.unexpected)}")
-    return "strict load failed: " + "; ".join(parts) + " (the full report is in .report)"
+    return "strict load failed: " + "; ".join(parts)
 
 
 __all__ = ["VideoTextLoadReport", "convert_video_text_state_dict", "load_video_text_checkpoint"]

@@ -16,6 +16,7 @@ import operator
 import os
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +24,16 @@ ENV_BACKEND = "VIDEOMAMBA_VIDEO_BACKEND"
 BACKENDS = ("pyav", "decord")
 _INSTALL_HINT = "pip install 'videomamba[video]'"
 av = decord = None   # the backends' packages, imported on first use (VideoReader._import)
+
+
+# What counts as a video file when a folder is searched (``videomamba extract``/``predict`` FOLDER).
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".gif", ".mpg", ".mpeg", ".flv", ".wmv")
+
+
+def find_videos(folder: str | os.PathLike) -> list[Path]:
+    """The video files (by :data:`VIDEO_SUFFIXES`, any case) under ``folder``, searched recursively, sorted, as
+    paths under ``folder`` as given; ``[]`` when there are none."""
+    return sorted(q for q in Path(folder).rglob("*") if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES)
 
 
 class VideoDecodeError(ValueError):
@@ -148,10 +159,23 @@ class VideoReader:
         return f"<{type(self).__name__} {self.path!r} backend={self.backend} frames={len(self)}>"
 
 
+# FFmpeg's AVERROR_INVALIDDATA (-MKTAG('I','N','D','A')): PyAV's InvalidDataError, "not a format FFmpeg knows"
+_AVERROR_INVALIDDATA = 1094995529
+
+
 def _clean(err: Exception) -> str:
+    """The reason in ``err`` for a person: no ``[Errno N]`` (PyAV's FFmpeg errors and OSErrors carry one, e.g.
+    ``[Errno 1094995529] Invalid data found when processing input: '<path>'``) and no repeated path (the
+    message already starts with it)."""
+    errno, strerror = getattr(err, "errno", None), getattr(err, "strerror", None)
+    if isinstance(errno, int) and isinstance(strerror, str) and strerror:
+        if errno in (_AVERROR_INVALIDDATA, -_AVERROR_INVALIDDATA) or type(err).__name__ == "InvalidDataError":
+            return "invalid data: not a video PyAV can decode"
+        return strerror.strip()
     # decord messages carry "[hh:mm:ss] /src/file.cc:123: Check failed: ..." noise; keep the gist.
     msg = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-    return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", msg)
+    msg = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", msg)
+    return re.sub(r"^\[Errno -?\d+\] ", "", msg)
 
 
 def _in_loader_worker() -> bool:

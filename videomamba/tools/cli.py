@@ -150,8 +150,9 @@ def cmd_predict(args) -> int:
     import warnings
 
     from ..data.decode import VideoDecodeError
-    from .predict import format_result, load_predictor
+    from .predict import expand_videos, format_result, load_predictor
 
+    videos = expand_videos(args.videos)   # a folder: its videos (an empty one stops here, before the model)
     # a warning (e.g. a checkpoint that holds pickled objects) in one line, like the errors; restored after
     # loading so that calling main() in-process does not change warnings for the caller
     saved = warnings.formatwarning
@@ -165,12 +166,16 @@ def cmd_predict(args) -> int:
     if not args.json:
         print(predictor.describe(), flush=True)
     results, failed = [], 0
-    for video in args.videos:
+    for video in videos:
         try:
             result = predictor.predict_video(video, args.topk)
         except VideoDecodeError as err:   # report it and go on with the other videos
             print(f"videomamba predict: {err}", file=sys.stderr, flush=True)
             failed += 1
+            # in the JSON list too, in its place: the reason without the path the entry names already
+            reason = str(err)
+            results.append({"video": video, "error": reason[len(video) + 2:] if reason.startswith(f"{video}: ")
+                            else reason})
             continue
         results.append(result)
         if not args.json:
@@ -399,10 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "model, frame count, input size and labels come from the checkpoint (a training "
                                    "checkpoint of this package, or any VideoMamba weights file: then sparse "
                                    "sampling and 4 temporal views x 3 crops, the Kinetics-400 test protocol).")
-    r.add_argument("videos", nargs="+", metavar="VIDEO")
+    r.add_argument("videos", nargs="+", metavar="VIDEO_OR_FOLDER",
+                   help="video files, or folders (searched recursively for video files, in sorted order)")
     r.add_argument("--checkpoint", required=True, help="training checkpoint, official .pth or .safetensors")
     r.add_argument("--topk", type=int, default=5)
-    r.add_argument("--json", action="store_true", help="print one JSON document (a list, one entry per video)")
+    r.add_argument("--json", action="store_true",
+                   help="print one JSON document (a list, one entry per video; {\"video\", \"error\"} for a video "
+                        "that cannot be read, which also makes the exit status 1)")
     r.add_argument("--views", type=int, help="temporal views per video (default: the checkpoint's, else 4)")
     r.add_argument("--crops", type=int, help="spatial crops per view (default: the checkpoint's, else 3)")
     r.add_argument("--backend", choices=["pyav", "decord"], help="video reader (default: pyav)")

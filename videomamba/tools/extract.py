@@ -44,7 +44,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from ..utils.checkpoint_io import atomic_write
-from ..data.decode import VideoDecodeError, open_video
+from ..data.decode import VIDEO_SUFFIXES, VideoDecodeError, find_videos, open_video
 from ..data.sampling import sparse_indices
 from ..data.video_transforms import VideoEvalTransform
 
@@ -52,7 +52,6 @@ __all__ = ["FEATURES", "ExtractError", "ExtractSettings", "parse_span", "window_
            "collect_videos", "output_path", "extract", "read_features", "read_index"]
 
 FEATURES = ("cls", "pooled", "frames", "tokens", "logits")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".gif", ".mpg", ".mpeg", ".flv", ".wmv")
 INDEX_CSV, INDEX_JSON, SETTINGS_JSON = "index.csv", "index.json", "extract.json"
 INDEX_FIELDS = ("video", "status", "output", "windows", "frames", "fps", "duration_s", "rank", "seconds", "error")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -122,7 +121,7 @@ def collect_videos(inputs: Sequence[str | os.PathLike], list_file: str | os.Path
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES)
+            found = find_videos(p)
             if not found:
                 raise ExtractError(f"{p}: no video files in the folder ({', '.join(VIDEO_SUFFIXES)})")
             videos += found
@@ -216,6 +215,14 @@ def _fingerprint(settings: ExtractSettings, checkpoint: str, pre) -> dict[str, A
 SETTING_DEFAULTS = {"amp": "none"}
 
 
+def _same_setting(key: str, old: Any, new: Any) -> bool:
+    """Whether an earlier run's setting equals this run's: the feature kinds as a set (``cls pooled`` and
+    ``pooled cls`` write the same tensors), everything else as it is."""
+    if key == "features" and isinstance(old, list) and isinstance(new, list):
+        return set(old) == set(new)
+    return old == new
+
+
 def _previous_run(out_dir: Path, fingerprint: dict, videos: list[Path], root: Path,
                   overwrite: bool) -> tuple[str | None, Path]:
     """``(problem, root)``: why ``out_dir`` cannot take this run (other settings, or videos outside the folder
@@ -230,7 +237,8 @@ def _previous_run(out_dir: Path, fingerprint: dict, videos: list[Path], root: Pa
         old = None
     if not isinstance(old, dict):
         old = {}
-    changed = sorted(k for k in fingerprint if old.get(k, SETTING_DEFAULTS.get(k)) != fingerprint[k])
+    changed = sorted(k for k in fingerprint
+                     if not _same_setting(k, old.get(k, SETTING_DEFAULTS.get(k)), fingerprint[k]))
     if changed:
         return (f"{out_dir}: written with other settings (changed: {', '.join(changed)}); "
                 "use another --out, or --overwrite to extract everything again"), root

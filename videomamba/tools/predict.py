@@ -3,6 +3,7 @@
     from videomamba.predict import load_predictor, predict
     results = predict(["a.mp4", "b.mp4"], "checkpoint-best.pth", topk=5)
     # [{"video": "a.mp4", "top": [{"label": "abseiling", "index": 0, "prob": 0.81}, ...], "views": 12}, ...]
+    predict("clips/", "checkpoint-best.pth")   # a folder: its video files, searched recursively, sorted
 
     predictor = load_predictor("k400_f64_res384.pth")   # build the model once, then one call per video
     predictor.predict_video("a.mp4")
@@ -39,14 +40,14 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from ..checkpoint import CheckpointError
-from ..data.decode import VideoDecodeError, open_video
+from ..data.decode import VIDEO_SUFFIXES, VideoDecodeError, find_videos, open_video
 from ..data.defaults import SAMPLING_RATE
 from ..data.sampling import SAMPLERS as VIDEO_SAMPLERS, clip_indices
 from ..data.video_transforms import VideoEvalTransform
 from ..checkpoint.model_folder import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["Predictor", "PredictError", "load_predictor", "predict", "format_result", "COMPILE_MODES",
-           "compile_forward"]
+           "compile_forward", "expand_videos"]
 
 # The Kinetics-400 test protocol, used for weights that do not say how they were tested.
 DEFAULT_VIEWS, DEFAULT_CROPS = 4, 3
@@ -270,16 +271,35 @@ def load_predictor(checkpoint: str | os.PathLike, num_views: int | None = None, 
                      compile_mode=compile)
 
 
+def expand_videos(videos: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """``videos`` with each folder replaced by the video files inside it (searched recursively, sorted:
+    :func:`~videomamba.data.decode.find_videos`, as ``videomamba extract`` reads a folder); files are kept as
+    given, in order (a missing one is reported when it is read). A folder without videos raises
+    :class:`PredictError` naming it."""
+    if isinstance(videos, (str, os.PathLike)):
+        videos = [videos]
+    out = []
+    for video in videos:
+        if os.path.isdir(video):
+            found = find_videos(video)
+            if not found:
+                raise PredictError(f"{os.fspath(video)}: no video files in the folder "
+                                   f"({', '.join(VIDEO_SUFFIXES)}; searched recursively)")
+            out += [str(v) for v in found]
+        else:
+            out.append(os.fspath(video))
+    return out
+
+
 def predict(videos: str | os.PathLike | Iterable[str | os.PathLike], checkpoint: str | os.PathLike, topk: int = 5,
             num_views: int | None = None, num_crops: int | None = None, backend: str | None = None,
             labels: str | os.PathLike | None = None, device: str | torch.device | None = None,
             batch_size: int | None = None, compile: str | bool | None = None) -> list[dict[str, Any]]:
     """Top-``topk`` classes of each video: a list of ``{"video", "top": [{"label", "index", "prob"}],
-    "views"}`` in input order. The model is built once (:func:`load_predictor`). The first unreadable
-    video raises :class:`VideoDecodeError`; to go on past bad files, loop over
-    :meth:`Predictor.predict_video` yourself (as ``videomamba predict`` does)."""
-    if isinstance(videos, (str, os.PathLike)):
-        videos = [videos]
+    "views"}`` in input order, a folder standing for the videos inside it (:func:`expand_videos`). The model
+    is built once (:func:`load_predictor`). The first unreadable video raises :class:`VideoDecodeError`; to go
+    on past bad files, loop over :meth:`Predictor.predict_video` yourself (as ``videomamba predict`` does)."""
+    videos = expand_videos(videos)
     predictor = load_predictor(checkpoint, num_views=num_views, num_crops=num_crops, backend=backend,
                                labels=labels, device=device, batch_size=batch_size, compile=compile)
     return [predictor.predict_video(v, topk) for v in videos]

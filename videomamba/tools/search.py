@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
+from ..data.decode import VIDEO_SUFFIXES, find_videos  # noqa: F401  (VIDEO_SUFFIXES: its old home)
 from ..utils.checkpoint_io import CheckpointError, atomic_write, read_checkpoint
 
 INDEX_FILE = "index.pt"
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".gif")
 INDEX_VERSION = 1
 
 
@@ -60,7 +60,7 @@ def _stat(path: Path) -> list:
 def list_videos(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise SearchError(f"{folder}: not a folder of videos")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    return find_videos(folder)
 
 
 def _clip_shape(meta: dict) -> tuple[int, int]:

@@ -61,7 +61,8 @@ def run_test(cfg, info, model, test_set, names, weights: str | None, started: fl
         if key in paper:
             log(f"paper: {paper[key]}  measured: {res[key]:.2f}")
     for s in res["skipped"][:10]:
-        log(f"skipped: {s['path']}: {s['error']}")
+        # a decoding error names the path already: say it once
+        log(f"skipped: {s['error']}" if s["path"] in s["error"] else f"skipped: {s['path']}: {s['error']}")
     log(f"results in {path}" + ("" if regression else f", confusion matrix in {out / 'confusion.png'}"))
     return results
 
