@@ -167,8 +167,11 @@ def test_video_test_names_a_skipped_video_once(setup, tmp_path, monkeypatch, cap
     test_set = SimpleNamespace(records=[SimpleNamespace(label=0.0, path=bad),
                                         SimpleNamespace(label=1.0, path="other.mp4")])
     video_test.run_test(cfg, SimpleNamespace(is_main=True), None, test_set, None, None, 0.0)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("skipped:")]
+    out = capsys.readouterr().out.splitlines()
+    lines = [line for line in out if line.startswith("skipped:")]
     assert lines == [f"skipped: {bad}: {INVALID}", "skipped: other.mp4: a reason without the path"]
+    # one view and one crop in the singular
+    assert any(line.startswith("test (1 temporal view x 1 crop, 1 video, 1 view, 2 skipped)") for line in out), out
 
 
 # ---------------------------------------------------------------------------- 6. strict loads name the disagreement

@@ -52,7 +52,8 @@ def run_test(cfg, info, model, test_set, names, weights: str | None, started: fl
     else:
         line = f"MSE {res['mse']:.4f}"
     log(f"test ({_count(cfg.test.num_views, 'temporal view')} x {_count(cfg.test.num_crops, 'crop')}, "
-        f"{res['num_videos']} videos, {res['num_views']} views, {len(res['skipped'])} skipped): {line}")
+        f"{_count(res['num_videos'], 'video')}, {_count(res['num_views'], 'view')}, {len(res['skipped'])} skipped): "
+        f"{line}")
     if "reversal_pair_acc" in results:
         pairs = ", ".join("-" if p is None else f"{p:.0f}%" for p in results["reversal_pair_acc"])
         log(f"accuracy within each time-reversed class pair (50% = blind to time order): {pairs}")
