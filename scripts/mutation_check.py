@@ -5,6 +5,12 @@ imports instead of the checkout's (and run the Triton tests, in Triton's interpr
 
     python scripts/mutation_check.py            # every mutation; exit 1 if any survives
     python scripts/mutation_check.py --list
+    python scripts/mutation_check.py --match multiview:   # only those whose name contains the text
+
+A mutation with a fifth element (a list of test files) is a bug in a package file checked by those tests
+(the "numbers" tests, tests/test_numbers_*.py: the multi-view test, evaluation preprocessing, LVU windows and time control,
+video-text hard negatives and re-ranking, model folders, the masked-pretraining validation cosine); the run
+names every test that catches it.
 
 Each mutation is a bug a kernel change could plausibly introduce, several of them invisible to the
 tests this project had before issue 9 (an all-ones conv gradient, N=8 only, no reverse last state).
@@ -95,12 +101,143 @@ MUTATIONS = [
      "part = (pid_b + pid_l).to(tl.int64) * dim + offs_c"),
 ]
 
+# bugs in numbers the tests compute by hand (tests/test_numbers_*.py): (name, package file, text, replacement, tests)
+MULTIVIEW = "videomamba/tasks/classification/multiview.py"
+EVAL_TRANSFORM = "videomamba/data/video_transforms.py"
+SAMPLING = "videomamba/data/sampling.py"
+VIDEO_SET = "videomamba/data/video_dataset.py"
+CONTRASTIVE = "videomamba/objectives/contrastive.py"
+RETRIEVAL = "videomamba/tasks/video_text/retrieval.py"
+MODEL_FOLDER = "videomamba/checkpoint/model_folder.py"
+ALIGNMENT = "videomamba/objectives/alignment.py"
+_MV, _TR, _LVU = ["tests/test_numbers_multiview.py"], ["tests/test_numbers_eval_transforms.py"], ["tests/test_numbers_lvu.py"]
+_VT, _MF, _AL = ["tests/test_numbers_video_text.py"], ["tests/test_numbers_model_folder.py"], ["tests/test_numbers_alignment.py"]
+MUTATIONS += [
+    # the multi-view test
+    ("multiview: logits averaged instead of probabilities", MULTIVIEW,
+     "scores.append(out.softmax(-1))", "scores.append(out)", _MV),
+    ("multiview: top-4 reported as top-5", MULTIVIEW,
+     "k = min(5, probs.shape[1])", "k = min(4, probs.shape[1])", _MV),
+    ("multiview: accuracy denominator counts unreadable videos", MULTIVIEW,
+     "n = max(int(have.sum()), 1)", "n = max(num_videos, 1)", _MV),
+    ("multiview: num_videos counts unreadable videos", MULTIVIEW,
+     '"num_videos": int(have.sum())', '"num_videos": num_videos', _MV),
+    ("multiview: de-duplication key ignores the crop", MULTIVIEW,
+     "for i, key in enumerate(map(tuple, keys.tolist())):",
+     "for i, key in enumerate(map(lambda k: tuple(k[:2]), keys.tolist())):", _MV),
+    ("multiview: duplicates across ranks each counted", MULTIVIEW,
+     "    for keys in keys_per_rank:\n", "    for keys in keys_per_rank:\n        seen = set()\n", _MV),
+    # evaluation preprocessing
+    ("eval transform: validation centre crop off by one", EVAL_TRANSFORM,
+     "(nw - self.size) // 2", "(nw - self.size + 1) // 2", _TR),
+    ("eval transform: mean/std channels reversed", EVAL_TRANSFORM,
+     "self.num_crops = num_crops\n        self.mean = torch.tensor(mean).view(1, 3, 1, 1)\n"
+     "        self.std = torch.tensor(std).view(1, 3, 1, 1)",
+     "self.num_crops = num_crops\n        self.mean = torch.tensor(mean[::-1]).view(1, 3, 1, 1)\n"
+     "        self.std = torch.tensor(std[::-1]).view(1, 3, 1, 1)", _TR),
+    ("eval transform: nearest instead of bilinear resize", EVAL_TRANSFORM,
+     "x = TF.resize(x, [nh, nw], interpolation=TF.InterpolationMode.BILINEAR, antialias=False)",
+     "x = TF.resize(x, [nh, nw], interpolation=TF.InterpolationMode.NEAREST)", _TR),
+    ("eval transform: antialiased resize (torchvision's default, not the official cv2 resize)", EVAL_TRANSFORM,
+     "x = TF.resize(x, [nh, nw], interpolation=TF.InterpolationMode.BILINEAR, antialias=False)",
+     "x = TF.resize(x, [nh, nw], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)", _TR),
+    ("sampling: short-side resize rounds the long side instead of truncating", SAMPLING,
+     "return size, int(size * width / height)", "return size, round(size * width / height)", _TR),
+    ("sampling: test crop starts rounded instead of truncated", SAMPLING,
+     "starts = [int(j * step) for j in range(num_crops)]", "starts = [round(j * step) for j in range(num_crops)]", _TR),
+    ("sampling: test crops moved along the short side", SAMPLING,
+     "return [(s, 0) if h >= w else (0, s) for s in starts]", "return [(0, s) if h >= w else (s, 0) for s in starts]", _TR),
+    # LVU windows and time control
+    ("lvu: window key collides across views", VIDEO_SET,
+     "key = (clip.video, clip.window * self.num_views + view, crop)", "key = (clip.video, clip.window + view, crop)", _LVU),
+    ("lvu: window key spaced by crops instead of views", VIDEO_SET,
+     "key = (clip.video, clip.window * self.num_views + view, crop)",
+     "key = (clip.video, clip.window * self.num_crops + view, crop)", _LVU),
+    ("lvu: a tail window needs a full trimmed length", SAMPLING,
+     "if duration - start < trimmed / 2:", "if duration - start < trimmed:", _LVU),
+    ("lvu: windows start every trimmed seconds instead of every stride", SAMPLING,
+     "for start in range(0, int(duration), int(time_stride)):", "for start in range(0, int(duration), int(trimmed)):",
+     _LVU),
+    ("lvu: window seconds not turned into frames with the fps", SAMPLING,
+     "first = max(0, min(int(start_s * fps), video_len - 1))", "first = max(0, min(int(start_s), video_len - 1))", _LVU),
+    ("time_control: repeat shows the first frame", VIDEO_SET,
+     "frames = np.repeat(frames[len(frames) // 2][None], len(frames), axis=0)",
+     "frames = np.repeat(frames[0][None], len(frames), axis=0)", _LVU),
+    ("time_control: shuffle only in training", VIDEO_SET,
+     'if self.time_control == "shuffle":', 'if self.time_control == "shuffle" and self.mode == "train":', _LVU),
+    # video-text hard negatives and re-ranking
+    ("hard negatives: a positive with another index may be drawn", CONTRASTIVE,
+     "pos = idx.view(-1, 1) == idx.view(1, -1)", "pos = torch.eye(len(idx), dtype=torch.bool, device=idx.device)", _VT),
+    ("hard negatives: text-to-video weights from the untransposed matrix", CONTRASTIVE,
+     "w_t2v = F.softmax(sim_v2t.t().float() + 1e-4, dim=1)", "w_t2v = F.softmax(sim_v2t.float() + 1e-4, dim=1)", _VT),
+    ("hard negatives: the two directions returned swapped", CONTRASTIVE,
+     "return neg_text, neg_video", "return neg_video, neg_text", _VT),
+    ("hard negatives: video-to-text softmax over the wrong axis", CONTRASTIVE,
+     "w_v2t = F.softmax(sim_v2t.float() + 1e-4, dim=1)", "w_v2t = F.softmax(sim_v2t.float() + 1e-4, dim=0)", _VT),
+    ("hard negatives: positives zeroed before the softmax instead of after", CONTRASTIVE,
+     "w_v2t = F.softmax(sim_v2t.float() + 1e-4, dim=1).masked_fill(pos, 0)",
+     "w_v2t = F.softmax((sim_v2t.float() + 1e-4).masked_fill(pos, 0), dim=1)", _VT),
+    ("rerank: ITM metrics computed from the ITC scores", RETRIEVAL,
+     'out["itm"] = retrieval_metrics(v2t.numpy(), t2v.numpy(), corpus.txt2vid)',
+     'out["itm"] = retrieval_metrics(itc.numpy(), None, corpus.txt2vid)', _VT),
+    ("rerank: text-to-video taken from the video-to-text matrix", RETRIEVAL,
+     'out["itm"] = retrieval_metrics(v2t.numpy(), t2v.numpy(), corpus.txt2vid)',
+     'out["itm"] = retrieval_metrics(v2t.numpy(), None, corpus.txt2vid)', _VT),
+    ("rerank: ITM logit added to the ITC score", RETRIEVAL,
+     "row[top] = scores(vision_tokens[v:v + 1]", "row[top] = itc[v][top] + scores(vision_tokens[v:v + 1]", _VT),
+    ("rerank: items outside the top k not pushed below the re-ranked ones", RETRIEVAL,
+     "row = itc[v] - OUTSIDE_TOP_K", "row = itc[v] + 0.0", _VT),
+    ("rerank: every rank re-ranks every video", RETRIEVAL,
+     "for v in range(rank, V, world):", "for v in range(V):", _VT),
+    ("rerank: top k off by one", RETRIEVAL,
+     "kv, kt = min(k, T), min(k, V)", "kv, kt = min(k, T) - 1, min(k, V)", _VT),
+    ("retrieval: gathered videos not put back in data-set order", RETRIEVAL,
+     "order = torch.cat([p[0] for p in parts]).argsort()", "order = torch.arange(sum(len(p[0]) for p in parts))", _VT),
+    # model folders
+    ("model folder: norm_epsilon dropped", MODEL_FOLDER,
+     "args = {k: v for k, v in config.kwargs().items() if v != defaults.get(k)}",
+     'args = {k: v for k, v in config.kwargs().items() if v != defaults.get(k) and k != "norm_epsilon"}', _MF),
+    ("model folder: boolean options (divide_output) dropped", MODEL_FOLDER,
+     "args = {k: v for k, v in config.kwargs().items() if v != defaults.get(k)}",
+     "args = {k: v for k, v in config.kwargs().items() if v != defaults.get(k) and not isinstance(v, bool)}", _MF),
+    ("model folder: timm's global_pool key always 'token'", MODEL_FOLDER,
+     '"global_pool": getattr(model, "global_pool", "token"),', '"global_pool": "token",', _MF),
+    ("model folder: an explicit source ignored", MODEL_FOLDER,
+     '"source": source if source is not None else getattr(model, "pretrained_source", None),',
+     '"source": getattr(model, "pretrained_source", None),', _MF),
+    ("model folder: index-object label names taken in file order", MODEL_FOLDER,
+     'names = [names.get(str(i), names.get(i, f"class {i}")) for i in range(n)]', "names = list(names.values())", _MF),
+    ("model folder: std written as the mean", MODEL_FOLDER,
+     'd["mean"], d["std"] = list(self.mean), list(self.std)', 'd["mean"], d["std"] = list(self.mean), list(self.mean)',
+     _MF),
+    ("model folder: preprocessing sampler not read back", MODEL_FOLDER,
+     "kw = {k: v for k, v in d.items() if k in known and v is not None}",
+     'kw = {k: v for k, v in d.items() if k in known and v is not None and k != "sampler"}', _MF),
+    # the masked-pretraining validation cosine
+    ("alignment: val cos without undoing the loss weight", ALIGNMENT,
+     '"cos": 1 - mean / (2 * step.loss_ratio)', '"cos": 1 - mean / 2', _AL),
+    ("alignment: val cos reported as the loss", ALIGNMENT,
+     '"cos": 1 - mean / (2 * step.loss_ratio)', '"cos": mean', _AL),
+    ("alignment: validation batches averaged without their sizes", ALIGNMENT,
+     "total += loss.item() * x.shape[0]", "total += loss.item()", _AL),
+    ("alignment: align_cos without undoing the loss weight", ALIGNMENT,
+     '{"align_cos": 1 - loss.detach() / (2 * self.loss_ratio)}', '{"align_cos": 1 - loss.detach() / 2}', _AL),
+    ("alignment: loss from the mean over channels instead of the dot product", ALIGNMENT,
+     "(2 - 2 * (student.float() * target.float()).sum(dim=-1)).mean()",
+     "(2 - 2 * (student.float() * target.float()).mean(dim=-1)).mean()", _AL),
+    ("alignment: validation masks not from the seeded generator", ALIGNMENT,
+     "loss, _ = step(model, x, None, generator=gen)", "loss, _ = step(model, x, None)", _AL),
+]
+
 TESTS = ["tests/test_kernels_cpu.py", "tests/test_lean.py"]
 TRITON_TESTS = {TRITON_SCAN: ["tests/test_triton_scan.py"], TRITON_CONV: ["tests/test_conv_triton.py"]}
 
 
-def run_one(name, rel, old, new, tests) -> bool:
-    """True when the tests fail on the mutated kernel (the mutation is caught)."""
+def run_one(name, rel, old, new, tests, own_tests=None) -> bool | list[str]:
+    """True when the tests fail on the mutated kernel (the mutation is caught). A mutation with its own tests
+    returns the list of the tests that catch it (empty: it survived)."""
+    if own_tests is not None:
+        return run_one_python(name, rel, old, new, own_tests, first_failure=False)
     if rel.startswith("videomamba/"):
         return run_one_python(name, rel, old, new, TRITON_TESTS[rel])
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,9 +254,11 @@ def run_one(name, rel, old, new, tests) -> bool:
         return r.returncode != 0
 
 
-def run_one_python(name, rel, old, new, tests) -> bool:
+def run_one_python(name, rel, old, new, tests, first_failure: bool = True) -> bool | list[str]:
     """A package file mutated in a copy of the checkout's package, imported first by a pytest run in a
-    scratch folder that links the tests, kernels and configs of the checkout."""
+    scratch folder that links the tests, kernels and configs of the checkout (no bytecode is written, so
+    nothing lands in the checkout's tests/). ``first_failure=False``: every test runs, and the tests that
+    fail on an assertion are returned."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         shutil.copytree(ROOT / "videomamba", root / "videomamba")
@@ -130,16 +269,42 @@ def run_one_python(name, rel, old, new, tests) -> bool:
         if text.count(old) != 1:
             raise SystemExit(f"mutation {name!r}: expected exactly one {old!r} in {rel}")
         path.write_text(text.replace(old, new))
-        env = dict(os.environ, PYTHONPATH=str(root))
+        env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
         where = subprocess.run([sys.executable, "-c", "import videomamba; print(videomamba.__file__)"], cwd=root,
                                env=env, capture_output=True, text=True).stdout.strip()
         if not where.startswith(str(root)):   # else the run would test the checkout, and catch nothing
             raise SystemExit(f"mutation {name!r}: the test run imports {where!r}, not the mutated copy")
+        if not first_failure:
+            return _catching_tests(name, root, env, tests)
         r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
                            cwd=root, env=env, capture_output=True, text=True)
         if r.returncode != 0 and "AssertionError" not in r.stdout:   # a crash is not a test catching a bug
             raise SystemExit(f"mutation {name!r} made the tests crash instead of fail:\n{r.stdout[-2000:]}")
         return r.returncode != 0
+
+
+def _catching_tests(name, root, env, tests) -> list[str]:
+    """Run every test of ``tests``; the ids of those that fail on an assertion (pytest's summary line of a
+    failed assert starts with ``assert`` or ``AssertionError``, of a ``pytest.raises`` that saw nothing with
+    ``Failed:``, of a strict xfail that passes with ``[XPASS(strict)]``).
+    A test that fails with another exception is a crash, not a catch: the run stops naming it."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfEX", "-p", "no:cacheprovider", *tests],
+                       cwd=root, env=dict(env, COLUMNS="1000"), capture_output=True, text=True)
+    caught, crashed = [], []   # (a wide terminal: the summary lines keep their message)
+    for line in r.stdout.splitlines():
+        if not line.startswith(("FAILED ", "ERROR ")):
+            continue
+        test, _, why = line.split(" ", 1)[1].partition(" - ")
+        test = test.split("/")[-1]
+        (caught if why.startswith(("assert", "AssertionError", "Failed:", "[XPASS(strict)]")) else crashed).append(test)
+    if crashed:
+        raise SystemExit(f"mutation {name!r} made tests crash instead of fail ({', '.join(crashed)}):\n"
+                         f"{r.stdout[-3000:]}")
+    if r.returncode not in (0, 1):   # 1 = some tests failed; anything else is a broken run
+        raise SystemExit(f"mutation {name!r}: pytest exited with {r.returncode}:\n{r.stdout[-3000:]}{r.stderr[-2000:]}")
+    if r.returncode == 1 and not caught:
+        raise SystemExit(f"mutation {name!r}: the run failed but names no failing test:\n{r.stdout[-3000:]}")
+    return caught
 
 
 def main() -> int:
@@ -154,9 +319,10 @@ def main() -> int:
         return 0
     survived = []
     chosen = [m for m in MUTATIONS if args.match in m[0]]
-    for name, rel, old, new in chosen:
-        caught = run_one(name, rel, old, new, args.tests)
-        print(f"{'caught  ' if caught else 'SURVIVED'}  {rel}: {name}", flush=True)
+    for name, rel, old, new, *own in chosen:
+        caught = run_one(name, rel, old, new, args.tests, *own)
+        by = f"  <- {', '.join(caught)}" if isinstance(caught, list) and caught else ""
+        print(f"{'caught  ' if caught else 'SURVIVED'}  {rel}: {name}{by}", flush=True)
         if not caught:
             survived.append(name)
     print(f"{len(chosen) - len(survived)}/{len(chosen)} mutations caught")

@@ -178,7 +178,8 @@ class VideoEvalTransform:
         if (nh, nw) != (h, w):
             x = TF.resize(x, [nh, nw], interpolation=TF.InterpolationMode.BILINEAR, antialias=False)
         if crop is None:
-            side, top, left = self.size, (nh - self.size) // 2, (nw - self.size) // 2
+            # the official CenterCrop: Python's round (half to even) of the centred offset, not the floor
+            side, top, left = self.size, int(round((nh - self.size) / 2.0)), int(round((nw - self.size) / 2.0))
         else:
             side = self.short
             top, left = test_crop_offsets(nh, nw, self.short, self.num_crops)[crop]

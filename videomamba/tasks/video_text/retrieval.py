@@ -75,21 +75,22 @@ def rerank(model, itc: torch.Tensor, vision_tokens, text_hidden, text_mask, k: i
                                             rows_mask[s:s + batch].to(device)).float().cpu())
         return torch.cat(out)
 
-    v2t, t2v = torch.zeros(V, T), torch.zeros(T, V)
+    # float64: ITC scores shifted by OUTSIDE_TOP_K keep their exact order (float32 at 1e4 rounds them to ~1e-3)
+    v2t, t2v = torch.zeros(V, T, dtype=torch.float64), torch.zeros(T, V, dtype=torch.float64)
     kv, kt = min(k, T), min(k, V)
     bar = tqdm(total=len(range(rank, V, world)) + len(range(rank, T, world)), desc="re-rank",
                disable=not show_progress(progress), leave=False, dynamic_ncols=True)
     for v in range(rank, V, world):
         top = itc[v].topk(kv).indices
-        row = itc[v] - OUTSIDE_TOP_K
-        row[top] = scores(vision_tokens[v:v + 1].expand(kv, -1, -1), text_hidden[top], text_mask[top])
+        row = itc[v].double() - OUTSIDE_TOP_K
+        row[top] = scores(vision_tokens[v:v + 1].expand(kv, -1, -1), text_hidden[top], text_mask[top]).double()
         v2t[v] = row
         bar.update(1)
     for t in range(rank, T, world):
         top = itc[:, t].topk(kt).indices
-        row = itc[:, t] - OUTSIDE_TOP_K
+        row = itc[:, t].double() - OUTSIDE_TOP_K
         row[top] = scores(vision_tokens[top], text_hidden[t:t + 1].expand(kt, -1, -1),
-                          text_mask[t:t + 1].expand(kt, -1))
+                          text_mask[t:t + 1].expand(kt, -1)).double()
         t2v[t] = row
         bar.update(1)
     bar.close()
