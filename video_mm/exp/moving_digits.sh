@@ -1,48 +1,100 @@
 #!/usr/bin/env bash
-# The embedded video-text pipeline on the Moving Digits captions (no download, CPU, ~15 min on 2 cores):
-#   1. the CLIP-architecture teacher (image_sm on the digit images) and its teacher file (skipped when present),
-#   2. video-text pretraining, masked stage (VTC + VTM + MLM + UTA with attention masks),
+# The embedded video-text pipeline on the Moving Digits captions (no download, CPU, < 15 min on 2 cores):
+#   0. the data (videos, images, captions; generated once into $VIDEOMAMBA_DATA or ~/.cache/videomamba/data),
+#   1. the video main job (video_sm.finetune, configs/video_sm/moving_digits.yaml): its VideoMamba, which
+#      already tells the 8 motions apart, starts the vision encoder (skipped when its checkpoint exists), and,
+#      beside it, the CLIP-architecture teacher (image_sm on the digit images) and its teacher file (skipped
+#      when present) and the random-initialisation baseline,
+#   2. video-text pretraining, masked stage (VTC + VTM + MLM + UTA with attention masks), from the main job,
 #   3. video-text pretraining, unmasked stage (all tokens, no teacher),
-#   4. the masked-pretraining-free variant: the same two stages without teacher, masks and UTA,
+#   4. the masked-pretraining-free variant: the same two stages without teacher, masks and UTA (also from
+#      the main job), run beside 2-3,
 #   5. zero-shot retrieval on the test split: the pretrained model, the variant and a random initialisation,
-#      and a table of R@1/5/10, MdR in both directions (outputs/video_mm/moving_digits_summary.json).
-# Finished steps are skipped on a rerun (each run resumes or finds itself done). PYTHON picks the interpreter
-# (default: .venv/bin/python when it exists).
+#      and a table of R@1/5/10, MdR in both directions (OUT/moving_digits_summary.json).
+# Two lanes run side by side, one thread each (OMP_NUM_THREADS=1): on 2 cores that is faster than one lane
+# of two threads, and far faster when other work shares the cores (two-thread OpenMP regions then wait for
+# each other). Finished steps are skipped on a rerun (each run resumes or finds itself done). PYTHON picks
+# the interpreter (default: .venv/bin/python when it exists); OUTPUTS the output root (default: outputs).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
-TEACHER_DIR=outputs/image_sm/moving_digits_clip_teacher
-OUT=outputs/video_mm
+OUTPUTS=${OUTPUTS:-outputs}
+MAIN_DIR=$OUTPUTS/video_sm/moving_digits
+TEACHER_DIR=$OUTPUTS/image_sm/moving_digits_clip_teacher
+OUT=$OUTPUTS/video_mm
 ZS=configs/video_mm/moving_digits_zero_shot.yaml
 start=$(date +%s)
+stamp() { echo "   [$(( $(date +%s) - start )) s] $*"; }
 
-if [ ! -f "$TEACHER_DIR/teacher.pth" ]; then
-  echo "== 1/5 teacher: image_sm.train (CLIP-architecture ViT on the digit images) + videomamba convert-clip"
-  "$PY" -m image_sm.train --config configs/image_sm/moving_digits_clip_teacher.yaml --no-progress
-  "$PY" -m videomamba.cli convert-clip "$TEACHER_DIR/checkpoint-best.pth" "$TEACHER_DIR/teacher.pth"
-else
-  echo "== 1/5 teacher: $TEACHER_DIR/teacher.pth exists"
-fi
-echo "== 2/5 video-text pretraining, masked stage"
-"$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_masked.yaml --no-progress \
-  --opts teacher.path="$TEACHER_DIR/teacher.pth"
-echo "== 3/5 video-text pretraining, unmasked stage"
-"$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_unmasked.yaml --no-progress
-echo "== 4/5 the masked-pretraining-free variant: the same two stages without teacher, masks and UTA"
-"$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_masked.yaml --no-progress \
-  --opts teacher.path=null loss.uta=0 mask.video.type=none mask.image.type=none \
-         output_dir="$OUT/moving_digits_no_masked_stage1"
-"$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_unmasked.yaml --no-progress \
-  --opts model.pretrained="$OUT/moving_digits_no_masked_stage1/checkpoint-latest.pth" \
-         output_dir="$OUT/moving_digits_no_masked"
-echo "== 5/5 zero-shot retrieval on the test split"
-"$PY" -m video_mm.retrieval --config "$ZS" --zero-shot --no-progress \
-  --checkpoint "$OUT/moving_digits_unmasked/checkpoint-latest.pth" --opts output_dir="$OUT/moving_digits_zs_pretrained"
-"$PY" -m video_mm.retrieval --config "$ZS" --zero-shot --no-progress \
-  --checkpoint "$OUT/moving_digits_no_masked/checkpoint-latest.pth" --opts output_dir="$OUT/moving_digits_zs_no_masked"
-"$PY" -m video_mm.retrieval --config "$ZS" --random-init --no-progress --opts output_dir="$OUT/moving_digits_zs_random"
+echo "== 0/5 data: Moving Digits videos, images and captions"
+"$PY" -c "from videomamba.data.moving_digits import make_video_text_variant as m; print(m())"
+
+lane() {   # lane NAME FUNCTION: runs FUNCTION with its output prefixed by [NAME]
+  local name=$1; shift
+  ( set -o pipefail; "$@" 2>&1 | sed -u "s/^/[$name] /" )
+}
+main_job() {
+  if [ ! -f "$MAIN_DIR/checkpoint-best.pth" ]; then
+    stamp "== 1/5 the video main job: video_sm.finetune (8 motions) -> $MAIN_DIR"
+    "$PY" -m video_sm.finetune --config configs/video_sm/moving_digits.yaml --no-progress \
+      --opts output_dir="$MAIN_DIR"
+  else
+    stamp "== 1/5 the video main job: $MAIN_DIR/checkpoint-best.pth exists"
+  fi
+}
+teacher_and_chance() {
+  if [ ! -f "$TEACHER_DIR/teacher.pth" ]; then
+    stamp "== 1/5 teacher: image_sm.train (CLIP-architecture ViT on the digit images) + videomamba convert-clip"
+    "$PY" -m image_sm.train --config configs/image_sm/moving_digits_clip_teacher.yaml --no-progress \
+      --opts output_dir="$TEACHER_DIR"
+    "$PY" -m videomamba.cli convert-clip "$TEACHER_DIR/checkpoint-best.pth" "$TEACHER_DIR/teacher.pth"
+  else
+    stamp "== 1/5 teacher: $TEACHER_DIR/teacher.pth exists"
+  fi
+  stamp "== 5/5 zero-shot retrieval of a random initialisation (the chance baseline)"
+  "$PY" -m video_mm.retrieval --config "$ZS" --random-init --no-progress --opts output_dir="$OUT/moving_digits_zs_random"
+}
+pretrained() {
+  stamp "== 2/5 video-text pretraining, masked stage (from the main job, teacher $TEACHER_DIR)"
+  "$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_masked.yaml --no-progress \
+    --opts teacher.path="$TEACHER_DIR/teacher.pth" model.vision.pretrained="$MAIN_DIR/checkpoint-best.pth" \
+           output_dir="$OUT/moving_digits_masked"
+  stamp "== 3/5 video-text pretraining, unmasked stage"
+  "$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_unmasked.yaml --no-progress \
+    --opts model.pretrained="$OUT/moving_digits_masked/checkpoint-latest.pth" output_dir="$OUT/moving_digits_unmasked"
+  stamp "== 5/5 zero-shot retrieval on the test split: masked + unmasked stages"
+  "$PY" -m video_mm.retrieval --config "$ZS" --zero-shot --no-progress \
+    --checkpoint "$OUT/moving_digits_unmasked/checkpoint-latest.pth" --opts output_dir="$OUT/moving_digits_zs_pretrained"
+}
+variant() {
+  stamp "== 4/5 the masked-pretraining-free variant, stage 1: no teacher, masks or UTA (from the main job)"
+  "$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_masked.yaml --no-progress \
+    --opts teacher.path=null loss.uta=0 mask.video.type=none mask.image.type=none \
+           model.vision.pretrained="$MAIN_DIR/checkpoint-best.pth" output_dir="$OUT/moving_digits_no_masked_stage1"
+  stamp "== 4/5 the masked-pretraining-free variant, stage 2 (the unmasked stage)"
+  "$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_unmasked.yaml --no-progress \
+    --opts model.pretrained="$OUT/moving_digits_no_masked_stage1/checkpoint-latest.pth" \
+           output_dir="$OUT/moving_digits_no_masked"
+  stamp "== 5/5 zero-shot retrieval on the test split: the variant"
+  "$PY" -m video_mm.retrieval --config "$ZS" --zero-shot --no-progress \
+    --checkpoint "$OUT/moving_digits_no_masked/checkpoint-latest.pth" --opts output_dir="$OUT/moving_digits_zs_no_masked"
+}
+
+# lane a: the main job, then the two pretraining stages; lane b: the teacher and the chance baseline, then
+# (once the main job's checkpoint is there) the variant
+lane main main_job & a=$!
+lane teacher teacher_and_chance & b=$!
+wait $a || { wait $b || true; echo "the main job failed"; exit 1; }
+wait $b || { echo "the teacher or the random-initialisation baseline failed"; exit 1; }
+lane pretrained pretrained & a=$!
+lane variant variant & b=$!
+fail=0
+wait $a || fail=1
+wait $b || fail=1
+[ $fail = 0 ] || { echo "a video-text stage failed (see above)"; exit 1; }
 
 "$PY" - "$OUT" "$(( $(date +%s) - start ))" <<'PYEOF'
 import json, sys
