@@ -308,3 +308,15 @@ def test_several_layers_with_drop_path_equal_the_official_loop(target):
     assert student.return_index == [1, 2, 3] and len(got) == len(want) == 3
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w.to(g.dtype), rtol=1e-5, atol=1e-5)
+
+
+def test_a_backbone_checkpoint_loads_its_final_norm_into_the_student():
+    """A fine-tuned backbone names its final norm ``norm_f``, the student ``norm``: the loader maps it."""
+    torch.manual_seed(0)
+    backbone = videomamba.VisionMamba(img_size=32, patch_size=8, embed_dim=32, depth=3, num_frames=4, num_classes=5)
+    with torch.no_grad():
+        backbone.norm_f.weight.uniform_(0.5, 1.5)
+    student = VideoMambaPretrain(**TINY)
+    report = videomamba.load_checkpoint(student, backbone.state_dict())
+    assert torch.equal(student.norm.weight, backbone.norm_f.weight)
+    assert report.renamed.get("norm_f.weight") == "norm.weight"

@@ -1,6 +1,6 @@
 """Make any official VideoMamba state dict fit a given model.
 
-Handles: DDP/backbone/encoder/UMT prefixes, the masked-pretrain ``norm`` -> ``norm_f`` rename,
+Handles: DDP/backbone/encoder/UMT prefixes, the masked-pretrain ``norm`` <-> ``norm_f`` rename,
 2D -> 3D patch-embed inflation (center or average), bicubic resizing of the spatial position
 embedding (CLS row kept), linear resizing of the temporal one, and a head whose shape differs.
 """
@@ -94,12 +94,13 @@ def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: torch.nn.Module
     target = model.state_dict()
     sd = strip_prefixes(dict(state_dict), set(target), report)
 
-    # The masked-pretraining student names its final norm `norm`.
+    # The masked-pretraining student (and the video-text vision encoder) names its final norm `norm`, the
+    # backbone `norm_f`: either way round, the final norm loads.
     for suffix in ("weight", "bias"):
-        old, new = f"norm.{suffix}", f"norm_f.{suffix}"
-        if old in sd and new not in sd and new in target and old not in target:
-            sd[new] = sd.pop(old)
-            report.renamed[old] = new
+        for old, new in ((f"norm.{suffix}", f"norm_f.{suffix}"), (f"norm_f.{suffix}", f"norm.{suffix}")):
+            if old in sd and new not in sd and new in target and old not in target:
+                sd[new] = sd.pop(old)
+                report.renamed[old] = new
 
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
