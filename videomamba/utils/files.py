@@ -7,11 +7,24 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process umask. Linux reports it in /proc (a read, safe with other threads creating files); elsewhere
+    it can only be read by setting it, so it is put straight back."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def umask_mode(base: int = 0o666) -> int:
     """``base`` less the process umask: the mode ``open()`` would give a new file (``0o777`` for executables)."""
-    mask = os.umask(0)   # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return base & ~mask
+    return base & ~_umask()
 
 
 def atomic_write(path: Path, write_fn) -> None:
