@@ -52,3 +52,41 @@ def test_unreadable_image_is_named(digits, tmp_path):
     ds = build_image_dataset(tmp_path, meta, num_classes=10)
     with pytest.raises(DataError, match=r"cannot read image .*broken.png \(listed in .*m.txt:2\)"):
         ds[0]
+
+
+def test_video_scale_images_hold_the_digit_at_the_videos_size(digits, tmp_path):
+    """The video-text pipeline's images: a 64 px canvas with the digit at most 32 px (24-32 px rendered; the
+    bright part of a blurred 8x8 digit is a little smaller), the same digit split as the default variant, whose
+    settings stamp (and so every existing cache) is unchanged."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from videomamba.data.moving_digits import make_video_scale_images
+
+    root = make_video_scale_images(tmp_path)
+    sides = []
+    for line in (root / "val.txt").read_text().splitlines()[:60]:
+        img = np.asarray(Image.open(root / line.split()[0]).convert("L"))
+        assert img.shape == (64, 64)
+        ys, xs = np.nonzero(img > 128)            # the noise (sigma 10 grey levels) never reaches 128
+        sides.append(max(ys.max() - ys.min(), xs.max() - xs.min()) + 1)
+    assert max(sides) <= 32 and np.mean(sides) >= 16, sides
+    for split in ("train", "val", "test"):
+        ids = lambda folder: {l.split("/")[2].split("_")[0] for l in (folder / f"{split}.txt").read_text().splitlines()}
+        assert ids(root) == ids(digits)
+    assert "scale" not in json.loads((digits / "settings.json").read_text())
+    assert json.loads((root / "settings.json").read_text())["scale"] == [0.375, 0.5]
+
+
+def test_video_scale_images_need_the_videos_canvas():
+    from pathlib import Path
+
+    from videomamba.data.image_classification import image_datasets
+    from videomamba.engine import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs/image_sm/moving_digits_video_scale.yaml",
+                      ["data.img_size=32"])
+    with pytest.raises(ValueError, match="img_size must be 64"):
+        image_datasets(cfg)

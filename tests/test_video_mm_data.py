@@ -41,6 +41,7 @@ def test_annotations_formats_and_cleaning(tmp_path):
     ([{"video": "a.mp4", "caption": []}], "entry 0: \"caption\""),
     ([{"video": "a.mp4", "caption": "?!"}], "entry 0: a caption is empty"),
     ([], "no entries"),
+    ([{"video": "a.mp4", "caption": "x", "group": ["g"]}], "entry 0: \"group\" must be a string or a number"),
 ])
 def test_bad_annotations_name_file_and_entry(tmp_path, entries, match):
     p = write(tmp_path, entries)
@@ -77,6 +78,27 @@ def test_training_pairs_idx_and_images(tmp_path):
     img = read_caption_annotations(write(tmp_path, [{"image": "i.png", "caption": "x"}], "img.json"), str(tmp_path))
     x, cap, idx = CaptionedMediaDataset(img, 1, MediaTrainTransform(16, hflip=0))[0]
     assert x.shape == (3, 1, 16, 16) and cap == "x" and idx == 0
+
+
+def test_grouped_entries_share_idx_and_the_next_corpus_starts_after_the_groups(tmp_path):
+    """Entries of one ``group`` (the same content) get one idx: VTC positives, never VTM negatives; an entry
+    without a group is its own; the next corpus of the media type starts after the groups (3 ids, not 4)."""
+    from videomamba.data.video_text_corpora import train_sets
+    from videomamba.engine import load_config
+
+    _video(tmp_path / "v.mp4")
+    write(tmp_path, [{"video": "v.mp4", "caption": "a", "group": "seven left"},
+                     {"video": "v.mp4", "caption": "b", "group": 3},
+                     {"video": "v.mp4", "caption": "c", "group": "seven left"},
+                     {"video": "v.mp4", "caption": "d"}], "one.json")
+    write(tmp_path, [{"video": "v.mp4", "caption": "e"}, {"video": "v.mp4", "caption": "f", "group": 3}], "two.json")
+    (tmp_path / "cfg.yaml").write_text(
+        "data:\n  num_frames: 2\n  input_size: 32\n  scale: [1.0, 1.0]\n  hflip: 0.0\n  train:\n"
+        f"    one: {{anno: {tmp_path}/one.json, prefix: {tmp_path}, media: video}}\n"
+        f"    two: {{anno: {tmp_path}/two.json, prefix: {tmp_path}, media: video}}\n")
+    ds = train_sets(load_config(tmp_path / "cfg.yaml"))["video"]
+    got = sorted(ds[i][1:] for i in range(len(ds)))
+    assert got == [("a", 0), ("b", 1), ("c", 0), ("d", 2), ("e", 3), ("f", 4)]
 
 
 def test_unreadable_training_media_is_replaced_and_counted(tmp_path):

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The embedded video-text pipeline on the Moving Digits captions (no download, CPU, < 15 min on 2 cores):
-#   0. the data (videos, images, captions; generated once into $VIDEOMAMBA_DATA or ~/.cache/videomamba/data),
-#   1. the video main job (video_sm.finetune, configs/video_sm/moving_digits.yaml): its VideoMamba, which
-#      already tells the 8 motions apart, starts the vision encoder (skipped when its checkpoint exists), and,
-#      beside it, the CLIP-architecture teacher (image_sm on the digit images) and its teacher file (skipped
-#      when present) and the random-initialisation baseline,
-#   2. video-text pretraining, masked stage (VTC + VTM + MLM + UTA with attention masks), from the main job,
+#   0. the data (videos, images at the videos' scale, captions; generated once into $VIDEOMAMBA_DATA or
+#      ~/.cache/videomamba/data),
+#   1. the image model: the vision encoder's VideoMamba trained on the digit images at the videos' scale
+#      (image_sm, configs/image_sm/moving_digits_video_scale.yaml; skipped when its checkpoint exists), which
+#      starts the vision encoder as an ImageNet model starts the paper's video models; beside it the
+#      CLIP-architecture teacher on the same images and its teacher file (skipped when present) and the
+#      random-initialisation baseline,
+#   2. video-text pretraining, masked stage (VTC + VTM + MLM + UTA with attention masks), from the image model,
 #   3. video-text pretraining, unmasked stage (all tokens, no teacher),
 #   4. the masked-pretraining-free variant: the same two stages without teacher, masks and UTA (also from
-#      the main job), run beside 2-3,
+#      the image model), run beside 2-3,
 #   5. zero-shot retrieval on the test split: the pretrained model, the variant and a random initialisation,
 #      and a table of R@1/5/10, MdR in both directions (OUT/moving_digits_summary.json).
 # Two lanes run side by side, one thread each (OMP_NUM_THREADS=1): on 2 cores that is faster than one lane
@@ -22,33 +24,33 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
 OUTPUTS=${OUTPUTS:-outputs}
-MAIN_DIR=$OUTPUTS/video_sm/moving_digits
-TEACHER_DIR=$OUTPUTS/image_sm/moving_digits_clip_teacher
+IMAGE_DIR=$OUTPUTS/image_sm/moving_digits_video_scale
+TEACHER_DIR=$OUTPUTS/image_sm/moving_digits_clip_teacher_video_scale
 OUT=$OUTPUTS/video_mm
 ZS=configs/video_mm/moving_digits_zero_shot.yaml
 start=$(date +%s)
 stamp() { echo "   [$(( $(date +%s) - start )) s] $*"; }
 
-echo "== 0/5 data: Moving Digits videos, images and captions"
+echo "== 0/5 data: Moving Digits videos, images at the videos' scale and captions"
 "$PY" -c "from videomamba.data.moving_digits import make_video_text_variant as m; print(m())"
 
 lane() {   # lane NAME FUNCTION: runs FUNCTION with its output prefixed by [NAME]
   local name=$1; shift
   ( set -o pipefail; "$@" 2>&1 | sed -u "s/^/[$name] /" )
 }
-main_job() {
-  if [ ! -f "$MAIN_DIR/checkpoint-best.pth" ]; then
-    stamp "== 1/5 the video main job: video_sm.finetune (8 motions) -> $MAIN_DIR"
-    "$PY" -m video_sm.finetune --config configs/video_sm/moving_digits.yaml --no-progress \
-      --opts output_dir="$MAIN_DIR"
+image_model() {
+  if [ ! -f "$IMAGE_DIR/checkpoint-best.pth" ]; then
+    stamp "== 1/5 the image model: image_sm.train on the digits at the videos' scale -> $IMAGE_DIR"
+    "$PY" -m image_sm.train --config configs/image_sm/moving_digits_video_scale.yaml --no-progress \
+      --opts output_dir="$IMAGE_DIR"
   else
-    stamp "== 1/5 the video main job: $MAIN_DIR/checkpoint-best.pth exists"
+    stamp "== 1/5 the image model: $IMAGE_DIR/checkpoint-best.pth exists"
   fi
 }
 teacher_and_chance() {
   if [ ! -f "$TEACHER_DIR/teacher.pth" ]; then
-    stamp "== 1/5 teacher: image_sm.train (CLIP-architecture ViT on the digit images) + videomamba convert-clip"
-    "$PY" -m image_sm.train --config configs/image_sm/moving_digits_clip_teacher.yaml --no-progress \
+    stamp "== 1/5 teacher: image_sm.train (CLIP-architecture ViT on the same images) + videomamba convert-clip"
+    "$PY" -m image_sm.train --config configs/image_sm/moving_digits_clip_teacher_video_scale.yaml --no-progress \
       --opts output_dir="$TEACHER_DIR"
     "$PY" -m videomamba.cli convert-clip "$TEACHER_DIR/checkpoint-best.pth" "$TEACHER_DIR/teacher.pth"
   else
@@ -58,9 +60,9 @@ teacher_and_chance() {
   "$PY" -m video_mm.retrieval --config "$ZS" --random-init --no-progress --opts output_dir="$OUT/moving_digits_zs_random"
 }
 pretrained() {
-  stamp "== 2/5 video-text pretraining, masked stage (from the main job, teacher $TEACHER_DIR)"
+  stamp "== 2/5 video-text pretraining, masked stage (from the image model, teacher $TEACHER_DIR)"
   "$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_masked.yaml --no-progress \
-    --opts teacher.path="$TEACHER_DIR/teacher.pth" model.vision.pretrained="$MAIN_DIR/checkpoint-best.pth" \
+    --opts teacher.path="$TEACHER_DIR/teacher.pth" model.vision.pretrained="$IMAGE_DIR/checkpoint-best.pth" \
            output_dir="$OUT/moving_digits_masked"
   stamp "== 3/5 video-text pretraining, unmasked stage"
   "$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_unmasked.yaml --no-progress \
@@ -70,10 +72,10 @@ pretrained() {
     --checkpoint "$OUT/moving_digits_unmasked/checkpoint-latest.pth" --opts output_dir="$OUT/moving_digits_zs_pretrained"
 }
 variant() {
-  stamp "== 4/5 the masked-pretraining-free variant, stage 1: no teacher, masks or UTA (from the main job)"
+  stamp "== 4/5 the masked-pretraining-free variant, stage 1: no teacher, masks or UTA (from the image model)"
   "$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_masked.yaml --no-progress \
     --opts teacher.path=null loss.uta=0 mask.video.type=none mask.image.type=none \
-           model.vision.pretrained="$MAIN_DIR/checkpoint-best.pth" output_dir="$OUT/moving_digits_no_masked_stage1"
+           model.vision.pretrained="$IMAGE_DIR/checkpoint-best.pth" output_dir="$OUT/moving_digits_no_masked_stage1"
   stamp "== 4/5 the masked-pretraining-free variant, stage 2 (the unmasked stage)"
   "$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_unmasked.yaml --no-progress \
     --opts model.pretrained="$OUT/moving_digits_no_masked_stage1/checkpoint-latest.pth" \
@@ -83,11 +85,11 @@ variant() {
     --checkpoint "$OUT/moving_digits_no_masked/checkpoint-latest.pth" --opts output_dir="$OUT/moving_digits_zs_no_masked"
 }
 
-# lane a: the main job, then the two pretraining stages; lane b: the teacher and the chance baseline, then
-# (once the main job's checkpoint is there) the variant
-lane main main_job & a=$!
+# lane a: the image model, then the two pretraining stages; lane b: the teacher and the chance baseline, then
+# (once the image model's checkpoint is there) the variant
+lane image image_model & a=$!
 lane teacher teacher_and_chance & b=$!
-wait $a || { wait $b || true; echo "the main job failed"; exit 1; }
+wait $a || { wait $b || true; echo "the image model failed"; exit 1; }
 wait $b || { echo "the teacher or the random-initialisation baseline failed"; exit 1; }
 lane pretrained pretrained & a=$!
 lane variant variant & b=$!
@@ -112,4 +114,24 @@ for name, d in rows:
     print(f"{name:46s} {r['img_r1']:5.1f}/{r['img_r5']:5.1f}/{r['img_r10']:5.1f} {r['img_mdr']:5g}   "
           f"{r['txt_r1']:5.1f}/{r['txt_r5']:5.1f}/{r['txt_r10']:5.1f} {r['txt_mdr']:5g}")
 (out / "moving_digits_summary.json").write_text(json.dumps({"seconds": int(seconds), **summary}, indent=1))
+# the bar chart of the README: R@1/5/10 in both directions, each model beside the others
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+width = 0.8 / len(summary)
+for ax, (side, title) in zip(axes, (("img", "text -> video"), ("txt", "video -> text"))):
+    for j, (name, r) in enumerate(summary.items()):
+        vals = [r[f"{side}_r{k}"] for k in (1, 5, 10)]
+        bars = ax.bar([i + (j - (len(summary) - 1) / 2) * width for i in range(3)], vals, width, label=name)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks(range(3), ["R@1", "R@5", "R@10"])
+    ax.set_title(f"{title} (ITM re-ranked)")
+    ax.set_ylim(0, 100)
+axes[0].set_ylabel("% of queries")
+axes[1].legend(fontsize=7, loc="upper left")
+fig.suptitle("Moving Digits zero-shot retrieval, test split (271 videos, 542 captions)", fontsize=10)
+fig.tight_layout()
+fig.savefig(out / "moving_digits_retrieval.png", dpi=110)
+print(f"table: {out / 'moving_digits_summary.json'}; chart: {out / 'moving_digits_retrieval.png'}")
 PYEOF

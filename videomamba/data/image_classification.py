@@ -6,6 +6,8 @@ RandAugment, colour jitter, random erasing) and the eval resize + centre crop at
 Registered names (task ``image_classification``):
 
 - ``moving_digits``: the 10 digit classes at ``data.img_size``, generated on first use into ``data.root``;
+- ``moving_digits_video_scale``: the same digits at the videos' scale (64 px canvas, 24-32 px digits at a
+  random place; the video-text pipeline's image model);
 - ``folder``: ``data.train_root`` / ``data.val_root`` (ImageFolder trees, or the roots of the paths in
   ``data.train_meta`` / ``data.val_meta``).
 """
@@ -60,6 +62,19 @@ class MovingDigitsImages(ImageClassificationSource):
 
         with main_process_first():   # one rank renders the data set, the others wait and read it
             root = moving_digits.make_image_variant(d.root, canvas=d.img_size)
+        return {"train": (root, root / "train.txt"), "val": (root, root / "val.txt")}
+
+
+@register_dataset(TASK, "moving_digits_video_scale")
+class MovingDigitsVideoScaleImages(ImageClassificationSource):
+    def locate(self, d):
+        from . import moving_digits
+
+        if int(d.img_size) != 64:
+            raise ValueError(f"data.name=moving_digits_video_scale: data.img_size must be 64 (the videos' canvas), "
+                             f"got {d.img_size}")
+        with main_process_first():
+            root = moving_digits.make_video_scale_images(d.root)
         return {"train": (root, root / "train.txt"), "val": (root, root / "val.txt")}
 
 

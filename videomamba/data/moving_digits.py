@@ -4,13 +4,16 @@ digits (8x8 grey). Deterministic from a seed, generated once into a cache folder
 Variants, each written once into its own folder of the cache:
 
 - images (image_sm): the 10 digit classes as an ImageFolder tree plus ``relpath label`` meta files.
+- images at the videos' scale (video_mm's image model and image corpus): the same, on a 64 px canvas with
+  the digit as large as in the videos.
 - videos (video_sm): 8 motion classes in 16-frame H.264 ``.mp4`` files with Kinetics-style
   ``relpath,label`` csv files; each class is the time-reverse of another, so one frame (or a shuffled
   clip) cannot tell a pair apart.
 - long videos (video_sm, Breakfast/COIN-like): 4 motions in sequence, 64 frames; the label is the
   ordered sequence, and every sequence has a partner with the same motions in the opposite order.
 - video-text captions (video_mm): JSON annotations over the videos ("a handwritten seven moving left" and
-  paraphrases; several captions per val/test video) and the images ("a handwritten seven").
+  paraphrases; several captions per val/test video) and the video-scale images ("a handwritten seven"), each
+  entry with its ``"group"`` (digit and motion: the entries whose captions say the same).
 
 Splits are by digit image: no source digit appears in two splits.
 """
@@ -36,11 +39,17 @@ def _split_indices(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
 
 
-def render_digit(img8: np.ndarray, canvas: int, rng: np.random.Generator, noise: float = 0.04) -> np.ndarray:
-    """Scale an 8x8 digit (0..16) to 60-90% of the canvas at a random position, add light noise -> uint8."""
+IMAGE_SCALE = (0.6, 0.9)     # the image variant's digit side, as a fraction of its canvas
+VIDEO_SCALE = (0.375, 0.5)   # a video's digit side (before zoom): 24-32 px on the 64 px canvas
+
+
+def render_digit(img8: np.ndarray, canvas: int, rng: np.random.Generator, noise: float = 0.04,
+                 scale: tuple[float, float] = IMAGE_SCALE) -> np.ndarray:
+    """Scale an 8x8 digit (0..16) to ``scale`` (fractions) of the canvas at a random position, add light
+    noise -> uint8."""
     from PIL import Image
 
-    size = int(rng.integers(int(0.6 * canvas), int(0.9 * canvas) + 1))
+    size = int(rng.integers(int(scale[0] * canvas), int(scale[1] * canvas) + 1))
     digit = Image.fromarray((img8 / 16.0 * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
     out = np.zeros((canvas, canvas), dtype=np.float32)
     y, x = rng.integers(0, canvas - size + 1, size=2)
@@ -50,8 +59,9 @@ def render_digit(img8: np.ndarray, canvas: int, rng: np.random.Generator, noise:
 
 
 def make_image_variant(root: str | os.PathLike | None = None, canvas: int = 32, renders_per_digit: int = 2,
-                       seed: int = 0) -> Path:
-    """Write ``root/images/{split}/{label}/*.png`` and ``root/images/{split}.txt`` (``relpath label``).
+                       seed: int = 0, scale: tuple[float, float] = IMAGE_SCALE, folder: str = "images") -> Path:
+    """Write ``root/{folder}/{split}/{label}/*.png`` and ``root/{folder}/{split}.txt`` (``relpath label``),
+    digits ``scale`` of the canvas (see :func:`make_video_scale_images` for the video's scale).
 
     Idempotent: returns at once when the folder was already made with the same settings.
     """
@@ -59,8 +69,10 @@ def make_image_variant(root: str | os.PathLike | None = None, canvas: int = 32, 
     from sklearn.datasets import load_digits
 
     root = Path(root) if root is not None else default_root()
-    out = root / "images"
+    out = root / folder
     settings = {"canvas": canvas, "renders_per_digit": renders_per_digit, "seed": seed, "version": 1}
+    if tuple(scale) != IMAGE_SCALE:   # the default variant keeps its stamp (no regeneration in old caches)
+        settings["scale"] = list(scale)
     stamp = out / "settings.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == settings:
         return out
@@ -76,7 +88,7 @@ def make_image_variant(root: str | os.PathLike | None = None, canvas: int = 32, 
                 rel = f"{split}/{label}/{i:04d}_{r}.png"
                 path = tmp / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(render_digit(digits.images[i], canvas, rng)).convert("RGB").save(path)
+                Image.fromarray(render_digit(digits.images[i], canvas, rng, scale=scale)).convert("RGB").save(path)
                 lines.append(f"{rel} {label}")
         (tmp / f"{split}.txt").write_text("\n".join(lines) + "\n")
     (tmp / "settings.json").write_text(json.dumps(settings))
@@ -86,6 +98,17 @@ def make_image_variant(root: str | os.PathLike | None = None, canvas: int = 32, 
         shutil.rmtree(out)
     os.replace(tmp, out)   # a half-written folder is never mistaken for a finished one
     return out
+
+
+VIDEO_SCALE_IMAGES = "images_video_scale"
+
+
+def make_video_scale_images(root: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """The image variant at the videos' scale, ``root/images_video_scale``: a 64 px canvas with the digit
+    24-32 px at a random place, as in a video frame (the plain image variant fills 60-90% of a 32 px
+    canvas). The same digit split; what the video-text pipeline's image model and image corpus use, so
+    that what they learn about digits holds in the videos."""
+    return make_image_variant(root, canvas=64, seed=seed, scale=VIDEO_SCALE, folder=VIDEO_SCALE_IMAGES)
 
 
 # ---------------------------------------------------------------------------------------------- videos
@@ -121,7 +144,7 @@ def render_motion(img8: np.ndarray, motion: int, rng: np.random.Generator, canva
     motion only picks its direction, so each class is exactly the time-reverse of its partner in
     distribution (e.g. "move left" from x=b to x=a versus "move right" from a to b).
     """
-    base = float(rng.uniform(0.375, 0.5)) * canvas   # digit side: 24-32 px on a 64 px canvas
+    base = float(rng.uniform(*VIDEO_SCALE)) * canvas   # digit side: 24-32 px on a 64 px canvas
     t = np.linspace(0.0, 1.0, frames)
     # right/down, zoom in and counter-clockwise run their segment a -> b, their partners b -> a
     ramp = t if motion in (1, 3, 4, 7) else t[::-1]
@@ -259,13 +282,14 @@ def make_video_text_variant(root: str | os.PathLike | None = None, captions_per_
     ``root/video_text/{train,val,test}_video.json`` (``{"video": relpath, "caption": [...]}``; every paraphrase
     of the video's motion for training, ``captions_per_test_video`` of them for val/test: a multi-caption
     retrieval set) with prefix ``root/videos``, and ``train_image.json`` (``{"image": relpath, "caption":
-    [...]}``, the digit alone, one image per training digit) with prefix ``root/images``. Idempotent."""
+    [...]}``, the digit alone, one image per training digit, at the videos' scale) with prefix
+    ``root/images_video_scale`` (:func:`make_video_scale_images`). Idempotent."""
     from sklearn.datasets import load_digits
 
     root = Path(root) if root is not None else default_root()
-    videos, images = make_video_variant(root), make_image_variant(root)
+    videos, images = make_video_variant(root), make_video_scale_images(root)
     out = root / "video_text"
-    settings = {"captions_per_test_video": captions_per_test_video, "seed": seed, "version": 2}
+    settings = {"captions_per_test_video": captions_per_test_video, "seed": seed, "version": 4}
     stamp = out / "settings.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == settings:
         return out
@@ -281,13 +305,14 @@ def make_video_text_variant(root: str | os.PathLike | None = None, captions_per_
             caps = [p.format(d=word) for p in MOTION_PHRASES[int(motion)]]
             if split != "train":
                 caps = [caps[i] for i in sorted(rng.choice(len(caps), captions_per_test_video, replace=False))]
-            entries.append({"video": rel, "caption": caps})
+            entries.append({"video": rel, "caption": caps, "group": f"{word} {MOTIONS[int(motion)]}"})
         (tmp / f"{split}_video.json").write_text(json.dumps(entries, indent=0))
     entries = []
     for line in (images / "train.txt").read_text().splitlines():
         rel, label = line.split() if line.strip() else ("", "")
         if rel.endswith("_0.png"):   # one image per training digit (the variant renders each twice)
-            entries.append({"image": rel, "caption": [p.format(d=DIGIT_WORDS[int(label)]) for p in IMAGE_PHRASES]})
+            entries.append({"image": rel, "caption": [p.format(d=DIGIT_WORDS[int(label)]) for p in IMAGE_PHRASES],
+                            "group": DIGIT_WORDS[int(label)]})
     (tmp / "train_image.json").write_text(json.dumps(entries, indent=0))
     (tmp / "settings.json").write_text(json.dumps(settings))
     if out.exists():

@@ -37,13 +37,17 @@ class MediaRecord:
     media: str                      # "video" | "image"
     captions: list[str] = field(default_factory=list)
     index: int = 0                  # position in the annotation file (for error messages)
+    group: str | None = None        # entries of one group describe the same content (optional "group" key)
 
 
 def read_caption_annotations(file: str | Path, prefix: str = "", media: str | None = None,
                              paragraph: bool = False, limit: int | None = None) -> list[MediaRecord]:
     """Records of a JSON annotation file. ``media`` forces the type (the corpus config's third element; the
     VINDLU retrieval files list videos under ``"image"``); otherwise the entry's key decides. ``paragraph``
-    joins a list of captions into one text. Bad entries raise :class:`DataError` naming the file and index."""
+    joins a list of captions into one text. An optional ``"group"`` (string or number) marks entries whose
+    captions describe the same content: in training they share ``idx``, so VTC counts them as positives of
+    each other and VTM never draws one as another's negative (a corpus made from caption templates needs this;
+    web corpora have no such key). Bad entries raise :class:`DataError` naming the file and index."""
     file = Path(file)
     if not file.is_file():
         raise DataError(f"{file}: annotation file not found")
@@ -72,8 +76,11 @@ def read_caption_annotations(file: str | Path, prefix: str = "", media: str | No
         caps = [clean_caption(c) for c in caps]
         if any(not c for c in caps):
             raise DataError(f"{where}: a caption is empty after cleaning ({cap!r})")
+        group = e.get("group")
+        if group is not None and (isinstance(group, bool) or not isinstance(group, (str, int, float))):
+            raise DataError(f"{where}: \"group\" must be a string or a number, got {group!r}")
         path = str(Path(prefix) / e[key]) if prefix else str(e[key])
-        records.append(MediaRecord(path, media or key, caps, i))
+        records.append(MediaRecord(path, media or key, caps, i, None if group is None else str(group)))
     if not records:
         raise DataError(f"{file}: no entries")
     return records
@@ -138,9 +145,10 @@ def read_media(record: MediaRecord, num_frames: int, sample: str, backend: str |
 
 class CaptionedMediaDataset(torch.utils.data.Dataset):
     """Training pairs of one media type: item ``i`` -> ``(media (3, T, H, W), caption, idx)``; ``idx`` is the
-    media's index plus ``idx_offset`` (unique across the corpora of a loader, so two corpora's items are never
-    taken for positives of each other). An unreadable file is replaced by another item (deterministic stride)
-    and counted in ``failures``; 100 in a row raise :class:`DataError`."""
+    media's index (or its group's, when the annotation groups entries) plus ``idx_offset`` (unique across the
+    corpora of a loader, so two corpora's items are never taken for positives of each other; ``num_ids`` ids
+    are used). An unreadable file is replaced by another item (deterministic stride) and counted in
+    ``failures``; 100 in a row raise :class:`DataError`."""
 
     def __init__(self, records: list[MediaRecord], num_frames: int, transform, sample: str = "rand",
                  backend: str | None = None, source: str = "", idx_offset: int = 0, expand_captions: bool = True):
@@ -152,6 +160,10 @@ class CaptionedMediaDataset(torch.utils.data.Dataset):
         self.pairs = ([(r, c) for r, rec in enumerate(records) for c in range(len(rec.captions))] if expand_captions
                       else [(r, None) for r in range(len(records))])
         self.media = records[0].media if records else "video"
+        groups: dict[str, int] = {}   # a record without a group is its own
+        self.ids = [groups.setdefault(rec.group, len(groups)) if rec.group is not None else
+                    groups.setdefault(f"\0{r}", len(groups)) for r, rec in enumerate(records)]
+        self.num_ids = len(groups)
         self.failures = multiprocessing.Value("i", 0)
         self._warned: set[str] = set()
 
@@ -178,7 +190,7 @@ class CaptionedMediaDataset(torch.utils.data.Dataset):
                 continue
             if c is None:
                 c = int(torch.randint(len(rec.captions), (1,)).item())
-            return self.transform(frames), rec.captions[c], r + self.idx_offset
+            return self.transform(frames), rec.captions[c], self.ids[r] + self.idx_offset
         raise DataError(f"{self.source}: 100 files in a row could not be read; is the prefix right? "
                         f"(first tried: {self.records[self.pairs[i][0]].path})")
 

@@ -61,7 +61,7 @@ def train_sets(cfg) -> dict[str, ConcatCaptioned]:
                                    MediaTrainTransform(size, tuple(d.scale), d.get("hflip", D.hflip)),
                                    d.get("sample_train", D.sample_train), d.get("backend"), source=anno,
                                    idx_offset=offset, expand_captions=bool(c.get("expand_captions", D.expand_captions)))
-        offset += len(records)
+        offset += ds.num_ids
         by_media.setdefault(media, []).append(ds)
     return {m: ConcatCaptioned(sets) for m, sets in by_media.items()}
 
