@@ -58,7 +58,7 @@ def test_model_bench_measures_one_config(name, mode):
 def test_model_bench_subprocess_reports_oom_instead_of_crashing():
     cfg = dict(model="timesformer_tiny_naive", frames=2, batch=1, mode="infer", device="cpu", img_size=32,
                warmup=1, repeats=1, max_seconds=10)
-    res = model._run_subprocess(cfg, timeout=120, mem_limit_gb=0.01, for_memory=False)
+    res = model._run_subprocess(cfg, timeout=120, mem_limit_gb=0.01)
     assert res["status"] in ("OOM", "ok") or res["status"].startswith("error")
     assert res["status"] != "ok"
 
