@@ -58,24 +58,25 @@ class ImageClassificationSource(DataSource):
 @register_dataset(TASK, "moving_digits")
 class MovingDigitsImages(ImageClassificationSource):
     def locate(self, d):
+        with main_process_first():   # one rank renders the data set, the others wait and read it
+            root = self.render(d)
+        return {"train": (root, root / "train.txt"), "val": (root, root / "val.txt")}
+
+    def render(self, d):
         from . import moving_digits
 
-        with main_process_first():   # one rank renders the data set, the others wait and read it
-            root = moving_digits.make_image_variant(d.root, canvas=d.img_size)
-        return {"train": (root, root / "train.txt"), "val": (root, root / "val.txt")}
+        return moving_digits.make_image_variant(d.root, canvas=d.img_size)
 
 
 @register_dataset(TASK, "moving_digits_video_scale")
-class MovingDigitsVideoScaleImages(ImageClassificationSource):
-    def locate(self, d):
+class MovingDigitsVideoScaleImages(MovingDigitsImages):
+    def render(self, d):
         from . import moving_digits
 
         if int(d.img_size) != 64:
             raise ValueError(f"data.name=moving_digits_video_scale: data.img_size must be 64 (the videos' canvas), "
                              f"got {d.img_size}")
-        with main_process_first():
-            root = moving_digits.make_video_scale_images(d.root)
-        return {"train": (root, root / "train.txt"), "val": (root, root / "val.txt")}
+        return moving_digits.make_video_scale_images(d.root)
 
 
 @register_dataset(TASK, "folder")

@@ -160,10 +160,10 @@ class CaptionedMediaDataset(torch.utils.data.Dataset):
         self.pairs = ([(r, c) for r, rec in enumerate(records) for c in range(len(rec.captions))] if expand_captions
                       else [(r, None) for r in range(len(records))])
         self.media = records[0].media if records else "video"
-        groups: dict[str, int] = {}   # a record without a group is its own
-        self.ids = [groups.setdefault(rec.group, len(groups)) if rec.group is not None else
-                    groups.setdefault(f"\0{r}", len(groups)) for r, rec in enumerate(records)]
-        self.num_ids = len(groups)
+        ids: dict[tuple, int] = {}   # a record without a group is its own
+        keys = [("group", rec.group) if rec.group is not None else ("entry", r) for r, rec in enumerate(records)]
+        self.ids = [ids.setdefault(key, len(ids)) for key in keys]
+        self.num_ids = len(ids)
         self.failures = multiprocessing.Value("i", 0)
         self._warned: set[str] = set()
 
