@@ -62,11 +62,28 @@ MUTATIONS = [
      "if (add) o += load_n(add + row + t, n);", ""),
     ("scan bwd: initial-state gradient is the last step's adjoint input", "cpu/selective_scan.cpp",
      "store(dh0 + (bi * a.dim + d) * NP + k * W, gst[k]);", "store(dh0 + (bi * a.dim + d) * NP + k * W, dA_acc[k]);"),
-    ("scan: reverse blocks of W row sums stored at the forward place", "cpu/selective_scan.cpp",
-     "store(ysum + (REV ? L - s - W : s), hsum_rows(acc));", "store(ysum + s, hsum_rows(acc));"),
+    ("scan: reverse blocks of W row sums stored at the forward place", "cpu/scan_steps.h",
+     "store(y + (REV ? L - s - W : s), hsum_rows(acc));", "store(y + s, hsum_rows(acc));"),
     ("conv window: causal halo offset by one", "cpu/causal_conv1d.cpp",
      "const int64_t shift = reverse ? 0 : L_in - L_out;",
      "const int64_t shift = reverse ? 0 : L_in - L_out + (L_in > L_out ? 1 : 0);"),
+    # issue 24: the fused mixer
+    ("fused mixer: the conv ignores the halo the caller passes", "cpu/fused_mixer.cpp",
+     "pad[j] = (q >= 0 && q < s.Lx) ? xr[q] : 0.0f;", "pad[j] = (q >= s.lo && q < s.lo + s.n) ? xr[q] : 0.0f;"),
+    ("fused mixer: the state is not carried from one sub-chunk to the next", "cpu/fused_mixer.cpp",
+     "for (int64_t k = 0; k < nv; ++k) store(state + k * W, h[k]);", ""),
+    ("fused mixer: the backward direction visits its sub-chunks first to last", "cpu/fused_mixer.cpp",
+     "const int64_t c = dir.reverse ? chunks - 1 - i : i;", "const int64_t c = i;"),
+    ("fused mixer: the gate of the direction sum dropped", "cpu/fused_mixer.cpp",
+     "v = v * zz * vsigmoid(zz);", "v = v + 0.0f * zz;"),
+    ("fused mixer: the gate of a single direction dropped", "cpu/fused_mixer.cpp",
+     "v *= zz * vsigmoid(zz);", "v += 0.0f * zz;"),
+    ("fused mixer: B and C swapped in the transposition", "cpu/fused_mixer.cpp",
+     "float* dst = j < s.R + s.N ? Bt + (j - s.R) : Ct + (j - s.R - s.N);",
+     "float* dst = j < s.R + s.N ? Ct + (j - s.R) : Bt + (j - s.R - s.N);"),
+    ("fused mixer: the last row block's repeated row is stored", "cpu/fused_mixer.cpp",
+     "for (int r = 0; r < 4 && jb + r < j1; ++r) {\n                store(",
+     "for (int r = 0; r < 4; ++r) {\n                store("),
     # issue 21: the chunk-parallel Triton scan and the Triton conv
     ("triton scan: carry not passed across chunks", TRITON_SCAN,
      "leaving = local + decay * carry[None, :]", "leaving = local"),
@@ -229,7 +246,7 @@ MUTATIONS += [
      "loss, _ = step(model, x, None, generator=gen)", "loss, _ = step(model, x, None)", _AL),
 ]
 
-TESTS = ["tests/test_kernels_cpu.py", "tests/test_lean.py"]
+TESTS = ["tests/test_kernels_cpu.py", "tests/test_fused_mixer.py", "tests/test_lean.py"]
 TRITON_TESTS = {TRITON_SCAN: ["tests/test_triton_scan.py"], TRITON_CONV: ["tests/test_conv_triton.py"]}
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from videomamba.ops import _build
 
-KERNELS = ["cpu/selective_scan.cpp", "cpu/causal_conv1d.cpp"]
+KERNELS = ["cpu/selective_scan.cpp", "cpu/causal_conv1d.cpp", "cpu/fused_mixer.cpp"]
 # -march level -> (ISA the kernel reports, register the hot loops must use, registers they must not use)
 X86_LEVELS = {
     "x86-64": ("SSE2", "xmm", ("ymm", "zmm")),

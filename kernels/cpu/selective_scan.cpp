@@ -19,15 +19,14 @@
 #include <cstring>
 #include <type_traits>
 
-#include "simd_math.h"
 #include <vector>
+
+#include "scan_steps.h"
+#include "simd_math.h"
 
 namespace {
 
 using namespace vm;
-
-constexpr int kMaxState = 256;            // the largest state size the caller may pass
-constexpr int kMaxNV = kMaxState / W;     // vectors per state row at most
 
 struct Args {
     const float *u, *delta, *A, *B, *C, *D, *z, *bias;
@@ -47,54 +46,20 @@ inline void row_dt(const Args& a, int64_t d, const float* delta, float* dt) {
     });
 }
 
-// One scan step at position t: h = exp(dt*A) * h + dt*u*B_t; returns C_t * h (its lane sum is y_t). Stores
-// the state and the decay at hs_s / das_s when given (the backward's buffers).
-template <int NV>
-VM_INLINE vf scan_step(const float* Bt, const float* Ct, float dtt, float dtu, const vf* A2, vf* h, int64_t nv,
-                       float* hs_s, float* das_s) {
-    vf acc = splat(0.0f);
-    for (int64_t k = 0; k < nv; ++k) {
-        const vf decay = vexp2(A2[k] * dtt);
-        h[k] = decay * h[k] + load(Bt + k * W) * dtu;
-        if (hs_s) store(hs_s + k * W, h[k]);
-        if (das_s) store(das_s + k * W, decay);
-        acc += h[k] * load(Ct + k * W);
-    }
-    return acc;
-}
-
-// The state recurrence of one row: h = exp(dt*A) * h + dt*u*B, y = <C, h> written to ysum[position]; states
-// and decays exp(dt*A) are also kept in scan-step order when hs / das are given (for the backward, which then
-// needs no second exp per step). Loads A. The direction is a template argument and the steps run in blocks
-// of W with the W partial sums in registers, so a step carries no bookkeeping beyond its arithmetic.
+// The state recurrence of one row (scan_steps.h): y = <C, h> written to ysum[position]; states and decays
+// exp(dt*A) are also kept in scan-step order when hs / das are given (for the backward, which then needs no
+// second exp per step). Loads A.
 template <int NV, bool REV>
 inline void recurrence_dir(const Args& a, int64_t d, const float* Bp, const float* Cp, const float* u,
                            const float* dt, const float* h0, vf* A, vf* h, float* ysum, float* hs, float* das) {
-    const int64_t nv = NV > 0 ? NV : a.NP / W, NP = a.NP, L = a.L;
-    vf A2[NV > 0 ? NV : kMaxNV];   // A * log2(e): the decay is 2^(dt * A2), cheaper than exp (simd_math.h)
+    const int64_t nv = NV > 0 ? NV : a.NP / W, NP = a.NP;
+    vf A2[NV > 0 ? NV : kMaxNV];
     for (int64_t k = 0; k < nv; ++k) {
         A[k] = load(a.A + d * NP + k * W);
         A2[k] = A[k] * kLog2e;
         h[k] = h0 ? load(h0 + k * W) : splat(0.0f);
     }
-    auto at = [&](int64_t s) { return REV ? L - 1 - s : s; };
-    int64_t s = 0;
-    for (; s + W <= L; s += W) {
-        vf acc[W];
-#pragma GCC unroll 16
-        for (int j = 0; j < W; ++j) {
-            const int64_t t = at(s + j);
-            acc[REV ? W - 1 - j : j] = scan_step<NV>(Bp + t * NP, Cp + t * NP, dt[t], dt[t] * u[t], A2, h, nv,
-                                                     hs ? hs + (s + j) * NP : nullptr,
-                                                     das ? das + (s + j) * NP : nullptr);
-        }
-        store(ysum + (REV ? L - s - W : s), hsum_rows(acc));   // W positions, ascending
-    }
-    for (; s < L; ++s) {
-        const int64_t t = at(s);
-        ysum[t] = hsum(scan_step<NV>(Bp + t * NP, Cp + t * NP, dt[t], dt[t] * u[t], A2, h, nv,
-                                     hs ? hs + s * NP : nullptr, das ? das + s * NP : nullptr));
-    }
+    scan_steps<NV, REV>(a.L, NP, Bp, Cp, u, dt, A2, h, ysum, hs, das);
 }
 
 template <int NV>
@@ -228,22 +193,6 @@ void bwd_row(const Args& a, int64_t bi, int64_t d, const float* h0, const float*
         for (int64_t k = 0; k < nv; ++k) store(dh0 + (bi * a.dim + d) * NP + k * W, gst[k]);
     dD[bi * a.dim + d] = dD_acc;
     dbias[bi * a.dim + d] = hsum(db);
-}
-
-template <typename F>
-int dispatch_nv(int64_t NP, F&& f) {
-    if (NP <= 0 || NP % W || NP / W > kMaxNV) return 1;
-    // Unrolled register counts for the common state sizes (16 = the models', 1 to 64 = the tests' and
-    // Mamba's) on every width; other sizes take the loop with a run-time count.
-    switch (NP / W) {
-        case 1: f(std::integral_constant<int, 1>{}); break;
-        case 2: f(std::integral_constant<int, 2>{}); break;
-        case 3: f(std::integral_constant<int, 3>{}); break;
-        case 4: f(std::integral_constant<int, 4>{}); break;
-        case 8: f(std::integral_constant<int, 8>{}); break;
-        default: f(std::integral_constant<int, 0>{});
-    }
-    return 0;
 }
 
 }  // namespace

@@ -1,0 +1,163 @@
+"""The fused CPU mixer kernel (kernels/cpu/fused_mixer.cpp) against an fp64 oracle written here, for every
+instruction-set build (the ``kernel_target`` fixture of test_kernels_cpu.py), and against the unfused path.
+
+The oracle is deliberately different from the kernel's formulation: the anti-causal conv and the reverse scan
+are computed by flipping the sequence, running the causal versions and flipping back, and the recurrence is a
+plain loop over positions in fp64.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from videomamba.ops import fused_mixer_cpu
+from videomamba.ops.fused_mixer_cpu import FusedDirection, mixer_fwd
+
+from test_kernels_cpu import kernel_target  # noqa: F401  (the per-ISA fixture)
+
+
+def direction(Di, N, R, K, seed, state_batch=None):
+    g = torch.Generator().manual_seed(seed)
+    return FusedDirection(conv_weight=0.5 * torch.randn(Di, 1, K, generator=g), conv_bias=0.1 * torch.randn(Di, generator=g),
+                          x_proj_weight=torch.randn(R + 2 * N, Di, generator=g) / Di ** 0.5,
+                          dt_proj_weight=torch.randn(Di, R, generator=g) / R ** 0.5,
+                          dt_proj_bias=torch.rand(Di, generator=g) - 2.0,
+                          A_log=torch.log(0.5 + 2 * torch.rand(Di, N, generator=g)),
+                          D=torch.randn(Di, generator=g),
+                          initial_state=None if state_batch is None else torch.randn(state_batch, Di, N, generator=g))
+
+
+def oracle_direction(x, d: FusedDirection, reverse: bool, initial_state=None):
+    """``(y (b, Di, L), last state (b, Di, N))`` of one direction over all of x, fp64."""
+    x = x.double()
+    if reverse:   # the anti-causal direction = the causal one on the flipped sequence, flipped back
+        y, last = oracle_direction(x.flip(-1), d, False, initial_state)
+        return y.flip(-1), last
+    b, Di, L = x.shape
+    K = d.conv_weight.shape[-1]
+    w = d.conv_weight.double().reshape(Di, K)
+    xp = F.pad(x, (K - 1, 0))
+    pre = sum(w[:, k, None] * xp[..., k:k + L] for k in range(K))
+    if d.conv_bias is not None:
+        pre = pre + d.conv_bias.double()[:, None]
+    u = pre * torch.sigmoid(pre)
+    N = d.A_log.shape[1]
+    R = d.dt_proj_weight.shape[1]
+    x_dbl = torch.einsum("jd,bdl->bjl", d.x_proj_weight.double(), u)
+    dt = F.softplus(torch.einsum("dr,brl->bdl", d.dt_proj_weight.double(), x_dbl[:, :R]) + d.dt_proj_bias.double()[:, None])
+    Bm, Cm = x_dbl[:, R:R + N], x_dbl[:, R + N:]
+    A = -torch.exp(d.A_log.double())
+    h = torch.zeros(b, Di, N, dtype=torch.float64) if initial_state is None else initial_state.double().clone()
+    ys = []
+    for t in range(L):
+        h = torch.exp(dt[..., t, None] * A) * h + (dt[..., t] * u[..., t])[..., None] * Bm[:, None, :, t]
+        ys.append((h * Cm[:, None, :, t]).sum(-1) + d.D.double() * u[..., t])
+    return torch.stack(ys, -1), h
+
+
+def oracle(x, fwd, bwd, z=None, add=None, scale=1.0):
+    b, Di, L = x.shape
+    y = torch.zeros(b, Di, L, dtype=torch.float64)
+    lasts = []
+    for d, rev in ((fwd, False), (bwd, True)):
+        if d is not None:
+            yd, last = oracle_direction(x, d, rev, d.initial_state)
+            y, lasts = y + yd, lasts + [last]
+        else:
+            lasts.append(None)
+    if add is not None:
+        y = y + add.double()
+    if z is not None:
+        y = y * F.silu(z.double())
+    return y * scale, lasts
+
+
+def close(actual, expected, what):
+    scale = max(1.0, expected.abs().max().item())
+    torch.testing.assert_close(actual.double(), expected, rtol=2e-5, atol=2e-5 * scale, msg=what)
+
+
+@pytest.mark.parametrize("L,sub", [(1, 64), (3, 64), (37, 64), (37, 8), (130, 16), (130, 5), (200, 64)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_both_directions_match_the_fp64_oracle(kernel_target, L, sub, threads):
+    Di, N, R, K, b = 24, 16, 3, 4, 2
+    g = torch.Generator().manual_seed(L)
+    x, z = torch.randn(b, Di, L, generator=g), torch.randn(b, Di, L, generator=g)
+    fwd, bwd = direction(Di, N, R, K, 1), direction(Di, N, R, K, 2)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out, (lf, lb) = mixer_fwd(x, fwd, bwd, z=z, scale=0.5, sub=sub, return_last_state=True)
+    finally:
+        torch.set_num_threads(old)
+    expected, (ef, eb) = oracle(x, fwd, bwd, z=z, scale=0.5)
+    close(out, expected, f"output, L={L} sub={sub} threads={threads}")
+    close(lf, ef, "forward direction's last state")
+    close(lb, eb, "backward direction's last state (after position 0)")
+
+
+@pytest.mark.parametrize("N", [1, 5, 16, 17])
+@pytest.mark.parametrize("batch,threads", [(1, 1), (1, 2), (1, 4), (3, 2)])
+def test_state_sizes_batches_and_teams(kernel_target, N, batch, threads):
+    """State sizes around the vector width (padded lanes stay 0) and every team layout: whole items per
+    thread, and teams of 2-4 threads splitting one sequence's channels and x_proj rows."""
+    Di, R, K, L = 20, 2, 4, 75
+    g = torch.Generator().manual_seed(N)
+    x = torch.randn(batch, Di, L, generator=g)
+    fwd, bwd = direction(Di, N, R, K, 3), direction(Di, N, R, K, 4)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = mixer_fwd(x, fwd, bwd, sub=16)
+        single = mixer_fwd(x, fwd, None, sub=16)
+    finally:
+        torch.set_num_threads(old)
+    close(out, oracle(x, fwd, bwd)[0], "both directions")
+    close(single, oracle(x, fwd, None)[0], "forward direction alone")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_windows_with_halos_and_carried_states_equal_the_whole_sequence(kernel_target, threads):
+    """What a chunked caller does: the backward direction over windows from last to first, then the forward one
+    from first to last with the backward output added and the gate, each window given its conv halo and the
+    state the previous window left."""
+    Di, N, R, K, b, L, size = 16, 16, 2, 4, 2, 90, 32
+    g = torch.Generator().manual_seed(7)
+    x, z = torch.randn(b, Di, L, generator=g), torch.randn(b, Di, L, generator=g)
+    fwd, bwd = direction(Di, N, R, K, 5, state_batch=b), direction(Di, N, R, K, 6, state_batch=b)
+    expected, (ef, eb) = oracle(x, fwd, bwd, z=z)
+    halo = K - 1
+    windows = [(s, min(s + size, L)) for s in range(0, L, size)]
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        y_b, state = torch.empty(b, Di, L), bwd.initial_state
+        for s, e in reversed(windows):
+            e1 = min(e + halo, L)
+            y, (_, state) = mixer_fwd(x[..., s:e1], None, bwd._replace(initial_state=state), lo=0, n=e - s, sub=8,
+                                      return_last_state=True)
+            y_b[..., s:e] = y
+        close(state, eb, "backward state after the first window")
+        out, state = torch.empty(b, Di, L), fwd.initial_state
+        for s, e in windows:
+            s0 = max(s - halo, 0)
+            y, (state, _) = mixer_fwd(x[..., s0:e], fwd._replace(initial_state=state), None, lo=s - s0, n=e - s,
+                                      z=z[..., s:e].contiguous(), add=y_b[..., s:e].contiguous(), sub=8,
+                                      return_last_state=True)
+            out[..., s:e] = y
+    finally:
+        torch.set_num_threads(old)
+    close(out, expected, "windowed output")
+    close(state, ef, "forward state after the last window")
+
+
+def test_bad_arguments_say_what_is_wrong():
+    Di, N, R, K = 8, 4, 2, 4
+    x = torch.randn(1, Di, 10)
+    fwd = direction(Di, N, R, K, 1)
+    with pytest.raises(ValueError, match="window"):
+        mixer_fwd(x, fwd, None, lo=5, n=6)
+    with pytest.raises(ValueError, match="z must have shape"):
+        mixer_fwd(x, fwd, None, z=torch.randn(1, Di, 9))
+    with pytest.raises(ValueError, match="at least one direction"):
+        mixer_fwd(x, None, None)
+    assert fused_mixer_cpu.available()

@@ -1,0 +1,141 @@
+"""The fused bidirectional mixer forward on CPU (``kernels/cpu/fused_mixer.cpp``), no gradients.
+
+One call takes the x half of in_proj ``(b, Di, Lx)`` to ``(y_fwd + y_bwd + add) * silu(z) * scale`` for a window
+of positions: per sub-chunk of the sequence, conv + SiLU, x_proj, dt_proj + softplus and the scan of each
+direction, with every intermediate in cache, in one OpenMP region. The reference is the unfused composition in
+:mod:`videomamba.modules.mixer_math` (what the tests compare against), which also stays the path for
+gradients, other dtypes and other devices.
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import NamedTuple
+
+import torch
+
+from . import selective_scan_cpu
+from ._build import load_native, target_info
+
+_SOURCE = "cpu/fused_mixer.cpp"
+_f = ctypes.POINTER(ctypes.c_float)
+_i64 = ctypes.c_int64
+_PTRS = ctypes.c_void_p * 9
+
+# Positions per sub-chunk: the working set of one direction (Di x SUB conv outputs, x_dbl, B/C, the state)
+# stays in L2 at Di = 384 (VideoMamba-Ti) to 1152 (-M).
+DEFAULT_SUB = 64
+
+
+class FusedDirection(NamedTuple):
+    """One scan direction's tensors for :func:`mixer_fwd`, and the state entering the window (``(b, Di, N)``
+    in that direction's scan order, or None for zeros)."""
+    conv_weight: torch.Tensor          # (Di, 1, K) or (Di, K)
+    conv_bias: torch.Tensor | None
+    x_proj_weight: torch.Tensor        # (R + 2N, Di)
+    dt_proj_weight: torch.Tensor       # (Di, R)
+    dt_proj_bias: torch.Tensor
+    A_log: torch.Tensor                # (Di, N)
+    D: torch.Tensor | None
+    initial_state: torch.Tensor | None = None
+
+
+def _lib():
+    lib = load_native(_SOURCE)
+    if lib is not None and not getattr(lib, "_vm_typed", False):
+        lib.vm_fused_mixer_fwd.argtypes = [_f, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _i64,
+                                           ctypes.c_void_p, ctypes.c_void_p, _f, _f, ctypes.c_float, _f, _f, _i64,
+                                           ctypes.c_int]
+        lib.vm_fused_mixer_fwd.restype = ctypes.c_int
+        lib._vm_typed = True
+    return lib
+
+
+def available() -> bool:
+    return _lib() is not None
+
+
+def target() -> str:
+    """What the loaded kernel was compiled for, e.g. ``"AVX2+FMA, 8 lanes"``."""
+    return target_info(_lib(), "vm_fused_mixer")
+
+
+def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().to(torch.float32).contiguous()
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else ctypes.cast(t.data_ptr(), _f)
+
+
+class _Packed:
+    """A direction's tensors as the kernel takes them (fp32, contiguous, A = -exp(A_log) and the states padded to
+    the vector width); keeps them alive for the call."""
+
+    def __init__(self, d: FusedDirection, batch: int, NP: int, want_last: bool):
+        Di, N = d.A_log.shape
+        pad = NP - N
+        self.conv_w = _f32(d.conv_weight.reshape(Di, -1))
+        self.K = self.conv_w.shape[1]
+        self.tensors = [self.conv_w, _f32(d.conv_bias), _f32(d.x_proj_weight), _f32(d.dt_proj_weight),
+                        _f32(d.dt_proj_bias),
+                        torch.nn.functional.pad(-torch.exp(d.A_log.detach().float()), (0, pad)).contiguous(),
+                        _f32(d.D),
+                        None if d.initial_state is None else
+                        torch.nn.functional.pad(d.initial_state.detach().float(), (0, pad)).contiguous()]
+        self.last = torch.empty(batch, Di, NP, dtype=torch.float32) if want_last else None
+        self.R = self.tensors[3].shape[1]
+        self.N = N
+        self.array = _PTRS(*[None if t is None else t.data_ptr() for t in self.tensors + [self.last]])
+
+    def last_state(self):
+        return None if self.last is None else self.last[..., :self.N]
+
+
+def mixer_fwd(x: torch.Tensor, forward: FusedDirection | None, backward: FusedDirection | None, *,
+              lo: int = 0, n: int | None = None, z: torch.Tensor | None = None, add: torch.Tensor | None = None,
+              scale: float = 1.0, out: torch.Tensor | None = None, scratch: torch.Tensor | None = None,
+              return_last_state: bool = False, sub: int = DEFAULT_SUB):
+    """``out (b, Di, n) = (y_fwd + y_bwd + add) * silu(z) * scale`` over positions ``[lo, lo + n)`` of
+    ``x (b, Di, Lx)`` (the convolutions read the positions around the window that x holds, zeros beyond it).
+    A direction that is None is skipped; ``z`` / ``add`` ``(b, Di, n)`` are optional. ``scratch``: an fp32
+    buffer of ``>= b * Di * n`` elements for the backward direction's output when both run (allocated when None).
+    Returns ``out`` and, with ``return_last_state``, the states leaving the window ``(last_fwd, last_bwd)``
+    (``(b, Di, N)`` views, None for a skipped direction)."""
+    lib = _lib()
+    if lib is None:
+        raise RuntimeError("the fused mixer kernel is not available (see the warning about kernels/cpu)")
+    if forward is None and backward is None:
+        raise ValueError("mixer_fwd: give at least one direction")
+    b, Di, Lx = x.shape
+    n = Lx - lo if n is None else n
+    if not (0 <= lo and 0 <= n and lo + n <= Lx):
+        raise ValueError(f"mixer_fwd: window [{lo}, {lo + n}) is outside x's {Lx} positions")
+    xx = _f32(x)
+    N = (forward or backward).A_log.shape[1]
+    NP = -(-N // selective_scan_cpu.lanes()) * selective_scan_cpu.lanes()
+    packed = [None if d is None else _Packed(d, b, NP, return_last_state) for d in (forward, backward)]
+    K = next(p.K for p in packed if p is not None)
+    R = next(p.R for p in packed if p is not None)
+    zz, aa = _f32(z), _f32(add)
+    for name, t in (("z", zz), ("add", aa)):
+        if t is not None and tuple(t.shape) != (b, Di, n):
+            raise ValueError(f"mixer_fwd: {name} must have shape {(b, Di, n)}, got {tuple(t.shape)}")
+    if out is None:
+        out = torch.empty(b, Di, n, dtype=torch.float32)
+    elif out.dtype != torch.float32 or not out.is_contiguous() or tuple(out.shape) != (b, Di, n):
+        raise ValueError(f"mixer_fwd: out must be a contiguous fp32 tensor of shape {(b, Di, n)}")
+    both = forward is not None and backward is not None
+    if both and scratch is None:
+        scratch = torch.empty(b * Di * n, dtype=torch.float32)
+    elif both and (scratch.dtype != torch.float32 or scratch.numel() < b * Di * n or not scratch.is_contiguous()):
+        raise ValueError(f"mixer_fwd: scratch must be a contiguous fp32 buffer of >= {b * Di * n} elements")
+    rc = lib.vm_fused_mixer_fwd(_ptr(xx), b, Di, Lx, lo, n, K, R, N, NP,
+                                None if packed[0] is None else packed[0].array,
+                                None if packed[1] is None else packed[1].array,
+                                _ptr(zz), _ptr(aa), float(scale), _ptr(out), _ptr(scratch) if both else None,
+                                int(sub), torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"fused mixer CPU kernel failed (code {rc})")
+    if not return_last_state:
+        return out
+    return out, tuple(None if p is None else p.last_state() for p in packed)
