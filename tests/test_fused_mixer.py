@@ -161,3 +161,61 @@ def test_bad_arguments_say_what_is_wrong():
     with pytest.raises(ValueError, match="at least one direction"):
         mixer_fwd(x, None, None)
     assert fused_mixer_cpu.available()
+
+
+# ---------------------------------------------------------------------------------------------- in the model
+def _mixer(divide: bool, d_model=32, seed=0):
+    from videomamba.modules.bimamba import BiMamba
+
+    torch.manual_seed(seed)
+    m = BiMamba(d_model, divide_output=divide)
+    with torch.no_grad():   # away from the init's symmetries (equal A rows, D = 1), so a swapped tensor shows
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+@pytest.mark.parametrize("divide", [False, True], ids=["sum", "divide"])
+@pytest.mark.parametrize("L", [2, 50, 300])
+def test_mixer_without_gradients_takes_the_fused_kernel_and_equals_the_unfused_path(divide, L, monkeypatch):
+    from videomamba.modules import mixer_math
+
+    m = _mixer(divide)
+    h = torch.randn(2, L, 32)
+    calls = []
+    real = fused_mixer_cpu.mixer_fwd
+    monkeypatch.setattr(fused_mixer_cpu, "mixer_fwd", lambda *a, **k: calls.append(1) or real(*a, **k))
+    reference = m(h)                          # gradients recorded: the unfused composition
+    assert not calls
+    with torch.no_grad():
+        assert mixer_math.fused_applies(m.project_in(h)[0], m.direction_params(False))
+        out = m(h)
+    assert calls, "the no-grad forward did not use the fused kernel"
+    torch.testing.assert_close(out, reference.detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("memory", ["fast", "low"])
+@pytest.mark.parametrize("chunk", [7, 64, 100])
+def test_chunked_inference_with_the_fused_kernel_equals_the_unfused_path(memory, chunk):
+    from videomamba.modules.mixer_chunked import mixer_chunked
+
+    m = _mixer(False)
+    h = torch.randn(2, 230, 32)
+    reference = m(h).detach()
+    with torch.no_grad():
+        out = torch.empty_like(h)
+        mixer_chunked(m, h, out=out, chunk=chunk, memory=memory)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_the_switch_turns_the_fused_kernel_off(monkeypatch):
+    from videomamba.modules import mixer_math
+
+    m = _mixer(False)
+    x = torch.randn(1, m.d_inner, 5)
+    with torch.no_grad():
+        assert mixer_math.fused_applies(x, m.direction_params(False))
+        monkeypatch.setattr(mixer_math, "FUSED_ENABLED", False)
+        assert not mixer_math.fused_applies(x, m.direction_params(False))
+        assert not mixer_math.fused_applies(x.double(), m.direction_params(False))
+    assert not mixer_math.fused_applies(x, m.direction_params(False))   # gradients on

@@ -93,11 +93,16 @@ inline void conv_silu(const Shape& s, const Direction& dir, const float* x, int6
                       int64_t c0, int64_t m, float* pad, float* xc) {
     const int64_t K = s.K, first = s.lo + c0 - (K - 1);   // x position of pad[0]
     const int64_t span = m + 2 * (K - 1);
+    const bool inside = first >= 0 && first + span <= s.Lx;   // no zeros needed: read x in place
     for (int64_t d = d0; d < d1; ++d) {
         const float* xr = x + (bi * s.Di + d) * s.Lx;
-        for (int64_t j = 0; j < span; ++j) {
-            const int64_t q = first + j;
-            pad[j] = (q >= 0 && q < s.Lx) ? xr[q] : 0.0f;
+        const float* in = xr + first;
+        if (!inside) {
+            for (int64_t j = 0; j < span; ++j) {
+                const int64_t q = first + j;
+                pad[j] = (q >= 0 && q < s.Lx) ? xr[q] : 0.0f;
+            }
+            in = pad;
         }
         const float* w = dir.conv_w + d * K;
         const float b = dir.conv_b ? dir.conv_b[d] : 0.0f;
@@ -107,7 +112,7 @@ inline void conv_silu(const Shape& s, const Direction& dir, const float* x, int6
             for (int64_t k = 0; k < K; ++k) {
                 // causal: x[t - (K-1) + k] = pad[t + k]; anti-causal: x[t + (K-1) - k] = pad[t + 2(K-1) - k]
                 const int64_t tap = dir.reverse ? t + 2 * (K - 1) - k : t + k;
-                acc += load_n(pad + tap, nn) * w[k];
+                acc += load_n(in + tap, nn) * w[k];
             }
             store_n(out + t, acc * vsigmoid(acc), nn);
         });

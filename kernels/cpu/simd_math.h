@@ -287,17 +287,32 @@ VM_INLINE void for_blocks(int64_t n, F&& f) {
     for (; i + W <= n; i += W) f(i, W);
     if (i < n) f(i, n - i);
 }
-// Partial blocks (a row's tail) element by element: a variable-length memcpy is a library call, which
-// made short rows (L = 17 tokens) several times slower per element than long ones.
+// Partial blocks (a row's tail): masked loads and stores where the ISA has them (AVX-512, AVX2), else element
+// by element. (A variable-length memcpy is a library call, which made short rows (L = 17 tokens) several times
+// slower per element; lanes written one by one and read back as a vector stall on store forwarding.)
 VM_INLINE vf load_n(const float* p, int64_t n) {
     if (n == W) return load(p);
+#if defined(__AVX512F__)
+    return (vf)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
+#elif defined(__AVX2__)
+    const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return (vf)_mm256_maskload_ps(p, lanes);
+#else
     vf v = splat(0.0f);
     for (int64_t i = 0; i < n; ++i) v[i] = p[i];
     return v;
+#endif
 }
 VM_INLINE void store_n(float* p, vf v, int64_t n) {
     if (n == W) return store(p, v);
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), (__m512)v);
+#elif defined(__AVX2__)
+    const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(p, lanes, (__m256)v);
+#else
     for (int64_t i = 0; i < n; ++i) p[i] = v[i];
+#endif
 }
 
 }  // namespace vm

@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import norm_forward
-from .mixer_math import _weight_matmul, project_in_half, project_out, scan_backend_for, scan_direction
+from ..ops import fused_mixer_cpu
+from .mixer_math import (_weight_matmul, fused_applies, fused_direction, project_in_half, project_out,
+                         scan_backend_for, scan_direction)
 
 
 def _eager(t: torch.Tensor) -> bool:
@@ -141,10 +143,15 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
     # enters each chunk ("low"). The anti-causal conv's halo (the next positions' x) comes from projecting a
     # few more rows of the input.
     p_b = mixer.direction_params(reverse=True)
+    fused = fused_applies(probe, p_b)
     state, entering = None, {}
     for s, e in reversed(pieces):
         entering[s] = state
         x_ext = project_in_half(mixer_input(s, min(e + halo, L)), w_in, b_in, 0)
+        if fused:   # conv, projections and scan in one kernel pass (the state it leaves goes to the chunk before)
+            _, (_, state) = fused_mixer_cpu.mixer_fwd(x_ext, None, fused_direction(p_b, state), n=e - s,
+                                                      out=slab(s, e), return_last_state=True)
+            continue
         xc, dt, B, C = _conv_inputs(mixer, x_ext, p_b, True, e - s)
         _, state = _scan_into(kernel, xc, dt, B, C, p_b, True, state, slab(s, e))
         del x_ext, xc, dt, B, C
@@ -160,6 +167,15 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
         del h
         if pending is not None:
             _write(out, *pending, accumulate)
+        if fused:   # low: the backward direction again from the state saved at the chunk's end, in the same pass
+            y, (state, _) = fused_mixer_cpu.mixer_fwd(
+                x_ext, fused_direction(p, state), fused_direction(p_b, entering[s]) if low else None, lo=s - s0,
+                n=e - s, z=z, add=None if low else slab(s, e), scale=0.5 if mixer.divide_output else 1.0,
+                scratch=y_b if low else None, return_last_state=True)
+            del x_ext, z
+            pending = (s, e, project_out(y.to(dtype), mixer.out_proj.weight, mixer.out_proj.bias))
+            del y
+            continue
         if low:   # this chunk's backward direction again, from the state saved at its end
             xc, dt, B, C = _conv_inputs(mixer, x_ext[..., s - s0:], p_b, True, e - s)
             _scan_into(kernel, xc, dt, B, C, p_b, True, entering[s], slab(s, e))

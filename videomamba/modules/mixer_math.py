@@ -4,11 +4,12 @@ module), :mod:`.mixer_chunked` (chunked inference) and :mod:`.mixer_recompute` (
 compose these, so each path computes the same thing the same way."""
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
 
-from ..ops import causal_conv1d_fn, selective_scan_fn
+from ..ops import causal_conv1d_fn, fused_mixer_cpu, selective_scan_fn
 
 
 class DirectionParams(NamedTuple):
@@ -65,9 +66,13 @@ def scan_direction(xc, dt, B, C, p: DirectionParams, z, reverse: bool, initial_s
 def gated_scan_sum(x: torch.Tensor, z: torch.Tensor, params: tuple[DirectionParams, DirectionParams], dt_rank: int,
                    d_state: int, divide: bool) -> torch.Tensor:
     """``silu(z) * (y_forward + y_backward)`` (``/ 2`` when ``divide``) of channel-major ``x, z (b, Di, L)``.
-    Without gradients on the Triton backend both directions share one output pass
+    Without gradients, on the CPU kernels everything after in_proj is one fused pass
+    (:mod:`videomamba.ops.fused_mixer_cpu`) and on the Triton backend both directions share one output pass
     (:func:`videomamba.ops.selective_scan_triton.scan_fwd_pair`); otherwise one scan per direction."""
     p_f, p_b = params
+    if fused_applies(x, p_f):
+        return fused_mixer_cpu.mixer_fwd(x, fused_direction(p_f), fused_direction(p_b), z=z,
+                                         scale=0.5 if divide else 1.0)
     if _pair_applies(x, p_f):
         from ..ops import selective_scan_triton
 
@@ -85,6 +90,27 @@ def gated_scan_sum(x: torch.Tensor, z: torch.Tensor, params: tuple[DirectionPara
         y = yd if y is None else y + yd
         del xc, dt, B, C, yd
     return y / 2 if divide else y
+
+
+# VIDEOMAMBA_FUSED_MIXER=0 turns the fused CPU mixer off (the unfused kernels then run), e.g. to compare them.
+FUSED_ENABLED = os.environ.get("VIDEOMAMBA_FUSED_MIXER", "1").strip().lower() not in ("0", "false", "no")
+
+
+def fused_applies(x: torch.Tensor, p: DirectionParams) -> bool:
+    """The fused CPU mixer runs where the CPU scan kernel would, on fp32 activations and parameters, when
+    nothing needs a gradient (the unfused composition above is its reference and the path for the rest)."""
+    from ..ops.scan_op import _eager
+
+    if (not FUSED_ENABLED or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32
+            or p.A_log.dtype != torch.float32 or p.x_proj_weight.dtype != torch.float32 or not _eager(x)):
+        return False
+    return scan_backend_for(x, p.A_log) == "cpu" and fused_mixer_cpu.available()
+
+
+def fused_direction(p: DirectionParams, initial_state: torch.Tensor | None = None) -> "fused_mixer_cpu.FusedDirection":
+    """One direction's tensors as :func:`videomamba.ops.fused_mixer_cpu.mixer_fwd` takes them."""
+    return fused_mixer_cpu.FusedDirection(p.conv_weight, p.conv_bias, p.x_proj_weight, p.dt_proj_weight,
+                                          p.dt_proj_bias, p.A_log, p.D, initial_state)
 
 
 def _pair_applies(x: torch.Tensor, p: DirectionParams) -> bool:
