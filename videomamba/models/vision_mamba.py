@@ -19,7 +19,7 @@ import torch.nn as nn
 from timm.layers import DropPath, trunc_normal_
 
 from ..modules import BiMamba, Block
-from ..ops import RMSNorm, norm_forward
+from ..ops import RMSNorm, norm_forward, norm_into
 from .config import VideoMambaConfig
 from .embed import PatchEmbed2d, PatchEmbed3d
 from .hooks import installed
@@ -164,6 +164,23 @@ class VisionMamba(nn.Module):
         for layer in self.layers:
             layer.recompute = mode
 
+    @property
+    def inference_workspace(self):
+        """The buffers the no-grad forward reuses across blocks and calls (:class:`videomamba.modules.Workspace`;
+        ``.clear()`` frees them, e.g. after a long clip). Not saved, copied or pickled with the model."""
+        ws = self.__dict__.get("_inference_workspace")
+        if ws is None:
+            from ..modules.workspace import Workspace
+
+            ws = self.__dict__["_inference_workspace"] = Workspace()
+        return ws
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state)
+        state.pop("_inference_workspace", None)
+        return state
+
     def set_inference_chunk(self, tokens: int):
         """Tokens per chunk of the no-gradient path (0: never chunk)."""
         if int(tokens) < 0:
@@ -286,28 +303,27 @@ class VisionMamba(nn.Module):
 
     def _forward_blocks_lean(self, x: torch.Tensor) -> torch.Tensor:
         """``residual += mixer(norm(residual))`` per block, in place (``x`` is consumed): the official
-        ``hidden + residual`` sums in the same order of blocks, without a second stream. Beyond the stream,
-        only one ``(B, d_inner, L)`` buffer (the backward direction's output, shared by the blocks) and one
-        chunk's intermediates are alive."""
-        from ..modules.mixer_chunked import mixer_chunked
+        ``hidden + residual`` sums in the same order of blocks, without a second stream. Beyond the stream, the
+        mixers' buffers come from :attr:`inference_workspace` (the backward direction's output and one chunk's
+        tensors in chunks; the whole sequence's otherwise), allocated once and reused by every block."""
+        from ..modules.mixer_chunked import mixer_chunked, mixer_whole
 
         dtype = x.dtype
         residual = x.float() if self.residual_in_fp32 and x.dtype != torch.float64 else x
         B, L, _ = residual.shape
-        y_b = None
+        ws = self.inference_workspace
         for layer in self.layers:
             mixer = layer.mixer
             if L > mixer.inference_chunk:
-                if y_b is None and self.inference_memory == "fast":
-                    y_b = torch.empty(B * mixer.d_inner * L, device=x.device,
-                                      dtype=torch.float32 if dtype == torch.float32 else dtype)
-                mixer_chunked(mixer, residual, out=residual, norm=layer.norm, accumulate=True, y_b=y_b,
-                              hidden_dtype=dtype, memory=self.inference_memory)
+                mixer_chunked(mixer, residual, out=residual, norm=layer.norm, accumulate=True,
+                              hidden_dtype=dtype, memory=self.inference_memory, workspace=ws)
             else:
-                h = norm_forward(layer.norm, residual, None, prenorm=False).to(dtype)
-                residual += mixer(h)
+                if residual.dtype == dtype:
+                    h = norm_into(layer.norm, residual, ws.take("h", residual.shape, dtype, residual.device))
+                else:
+                    h = norm_forward(layer.norm, residual, None, prenorm=False).to(dtype)
+                residual += mixer_whole(mixer, h, ws)
                 del h
-        del y_b
         # The final norm chunk by chunk, in place where the dtypes allow: a whole-sequence norm would hold two
         # more stream-sized temporaries, the peak of the whole forward at long clips.
         out = residual if residual.dtype == dtype else torch.empty_like(residual, dtype=dtype)

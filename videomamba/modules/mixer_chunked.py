@@ -22,10 +22,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..ops import norm_forward
+from ..ops import norm_forward, norm_into
 from ..ops import fused_mixer_cpu
-from .mixer_math import (_weight_matmul, fused_applies, fused_direction, project_in_half, project_out,
-                         scan_backend_for, scan_direction)
+from .mixer_math import (_weight_matmul, fused_applies, fused_direction, gated_scan_sum, project_in_half,
+                         project_out, scan_backend_for, scan_direction)
+from .workspace import Workspace
 
 
 def _eager(t: torch.Tensor) -> bool:
@@ -92,7 +93,7 @@ INFERENCE_MEMORY = ("fast", "low")
 @torch.no_grad()
 def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, accumulate: bool = False,
                   y_b: torch.Tensor | None = None, hidden_dtype: torch.dtype | None = None,
-                  chunk: int | None = None, memory: str = "fast") -> torch.Tensor:
+                  chunk: int | None = None, memory: str = "fast", workspace: Workspace | None = None) -> torch.Tensor:
     """``out = mixer(h)`` (``accumulate``: ``out += mixer(h)``) with ``h = src``, or ``h = norm(src)`` when a norm
     is given (then ``src`` is the residual stream and ``out`` may be ``src`` itself: a chunk's rows are
     updated only after the next chunk has read its conv halo from them).
@@ -102,6 +103,9 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
     allocated if None). ``"low"`` keeps only its state at each chunk boundary and scans each chunk backwards
     again in pass 2 (the x projection is shared, the conv / x_proj / dt_proj / scan of that direction run
     twice): nothing of length L but the stream itself, for ~20% more time.
+
+    ``workspace``: where the chunk buffers (and ``y_b`` when not given) come from, reused across blocks and calls
+    (:class:`.workspace.Workspace`); a private one when None.
     """
     if memory not in INFERENCE_MEMORY:
         raise ValueError(f"mixer_chunked: memory must be one of {INFERENCE_MEMORY}, got {memory!r}")
@@ -111,10 +115,13 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
     dtype = hidden_dtype or src.dtype
     Di = mixer.d_inner
     low = memory == "low"
+    ws = workspace if workspace is not None else Workspace()
 
     def mixer_input(s, e):
         h = src[:, s:e]
-        if norm is not None:
+        if norm is not None and h.dtype == dtype:   # normalised into the workspace (no allocation per chunk)
+            h = norm_into(norm, h, ws.take("h", h.shape, dtype, h.device))
+        elif norm is not None:
             h = norm_forward(norm, h, None, prenorm=False).to(dtype)
         return h
 
@@ -131,9 +138,12 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
     pieces = _chunks(L, chunk)
     out_dtype = torch.float32 if kernel is not None else dtype
     if low:
-        y_b = torch.empty(b * Di * min(chunk, L), device=src.device, dtype=out_dtype)   # one chunk, reused
+        y_b = ws.take("y_b", (b * Di * min(chunk, L),), out_dtype, src.device)   # one chunk, reused
     elif y_b is None:
-        y_b = torch.empty(b * Di * L, device=src.device, dtype=out_dtype)
+        y_b = ws.take("y_b", (b * Di * L,), out_dtype, src.device)
+
+    def buffer(name, n, dt=dtype):   # a (b, Di, n) chunk buffer of the workspace
+        return ws.take(name, (b, Di, n), dt, src.device)
 
     def slab(s, e):   # the backward direction's output for positions [s, e), contiguous (b, Di, e - s)
         offset = 0 if low else b * Di * s
@@ -147,7 +157,8 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
     state, entering = None, {}
     for s, e in reversed(pieces):
         entering[s] = state
-        x_ext = project_in_half(mixer_input(s, min(e + halo, L)), w_in, b_in, 0)
+        e1 = min(e + halo, L)
+        x_ext = project_in_half(mixer_input(s, e1), w_in, b_in, 0, out=buffer("x", e1 - s))
         if fused:   # conv, projections and scan in one kernel pass (the state it leaves goes to the chunk before)
             _, (_, state) = fused_mixer_cpu.mixer_fwd(x_ext, None, fused_direction(p_b, state), n=e - s,
                                                       out=slab(s, e), return_last_state=True)
@@ -163,7 +174,8 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
     for s, e in pieces:
         s0, e1 = max(s - halo, 0), (min(e + halo, L) if low else e)
         h = mixer_input(s0, e1)
-        x_ext, z = project_in_half(h, w_in, b_in, 0), project_in_half(h[:, s - s0:e - s0], w_in, b_in, 1)
+        x_ext = project_in_half(h, w_in, b_in, 0, out=buffer("x", e1 - s0))
+        z = project_in_half(h[:, s - s0:e - s0], w_in, b_in, 1, out=buffer("z", e - s))
         del h
         if pending is not None:
             _write(out, *pending, accumulate)
@@ -171,9 +183,11 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
             y, (state, _) = fused_mixer_cpu.mixer_fwd(
                 x_ext, fused_direction(p, state), fused_direction(p_b, entering[s]) if low else None, lo=s - s0,
                 n=e - s, z=z, add=None if low else slab(s, e), scale=0.5 if mixer.divide_output else 1.0,
-                scratch=y_b if low else None, return_last_state=True)
+                out=z if not low and z.dtype == torch.float32 else buffer("y", e - s, torch.float32),
+                scratch=y_b if low else None, return_last_state=True)   # (one direction may overwrite z)
             del x_ext, z
-            pending = (s, e, project_out(y.to(dtype), mixer.out_proj.weight, mixer.out_proj.bias))
+            o = ws.take("o", (b, e - s, mixer.out_proj.weight.shape[0]), dtype, src.device)   # written next chunk
+            pending = (s, e, project_out(y.to(dtype), mixer.out_proj.weight, mixer.out_proj.bias, out=o))
             del y
             continue
         if low:   # this chunk's backward direction again, from the state saved at its end
@@ -198,3 +212,31 @@ def _write(out, s, e, o, accumulate):
         out[:, s:e] += o
     else:
         out[:, s:e] = o
+
+
+def _is_view_of(t: torch.Tensor, ws: Workspace, name: str) -> bool:
+    buf = ws._buffers.get(name)
+    return buf is not None and t.is_contiguous() and t.data_ptr() == buf.data_ptr()
+
+
+@torch.no_grad()
+def mixer_whole(mixer, h: torch.Tensor, workspace: Workspace) -> torch.Tensor:
+    """``mixer(h)`` without gradients over the whole sequence (no chunks: the fastest way for sequences up to
+    ``inference_chunk`` tokens), every ``(b, d_inner, L)`` tensor a view of ``workspace``. The result is the
+    workspace's ``"o"`` buffer: use it before the next call."""
+    b, L, _ = h.shape
+    Di, ws = mixer.d_inner, workspace
+    w_in, b_in = mixer.in_proj.weight, mixer.in_proj.bias
+    x = project_in_half(h, w_in, b_in, 0, out=ws.take("x", (b, Di, L), h.dtype, h.device))
+    z = project_in_half(h, w_in, b_in, 1, out=ws.take("z", (b, Di, L), h.dtype, h.device))
+    params = (mixer.direction_params(False), mixer.direction_params(True))
+    if fused_applies(x, params[0]):
+        y = fused_mixer_cpu.mixer_fwd(x, fused_direction(params[0]), fused_direction(params[1]), z=z,
+                                      scale=0.5 if mixer.divide_output else 1.0,
+                                      out=ws.take("y", (b, Di, L), torch.float32, h.device),
+                                      scratch=ws.take("y_b", (b * Di * L,), torch.float32, h.device))
+    else:
+        y = gated_scan_sum(x, z, params, mixer.dt_rank, mixer.d_state, mixer.divide_output)
+    o = ws.take("o", (b, L, mixer.out_proj.weight.shape[0]), h.dtype, h.device) if h.shape[-1] != \
+        mixer.out_proj.weight.shape[0] or not _is_view_of(h, ws, "h") else h   # h is dead by now: its buffer
+    return project_out(y.to(h.dtype), mixer.out_proj.weight, mixer.out_proj.bias, out=o)

@@ -34,12 +34,16 @@ def project_in(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None)
     return x, z
 
 
-def project_in_half(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, half: int) -> torch.Tensor:
-    """One half of :func:`project_in` alone: x (``half=0``) or z (``half=1``)."""
+def project_in_half(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, half: int,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+    """One half of :func:`project_in` alone: x (``half=0``) or z (``half=1``), written into ``out`` when given
+    (a contiguous ``(b, Di, L)`` tensor)."""
     d_inner = weight.shape[0] // 2
     rows = slice(half * d_inner, (half + 1) * d_inner)
-    x = _weight_matmul(weight[rows], h.transpose(1, 2))
-    return x if bias is None else x + bias[rows, None]
+    x = _weight_matmul(weight[rows], h.transpose(1, 2), out=out)
+    if bias is None:
+        return x
+    return x.add_(bias[rows, None]) if out is not None else x + bias[rows, None]
 
 
 def direction_inputs(x: torch.Tensor, p: DirectionParams, dt_rank: int, d_state: int, reverse: bool):
@@ -132,13 +136,17 @@ def scan_backend_for(x: torch.Tensor, A_log: torch.Tensor) -> str:
     return resolve_backend(None, x.new_empty((1, d_inner, 1)), A_log, bc, bc)
 
 
-def project_out(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """out_proj of channel-major ``y (b, Di, L)`` -> ``(b, L, D)``."""
-    out = torch.matmul(y.transpose(1, 2), weight.t())
-    return out if bias is None else out + bias
+def project_out(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """out_proj of channel-major ``y (b, Di, L)`` -> ``(b, L, D)`` (into ``out`` when given)."""
+    if out is None:
+        out = torch.matmul(y.transpose(1, 2), weight.t())
+        return out if bias is None else out + bias
+    torch.matmul(y.transpose(1, 2), weight.t(), out=out)
+    return out if bias is None else out.add_(bias)
 
 
-def _weight_matmul(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _weight_matmul(weight: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``weight (out, in) @ x (b, in, L) -> (b, out, L)`` as one bmm writing a contiguous result
     (``torch.matmul`` of a 2-D by a 3-D tensor computes the transpose and copies it)."""
-    return torch.bmm(weight.unsqueeze(0).expand(x.shape[0], -1, -1), x)
+    return torch.bmm(weight.unsqueeze(0).expand(x.shape[0], -1, -1), x, out=out)

@@ -9,12 +9,12 @@ gradients, other dtypes and other devices.
 from __future__ import annotations
 
 import ctypes
+import weakref
 from typing import NamedTuple
 
 import torch
 
-from . import selective_scan_cpu
-from ._build import load_native, target_info
+from ._build import cpu_arch, load_native, target_info
 
 _SOURCE = "cpu/fused_mixer.cpp"
 _f = ctypes.POINTER(ctypes.c_float)
@@ -23,7 +23,7 @@ _PTRS = ctypes.c_void_p * 9
 
 # Positions per sub-chunk: the working set of one direction (Di x SUB conv outputs, x_dbl, B/C, the state)
 # stays in L2 at Di = 384 (VideoMamba-Ti) to 1152 (-M).
-DEFAULT_SUB = 64
+DEFAULT_SUB = int(__import__("os").environ.get("VM_SUB", 64))
 
 
 class FusedDirection(NamedTuple):
@@ -39,14 +39,21 @@ class FusedDirection(NamedTuple):
     initial_state: torch.Tensor | None = None
 
 
+_typed: dict = {}   # -march level -> the loaded library with its argument types set (a dict lookup per call)
+
+
 def _lib():
-    lib = load_native(_SOURCE)
-    if lib is not None and not getattr(lib, "_vm_typed", False):
-        lib.vm_fused_mixer_fwd.argtypes = [_f, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _i64,
-                                           ctypes.c_void_p, ctypes.c_void_p, _f, _f, ctypes.c_float, _f, _f, _i64,
-                                           ctypes.c_int]
-        lib.vm_fused_mixer_fwd.restype = ctypes.c_int
-        lib._vm_typed = True
+    arch = cpu_arch()
+    lib = _typed.get(arch)
+    if lib is None:
+        lib = load_native(_SOURCE)
+        if lib is not None:
+            lib.vm_fused_mixer_fwd.argtypes = [_f, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _i64,
+                                               ctypes.c_void_p, ctypes.c_void_p, _f, _f, ctypes.c_float, _f, _f,
+                                               _i64, ctypes.c_int]
+            lib.vm_fused_mixer_fwd.restype = ctypes.c_int
+            lib.vm_fused_mixer_lanes.restype = ctypes.c_int
+            _typed[arch] = lib
     return lib
 
 
@@ -60,11 +67,30 @@ def target() -> str:
 
 
 def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.detach().to(torch.float32).contiguous()
+    if t is None or (t.dtype == torch.float32 and t.is_contiguous()):
+        return t
+    return t.detach().to(torch.float32).contiguous()
 
 
 def _ptr(t: torch.Tensor | None):
     return None if t is None else ctypes.cast(t.data_ptr(), _f)
+
+
+_A_CACHE: dict[int, tuple] = {}   # id(A_log) -> (key, packed A); an entry leaves with its tensor
+
+
+def _packed_A(A_log: torch.Tensor, NP: int) -> torch.Tensor:
+    """-exp(A_log) padded to the vector width, cached per A_log tensor (keyed by its version and storage, so an
+    in-place update or a new ``.data`` repacks): a model's mixers pack theirs once, not at every call."""
+    key = (A_log._version, A_log.data_ptr(), NP)
+    hit = _A_CACHE.get(id(A_log))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    A = torch.nn.functional.pad(-torch.exp(A_log.detach().float()), (0, NP - A_log.shape[1])).contiguous()
+    if hit is None:
+        weakref.finalize(A_log, _A_CACHE.pop, id(A_log), None)
+    _A_CACHE[id(A_log)] = (key, A)
+    return A
 
 
 class _Packed:
@@ -73,15 +99,12 @@ class _Packed:
 
     def __init__(self, d: FusedDirection, batch: int, NP: int, want_last: bool):
         Di, N = d.A_log.shape
-        pad = NP - N
         self.conv_w = _f32(d.conv_weight.reshape(Di, -1))
         self.K = self.conv_w.shape[1]
+        state = d.initial_state
         self.tensors = [self.conv_w, _f32(d.conv_bias), _f32(d.x_proj_weight), _f32(d.dt_proj_weight),
-                        _f32(d.dt_proj_bias),
-                        torch.nn.functional.pad(-torch.exp(d.A_log.detach().float()), (0, pad)).contiguous(),
-                        _f32(d.D),
-                        None if d.initial_state is None else
-                        torch.nn.functional.pad(d.initial_state.detach().float(), (0, pad)).contiguous()]
+                        _f32(d.dt_proj_bias), _packed_A(d.A_log, NP), _f32(d.D),
+                        None if state is None else torch.nn.functional.pad(state.detach().float(), (0, NP - N)).contiguous()]
         self.last = torch.empty(batch, Di, NP, dtype=torch.float32) if want_last else None
         self.R = self.tensors[3].shape[1]
         self.N = N
@@ -112,7 +135,8 @@ def mixer_fwd(x: torch.Tensor, forward: FusedDirection | None, backward: FusedDi
         raise ValueError(f"mixer_fwd: window [{lo}, {lo + n}) is outside x's {Lx} positions")
     xx = _f32(x)
     N = (forward or backward).A_log.shape[1]
-    NP = -(-N // selective_scan_cpu.lanes()) * selective_scan_cpu.lanes()
+    lanes = lib.vm_fused_mixer_lanes()
+    NP = -(-N // lanes) * lanes
     packed = [None if d is None else _Packed(d, b, NP, return_last_state) for d in (forward, backward)]
     K = next(p.K for p in packed if p is not None)
     R = next(p.R for p in packed if p is not None)

@@ -63,6 +63,17 @@ class RMSNorm(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
+def norm_into(norm: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` written into ``out`` (x's shape, dtype and device): the same operations as :func:`add_norm`
+    without a residual, but no temporary as large as x (no-grad paths that reuse their buffers). fp32 and fp64
+    RMSNorm give bit-identical results; other cases fall back to :func:`norm_forward` and a copy."""
+    if isinstance(norm, RMSNorm) and x.dtype in (torch.float32, torch.float64) and norm.weight.dtype == x.dtype:
+        torch.mul(x, x, out=out)                                   # = x.pow(2) (pow of 2 is a multiply)
+        scale = out.mean(dim=-1, keepdim=True).add_(norm.eps).rsqrt_()
+        return torch.mul(x, scale, out=out).mul_(norm.weight)
+    return out.copy_(norm_forward(norm, x))
+
+
 def norm_forward(norm: nn.Module, x, residual=None, prenorm=False, residual_in_fp32=False):
     """Fused add+norm for either an :class:`RMSNorm` or an ``nn.LayerNorm``."""
     if isinstance(norm, RMSNorm):
