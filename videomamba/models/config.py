@@ -66,7 +66,7 @@ class VideoMambaConfig:
     use_checkpoint: bool = False
     checkpoint_num: int = 0
     recompute: str = "block"
-    inference_chunk: int = 4096
+    inference_chunk: int = 2048
     inference_memory: str = "fast"
 
     @classmethod

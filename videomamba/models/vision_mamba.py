@@ -45,7 +45,7 @@ class VisionMamba(nn.Module):
     Lean execution (same results, less memory): ``recompute="block"`` (default) trains each block's
     norm + mixer as one autograd function that keeps only the residual stream for backward
     (:mod:`videomamba.modules.mixer_recompute`; ``"none"``: plain autograd, every intermediate kept).
-    Without gradients, sequences longer than ``inference_chunk`` tokens run the mixer in chunks and update
+    Without gradients, sequences longer than two chunks of ``inference_chunk`` tokens run the mixer in chunks (shorter ones whole) and update
     the residual stream in place (:mod:`videomamba.modules.mixer_chunked`; 0 turns chunking off);
     ``inference_memory="fast"`` keeps one ``(B, d_inner, L)`` buffer between the two scan directions,
     ``"low"`` none (each chunk's backward direction is scanned twice: about a fifth more time).
@@ -306,7 +306,7 @@ class VisionMamba(nn.Module):
         ``hidden + residual`` sums in the same order of blocks, without a second stream. Beyond the stream, the
         mixers' buffers come from :attr:`inference_workspace` (the backward direction's output and one chunk's
         tensors in chunks; the whole sequence's otherwise), allocated once and reused by every block."""
-        from ..modules.mixer_chunked import mixer_chunked, mixer_whole
+        from ..modules.mixer_chunked import mixer_chunked, mixer_whole, runs_in_chunks
 
         dtype = x.dtype
         residual = x.float() if self.residual_in_fp32 and x.dtype != torch.float64 else x
@@ -314,7 +314,7 @@ class VisionMamba(nn.Module):
         ws = self.inference_workspace
         for layer in self.layers:
             mixer = layer.mixer
-            if L > mixer.inference_chunk:
+            if runs_in_chunks(mixer.inference_chunk, L):
                 mixer_chunked(mixer, residual, out=residual, norm=layer.norm, accumulate=True,
                               hidden_dtype=dtype, memory=self.inference_memory, workspace=ws)
             else:

@@ -38,7 +38,7 @@ class BiMamba(nn.Module):
         self.divide_output = divide_output
         self.layer_idx = layer_idx
         self.use_fast_path = use_fast_path  # accepted for the official signature; every path is exact
-        self.inference_chunk = 4096  # tokens per chunk of the no-grad path (mixer_chunked.py)
+        self.inference_chunk = 2048  # tokens per chunk of the no-grad path (mixer_chunked.py); up to two run whole
 
         # Own parameters first: this fixes the official state_dict order.
         A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)

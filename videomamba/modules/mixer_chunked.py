@@ -35,12 +35,18 @@ def _eager(t: torch.Tensor) -> bool:
     return eager(t)
 
 
+def runs_in_chunks(chunk: int, L: int) -> bool:
+    """Whether a no-grad sequence of L tokens runs in chunks of ``chunk``: when it is longer than two chunks.
+    Up to two, chunking would save at most half of the (small) working set but costs a second x projection
+    and a pass per direction, so it runs whole (measured: 8 frames 1.3x faster whole than in 1024-token chunks)."""
+    return 0 < chunk and 2 * chunk < L
+
+
 def chunked_inference_applies(mixer, h: torch.Tensor) -> bool:
-    """Chunk when no gradient is recorded, the sequence is longer than one chunk, nothing traces, and the scan
-    backend can start from a state (not mamba_ssm: see :func:`mixer_chunked`)."""
-    chunk = getattr(mixer, "inference_chunk", 0)
-    return (not torch.is_grad_enabled() and 0 < chunk < h.shape[1] and _eager(h)
-            and _scan_backend(h, mixer) != "mamba_ssm")
+    """Chunk when no gradient is recorded, the sequence is longer than two chunks (:func:`runs_in_chunks`),
+    nothing traces, and the scan backend can start from a state (not mamba_ssm: see :func:`mixer_chunked`)."""
+    return (not torch.is_grad_enabled() and runs_in_chunks(getattr(mixer, "inference_chunk", 0), h.shape[1])
+            and _eager(h) and _scan_backend(h, mixer) != "mamba_ssm")
 
 
 def _chunks(L: int, size: int):
@@ -222,7 +228,7 @@ def _is_view_of(t: torch.Tensor, ws: Workspace, name: str) -> bool:
 @torch.no_grad()
 def mixer_whole(mixer, h: torch.Tensor, workspace: Workspace) -> torch.Tensor:
     """``mixer(h)`` without gradients over the whole sequence (no chunks: the fastest way for sequences up to
-    ``inference_chunk`` tokens), every ``(b, d_inner, L)`` tensor a view of ``workspace``. The result is the
+    two chunks), every ``(b, d_inner, L)`` tensor a view of ``workspace``. The result is the
     workspace's ``"o"`` buffer: use it before the next call."""
     b, L, _ = h.shape
     Di, ws = mixer.d_inner, workspace

@@ -23,7 +23,7 @@ _PTRS = ctypes.c_void_p * 9
 
 # Positions per sub-chunk: the working set of one direction (Di x SUB conv outputs, x_dbl, B/C, the state)
 # stays in L2 at Di = 384 (VideoMamba-Ti) to 1152 (-M).
-DEFAULT_SUB = int(__import__("os").environ.get("VM_SUB", 64))
+DEFAULT_SUB = 64
 
 
 class FusedDirection(NamedTuple):
