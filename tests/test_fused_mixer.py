@@ -219,3 +219,18 @@ def test_the_switch_turns_the_fused_kernel_off(monkeypatch):
         assert not mixer_math.fused_applies(x, m.direction_params(False))
         assert not mixer_math.fused_applies(x.double(), m.direction_params(False))
     assert not mixer_math.fused_applies(x, m.direction_params(False))   # gradients on
+
+
+def test_parameters_changed_through_data_are_seen():
+    """DeepSpeed writes updated weights through ``.data``, which leaves the version counter alone: the fused path
+    must read every parameter afresh at each call (an earlier cache of -exp(A_log) went stale this way)."""
+    m = _mixer(False)
+    h = torch.randn(1, 40, 32)
+    with torch.no_grad():
+        before = m(h)
+        m.A_log.data.add_(0.5)
+        m.A_b_log.data.mul_(0.5)
+        m.conv1d.weight.data.mul_(-1)
+        after = m(h)
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, m(h).detach(), rtol=1e-5, atol=1e-5)   # the unfused path, gradients on

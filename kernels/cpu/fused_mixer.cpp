@@ -40,7 +40,7 @@ using namespace vm;
 
 // The tensors of one scan direction (see vm_fused_mixer_fwd for their shapes).
 struct Direction {
-    const float *conv_w, *conv_b, *x_proj, *dt_proj, *dt_bias, *A, *D, *h0;
+    const float *conv_w, *conv_b, *x_proj, *dt_proj, *dt_bias, *A_log, *D, *h0;
     float* h_last;
     bool reverse;
 };
@@ -177,7 +177,11 @@ inline void scan_channels(const Shape& s, const Direction& dir, const ItemBuffer
         vf A2[NV > 0 ? NV : kMaxNV], h[NV > 0 ? NV : kMaxNV];
         float* state = buf.state + d * NP;
         for (int64_t k = 0; k < nv; ++k) {
-            A2[k] = load(dir.A + d * NP + k * W) * kLog2e;
+            // A = -exp(A_log), from the parameter itself (nothing cached between calls can go stale); lanes past
+            // N get a finite value, and their B = C = 0 keep their states at 0
+            const int64_t n_left = s.N - k * W;
+            const vf a_log = load_n(dir.A_log + d * s.N + k * W, n_left < W ? (n_left > 0 ? n_left : 0) : W);
+            A2[k] = -vexp(a_log) * kLog2e;
             h[k] = load(state + k * W);
         }
         scan_steps<NV, REV>(m, NP, buf.Bt, buf.Ct, u, dt, A2, h, y, nullptr, nullptr);
@@ -252,7 +256,7 @@ int vm_fused_mixer_version() { return 1; }
 // x: (batch, Di, Lx), the x half of in_proj; outputs for window positions [lo, lo + n).
 // fwd / bwd: the forward / backward direction's 9 pointers, or null to skip the direction:
 //   conv_w (Di, K), conv_b (Di) or null, x_proj (R + 2N, Di), dt_proj (Di, R), dt_bias (Di),
-//   A (Di, NP) = -exp(A_log) padded with zeros to NP (a multiple of the vector width), D (Di) or null,
+//   A_log (Di, N) (A = -exp(A_log); NP is N rounded up to the vector width), D (Di) or null,
 //   h0 (batch, Di, NP) or null (the state entering the window in that direction's scan order),
 //   h_last (batch, Di, NP) or null (written: the state leaving the window).
 // z, add: (batch, Di, n) or null. out: (batch, Di, n) = (y_fwd + y_bwd + add) * silu(z) * scale; with one

@@ -9,7 +9,6 @@ gradients, other dtypes and other devices.
 from __future__ import annotations
 
 import ctypes
-import weakref
 from typing import NamedTuple
 
 import torch
@@ -76,26 +75,10 @@ def _ptr(t: torch.Tensor | None):
     return None if t is None else ctypes.cast(t.data_ptr(), _f)
 
 
-_A_CACHE: dict[int, tuple] = {}   # id(A_log) -> (key, packed A); an entry leaves with its tensor
-
-
-def _packed_A(A_log: torch.Tensor, NP: int) -> torch.Tensor:
-    """-exp(A_log) padded to the vector width, cached per A_log tensor (keyed by its version and storage, so an
-    in-place update or a new ``.data`` repacks): a model's mixers pack theirs once, not at every call."""
-    key = (A_log._version, A_log.data_ptr(), NP)
-    hit = _A_CACHE.get(id(A_log))
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    A = torch.nn.functional.pad(-torch.exp(A_log.detach().float()), (0, NP - A_log.shape[1])).contiguous()
-    if hit is None:
-        weakref.finalize(A_log, _A_CACHE.pop, id(A_log), None)
-    _A_CACHE[id(A_log)] = (key, A)
-    return A
-
-
 class _Packed:
-    """A direction's tensors as the kernel takes them (fp32, contiguous, A = -exp(A_log) and the states padded to
-    the vector width); keeps them alive for the call."""
+    """A direction's tensors as the kernel takes them (fp32, contiguous, the states padded to the vector width);
+    keeps them alive for the call. A_log goes as it is: the kernel computes A = -exp(A_log) itself, so nothing
+    derived from a parameter is cached where an update through ``.data`` (DeepSpeed) could leave it stale."""
 
     def __init__(self, d: FusedDirection, batch: int, NP: int, want_last: bool):
         Di, N = d.A_log.shape
@@ -103,7 +86,7 @@ class _Packed:
         self.K = self.conv_w.shape[1]
         state = d.initial_state
         self.tensors = [self.conv_w, _f32(d.conv_bias), _f32(d.x_proj_weight), _f32(d.dt_proj_weight),
-                        _f32(d.dt_proj_bias), _packed_A(d.A_log, NP), _f32(d.D),
+                        _f32(d.dt_proj_bias), _f32(d.A_log), _f32(d.D),
                         None if state is None else torch.nn.functional.pad(state.detach().float(), (0, NP - N)).contiguous()]
         self.last = torch.empty(batch, Di, NP, dtype=torch.float32) if want_last else None
         self.R = self.tensors[3].shape[1]
