@@ -320,3 +320,34 @@ def test_lean_video_embedding_equals_embed():
     _close(lean, plain.detach(), 1e-6, 1e-6, "lean embed")
     with torch.no_grad(), pytest.raises(ValueError, match="num_frames=6"):
         m.embed(torch.randn(1, 3, 4, 32, 32))
+
+
+def test_inference_workspace_is_reused_across_calls_and_never_copied():
+    """The no-grad forward takes its sequence-long buffers from one per-model workspace: the same storage on
+    every call (whole and chunked), the same results, and nothing of it in copies or pickles of the model."""
+    import copy
+    import pickle
+
+    from videomamba.modules import Workspace
+
+    torch.manual_seed(0)
+    m = VisionMamba(img_size=32, depth=2, embed_dim=32, num_classes=5, num_frames=4).eval()
+    x = torch.randn(1, 3, 4, 32, 32)
+    for chunk in (2048, 5):                      # 17 tokens: whole, then in chunks of 5
+        m.set_inference_chunk(chunk)
+        m.inference_workspace.clear()
+        with torch.no_grad():
+            first = m(x)
+            storage = {k: b.data_ptr() for k, b in m.inference_workspace._buffers.items()}
+            second = m(x)
+        assert storage and {k: b.data_ptr() for k, b in m.inference_workspace._buffers.items()} == storage
+        assert torch.equal(first, second)
+    assert "_inference_workspace" not in copy.deepcopy(m).__dict__
+    assert "_inference_workspace" not in pickle.loads(pickle.dumps(m)).__dict__
+
+    ws = Workspace()
+    a = ws.take("a", (2, 3), torch.float32, "cpu")
+    assert a.shape == (2, 3) and a.is_contiguous()
+    assert ws.take("a", (5,), torch.float32, "cpu").data_ptr() == a.data_ptr()     # smaller: the same buffer
+    assert ws.take("a", (4, 4), torch.float32, "cpu").numel() == 16                  # larger: grown
+    assert ws.take("a", (2,), torch.float64, "cpu").dtype == torch.float64           # another dtype: replaced
