@@ -45,8 +45,8 @@ class VisionMamba(nn.Module):
     Lean execution (same results, less memory): ``recompute="block"`` (default) trains each block's
     norm + mixer as one autograd function that keeps only the residual stream for backward
     (:mod:`videomamba.modules.mixer_recompute`; ``"none"``: plain autograd, every intermediate kept).
-    Without gradients, sequences longer than two chunks of ``inference_chunk`` tokens run the mixer in chunks (shorter ones whole) and update
-    the residual stream in place (:mod:`videomamba.modules.mixer_chunked`; 0 turns chunking off);
+    Without gradients, sequences longer than two chunks of ``inference_chunk`` tokens run the mixer in chunks
+    (shorter ones whole) and update the residual stream in place (:mod:`videomamba.modules.mixer_chunked`; 0 turns chunking off);
     ``inference_memory="fast"`` keeps one ``(B, d_inner, L)`` buffer between the two scan directions,
     ``"low"`` none (each chunk's backward direction is scanned twice: about a fifth more time).
     """
@@ -322,7 +322,7 @@ class VisionMamba(nn.Module):
                     h = norm_into(layer.norm, residual, ws.take("h", residual.shape, dtype, residual.device))
                 else:
                     h = norm_forward(layer.norm, residual, None, prenorm=False).to(dtype)
-                residual += mixer_whole(mixer, h, ws)
+                residual += mixer_whole(mixer, h, ws, out=h)   # (h is dead once projected: its buffer serves)
                 del h
         # The final norm chunk by chunk, in place where the dtypes allow: a whole-sequence norm would hold two
         # more stream-sized temporaries, the peak of the whole forward at long clips.

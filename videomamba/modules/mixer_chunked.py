@@ -22,8 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..ops import norm_forward, norm_into
-from ..ops import fused_mixer_cpu
+from ..ops import fused_mixer_cpu, norm_forward, norm_into
 from .mixer_math import (_weight_matmul, fused_applies, fused_direction, gated_scan_sum, project_in_half,
                          project_out, scan_backend_for, scan_direction)
 from .workspace import Workspace
@@ -220,16 +219,12 @@ def _write(out, s, e, o, accumulate):
         out[:, s:e] = o
 
 
-def _is_view_of(t: torch.Tensor, ws: Workspace, name: str) -> bool:
-    buf = ws._buffers.get(name)
-    return buf is not None and t.is_contiguous() and t.data_ptr() == buf.data_ptr()
-
-
 @torch.no_grad()
-def mixer_whole(mixer, h: torch.Tensor, workspace: Workspace) -> torch.Tensor:
+def mixer_whole(mixer, h: torch.Tensor, workspace: Workspace, out: torch.Tensor | None = None) -> torch.Tensor:
     """``mixer(h)`` without gradients over the whole sequence (no chunks: the fastest way for sequences up to
-    two chunks), every ``(b, d_inner, L)`` tensor a view of ``workspace``. The result is the
-    workspace's ``"o"`` buffer: use it before the next call."""
+    two chunks), every ``(b, d_inner, L)`` tensor a view of ``workspace``. The result goes to ``out``, which may
+    be ``h`` itself (only in_proj reads h, before out is written), else to the workspace's ``"o"`` buffer: use
+    it before the next call."""
     b, L, _ = h.shape
     Di, ws = mixer.d_inner, workspace
     w_in, b_in = mixer.in_proj.weight, mixer.in_proj.bias
@@ -243,6 +238,6 @@ def mixer_whole(mixer, h: torch.Tensor, workspace: Workspace) -> torch.Tensor:
                                       scratch=ws.take("y_b", (b * Di * L,), torch.float32, h.device))
     else:
         y = gated_scan_sum(x, z, params, mixer.dt_rank, mixer.d_state, mixer.divide_output)
-    o = ws.take("o", (b, L, mixer.out_proj.weight.shape[0]), h.dtype, h.device) if h.shape[-1] != \
-        mixer.out_proj.weight.shape[0] or not _is_view_of(h, ws, "h") else h   # h is dead by now: its buffer
-    return project_out(y.to(h.dtype), mixer.out_proj.weight, mixer.out_proj.bias, out=o)
+    if out is None:
+        out = ws.take("o", (b, L, mixer.out_proj.weight.shape[0]), h.dtype, h.device)
+    return project_out(y.to(h.dtype), mixer.out_proj.weight, mixer.out_proj.bias, out=out)
