@@ -131,6 +131,7 @@ MODEL_FOLDER = "videomamba/checkpoint/model_folder.py"
 ALIGNMENT = "videomamba/objectives/alignment.py"
 _MV, _TR, _LVU = ["tests/test_numbers_multiview.py"], ["tests/test_numbers_eval_transforms.py"], ["tests/test_numbers_lvu.py"]
 _VT, _MF, _AL = ["tests/test_numbers_video_text.py"], ["tests/test_numbers_model_folder.py"], ["tests/test_numbers_alignment.py"]
+_OPT = ["tests/test_engine_basics.py", "tests/test_engine_run.py"]
 MUTATIONS += [
     # the multi-view test
     ("multiview: logits averaged instead of probabilities", MULTIVIEW,
@@ -246,6 +247,12 @@ MUTATIONS += [
      "(2 - 2 * (student.float() * target.float()).mean(dim=-1)).mean()", _AL),
     ("alignment: validation masks not from the seeded generator", ALIGNMENT,
      "loss, _ = step(model, x, None, generator=gen)", "loss, _ = step(model, x, None)", _AL),
+    # per-module learning rates (train.module_lr)
+    ("optim: module_lr ignored", "videomamba/engine/optim.py",
+     "scale *= module_lr[module] / lr", "scale *= 1.0", _OPT),
+    ("optim: module_lr matches bare prefixes", "videomamba/engine/optim.py",
+     'hits = [p for p in prefixes if name == p or name.startswith(p + ".")]',
+     "hits = [p for p in prefixes if name.startswith(p)]", _OPT),
 ]
 
 TESTS = ["tests/test_kernels_cpu.py", "tests/test_fused_mixer.py", "tests/test_lean.py"]

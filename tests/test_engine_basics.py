@@ -68,6 +68,27 @@ def test_layer_decay_official_mode_only_scales_the_embedding():
     assert layer_id("temporal_pos_embedding", 24, "official") == 25
 
 
+def test_module_lr_gives_named_modules_their_own_peak_lr():
+    m = model()
+    groups = param_groups(m, 0.05, module_lr={"layers.1": 1e-4, "layers.1.mixer": 2e-5, "head": 5e-3}, lr=1e-3)
+    scale = {n: g["lr_scale"] for g in groups for n in g["param_names"]}
+    # by hand: module lr / run lr; the longest matching name wins; a prefix matches whole names only
+    assert scale["layers.1.norm.weight"] == pytest.approx(0.1)
+    assert scale["layers.1.mixer.in_proj.weight"] == pytest.approx(0.02)
+    assert scale["layers.12.norm.weight"] == 1.0 and scale["layers.12.mixer.in_proj.weight"] == 1.0
+    assert scale["head.weight"] == pytest.approx(5.0) and scale["layers.2.norm.weight"] == 1.0
+    assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+    # combined with layer decay: the two factors multiply
+    both = {n: g["lr_scale"] for g in param_groups(m, 0.05, 0.75, module_lr={"layers.0": 1e-4}, lr=1e-3)
+            for n in g["param_names"]}
+    assert both["layers.0.norm.weight"] == pytest.approx(0.75 ** 24 * 0.1)
+    assert both["layers.1.norm.weight"] == pytest.approx(0.75 ** 23)
+    with pytest.raises(ValueError, match=r"train.module_lr.text_encoder: no trainable parameter"):
+        param_groups(m, 0.05, module_lr={"text_encoder": 1e-4}, lr=1e-3)
+    with pytest.raises(ValueError, match=r"train.module_lr.head: expected a learning rate"):
+        param_groups(m, 0.05, module_lr={"head": "fast"}, lr=1e-3)
+
+
 def test_cosine_per_step_matches_the_formula():
     s = cosine_per_step(1e-3, 1e-6, epochs=4, iters_per_epoch=10, warmup_epochs=1, start_warmup_value=1e-6)
     assert len(s) == 40

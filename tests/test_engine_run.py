@@ -111,3 +111,20 @@ def test_a_validation_loader_needs_the_tasks_evaluation(tmp_path):
         TrainingRun(config(tmp_path), DistInfo(), Toy(), data(), data(), None, loss_fn)
     with pytest.raises(ValueError, match="loss_fn"):
         TrainingRun(config(tmp_path), DistInfo(), Toy(), data(), None, None, None)
+
+
+def test_module_lr_is_the_step_the_optimiser_takes(tmp_path):
+    """train.module_lr through the run: AdamW's first step moves every weight by about its lr (m/sqrt(v) is the
+    gradient's sign), so one step shows which lr each module trained at: 0.1 for the first layer, 0.01 for the
+    one named."""
+    torch.manual_seed(0)
+    cfg = config(tmp_path)
+    cfg.train.epochs = 1
+    cfg.train.module_lr = {"1": 0.01}
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    before = [p.detach().clone() for p in net.parameters()]
+    TrainingRun(cfg, DistInfo(), net, data()[:1], None, None, loss_fn).fit()
+    moved = [(p.detach() - b).abs() for p, b in zip(net.parameters(), before)]
+    for step, lr in zip(moved, (0.1, 0.1, 0.01, 0.01)):
+        nonzero = step[step > 0]
+        assert nonzero.numel() and torch.allclose(nonzero, torch.full_like(nonzero, lr), rtol=1e-3), (lr, step)

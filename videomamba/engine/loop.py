@@ -41,17 +41,21 @@ def train_one_epoch(model, loader, stepper, loss_fn, device, epoch: int, lr_sche
                dynamic_ncols=True)
     stepper.zero_grad()
     window, start = 0.0, time.perf_counter()
+    # the scheduled lr, logged as "lr" (groups with an lr_scale -- layer decay, train.module_lr -- step at a
+    # multiple of it)
+    lr_now = float(lr_schedule[min(step, len(lr_schedule) - 1)])
     for i, (x, y) in enumerate(loader):
         if i >= micro_batches:   # a partial accumulation window at the end is skipped, as DeepSpeed does
             break
         x, y = to_device(x, device), to_device(y, device)
         if i % accum_steps == 0:
-            set_lr(optimizer, float(lr_schedule[min(step, len(lr_schedule) - 1)]),
+            lr_now = float(lr_schedule[min(step, len(lr_schedule) - 1)])
+            set_lr(optimizer, lr_now,
                    None if wd_schedule is None else float(wd_schedule[min(step, len(wd_schedule) - 1)]))
         with autocast(device, amp):
             out = loss_fn(model, x, y)
         loss, parts = out if isinstance(out, tuple) else (out, {})
-        check_finite_loss(loss, step, epoch, model, optimizer.param_groups[-1]["lr"])
+        check_finite_loss(loss, step, epoch, model, lr_now)
         boundary = (i + 1) % accum_steps == 0
         grad_norm = stepper.micro_step(loss, boundary)   # the pre-clip norm when clipping
         value = loss.item()
@@ -65,14 +69,14 @@ def train_one_epoch(model, loader, stepper, loss_fn, device, epoch: int, lr_sche
             if ema is not None:
                 ema.update(model)
             if logger is not None:
-                logger.scalars({"loss": window, "lr": optimizer.param_groups[-1]["lr"],
+                logger.scalars({"loss": window, "lr": lr_now,
                                 **({"grad_norm": grad_norm} if grad_norm is not None else {}),
                                 **{k: float(v) for k, v in parts.items()}}, step, prefix="train/")
             step_losses.append(window)
             window = 0.0
             step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{value:.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
+        bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr_now:.2e}")
     bar.close()
     keys = sorted(parts_sum)
     sums = all_reduce_sum(torch.tensor([total, count] + [parts_sum[k] for k in keys], dtype=torch.float64,
@@ -81,4 +85,4 @@ def train_one_epoch(model, loader, stepper, loss_fn, device, epoch: int, lr_sche
     seconds = time.perf_counter() - start
     stats = {"train_loss": sums[0].item() / n, **{f"train_{k}": sums[2 + j].item() / n for j, k in enumerate(keys)},
              "train_time_s": seconds, "train_samples_per_s": n / max(seconds, 1e-9)}
-    return {**stats, "lr": optimizer.param_groups[-1]["lr"], "step": step, "step_losses": step_losses}
+    return {**stats, "lr": lr_now, "step": step, "step_losses": step_losses}

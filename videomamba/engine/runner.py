@@ -4,7 +4,7 @@ and hands them to :class:`TrainingRun`; it never re-implements any of this.
 
 Config keys read here (``train.*``): epochs, lr, lr_scale_batch (lr x global batch / this; null = no
 scaling), min_lr, warmup_epochs, warmup_lr, sched_per ('step' | 'epoch'), weight_decay, weight_decay_end,
-layer_decay, layer_decay_mode, betas, eps, clip_grad, accum_steps, amp ('none' | 'bf16' | 'fp16'),
+layer_decay, layer_decay_mode, module_lr ({module name: its peak lr}), betas, eps, clip_grad, accum_steps, amp ('none' | 'bf16' | 'fp16'),
 ema_decay, save_every, compile (false | true | a torch.compile backend name), find_unused_parameters (DDP),
 deepspeed {enabled, stage, config}.
 ``data.num_sample`` (video repeated augmentation: each loaded item is that many samples) enters the global
@@ -137,7 +137,8 @@ class TrainingRun:
             from ..ops import flush_denormals
 
             flush_denormals(True)
-        groups = param_groups(model, t.weight_decay, t.get("layer_decay"), t.get("layer_decay_mode", "real"))
+        groups = param_groups(model, t.weight_decay, t.get("layer_decay"), t.get("layer_decay_mode", "real"),
+                              module_lr=dict(t.get("module_lr") or {}), lr=self.lr)
         optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=tuple(t.betas), eps=float(t.get("eps", 1e-8)))
         self.scaler = None
         self.engine = None
