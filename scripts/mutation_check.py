@@ -132,6 +132,7 @@ ALIGNMENT = "videomamba/objectives/alignment.py"
 _MV, _TR, _LVU = ["tests/test_numbers_multiview.py"], ["tests/test_numbers_eval_transforms.py"], ["tests/test_numbers_lvu.py"]
 _VT, _MF, _AL = ["tests/test_numbers_video_text.py"], ["tests/test_numbers_model_folder.py"], ["tests/test_numbers_alignment.py"]
 _OPT = ["tests/test_engine_basics.py", "tests/test_engine_run.py"]
+MANUAL, _MB = "videomamba/modules/mixer_recompute.py", ["tests/test_manual_backward.py"]
 MUTATIONS += [
     # the multi-view test
     ("multiview: logits averaged instead of probabilities", MULTIVIEW,
@@ -247,6 +248,15 @@ MUTATIONS += [
      "(2 - 2 * (student.float() * target.float()).mean(dim=-1)).mean()", _AL),
     ("alignment: validation masks not from the seeded generator", ALIGNMENT,
      "loss, _ = step(model, x, None, generator=gen)", "loss, _ = step(model, x, None)", _AL),
+    # the recomputing mixer's hand-written backward
+    ("manual bwd: A_log gradient without the chain factor A", MANUAL, "dbias, dA * A, dD]", "dbias, dA, dD]", _MB),
+    ("manual bwd: the backward direction's dz dropped", MANUAL, "dz.add_(dzd), y.add_(yd)", "y.add_(yd)", _MB),
+    ("manual bwd: the scan's own input gradient dropped", MANUAL, "_weight_matmul(p.x_proj_weight.t(), dxdbl, out=dxc).add_(du)",
+     "_weight_matmul(p.x_proj_weight.t(), dxdbl, out=dxc)", _MB),
+    ("manual bwd: RMSNorm backward without its mean term", MANUAL,
+     "dr = torch.addcmul(g, xhat, mean, value=-1.0).mul_(rstd)", "dr = g.clone().mul_(rstd)", _MB),
+    ("manual bwd: halved output not halved in backward", MANUAL, "        dy.mul_(0.5)", "        dy.mul_(1.0)", _MB),
+    ("manual bwd: conv backward in the wrong direction", MANUAL, "p.conv_bias, reverse,\n", "p.conv_bias, not reverse,\n", _MB),
     # per-module learning rates (train.module_lr)
     ("optim: module_lr ignored", "videomamba/engine/optim.py",
      "scale *= module_lr[module] / lr", "scale *= 1.0", _OPT),

@@ -16,13 +16,16 @@ float rounding. Used in eager training only; under torch.compile / export the pl
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
-from ..ops import selective_scan_ref
+from ..ops import fused_mixer_cpu, norm_into, selective_scan_ref
 from ..ops.scan_op import _eager, _kernel_module
 from ..ops.selective_scan import resolve_backend
-from .mixer_math import (DirectionParams, _weight_matmul, direction_inputs, gated_scan_sum, project_in, project_out,
-                      scan_backend_for)
+from .mixer_math import (DirectionParams, _weight_matmul, direction_inputs, fused_applies, fused_direction,
+                         gated_scan_sum, project_in, project_in_half, project_out, scan_backend_for)
+from .workspace import Workspace
 
 RECOMPUTE_MODES = ("none", "block")
 
@@ -52,6 +55,8 @@ class _RecomputedMixer(torch.autograd.Function):
         norm_w, norm_b, in_w, in_b, out_w, out_b = params[:6]
         fwd, bwd = DirectionParams(*params[6:13]), DirectionParams(*params[13:20])
         m = block.mixer
+        if _workspace_forward_applies(block, r, dtype, fwd):
+            return _forward_in_workspace(block, r, in_w, in_b, out_w, out_b, fwd, bwd)
         h = _norm(block.norm, r, norm_w, norm_b, dtype)
         x, z = project_in(h, in_w, in_b)
         del h
@@ -62,6 +67,9 @@ class _RecomputedMixer(torch.autograd.Function):
     def backward(ctx, dout):
         r, *params = ctx.saved_tensors
         block, m = ctx.block, ctx.block.mixer
+        if _manual_backward_applies(block, r, dout, ctx):
+            dr, grads = _backward_in_workspace(block, r, dout, params, ctx.needs_input_grad[1])
+            return None, dr, None, *[g if needed else None for g, needed in zip(grads, ctx.needs_input_grad[3:])]
         leaves = [p.detach().requires_grad_(p.requires_grad) if p is not None else None for p in params]
         rr = r.detach().requires_grad_(ctx.needs_input_grad[1])
         norm_w, norm_b, in_w, in_b, out_w, out_b = leaves[:6]
@@ -105,6 +113,140 @@ class _RecomputedMixer(torch.autograd.Function):
                 _accumulate(t, g)
         result = [None if t is None else t.grad for t in leaves]
         return (None, rr.grad if ctx.needs_input_grad[1] else None, None, *result)
+
+
+# VIDEOMAMBA_MANUAL_BACKWARD=0 keeps the autograd recompute everywhere (the reference the manual one is tested
+# against, and the path for every case the manual one does not cover).
+MANUAL_BACKWARD = os.environ.get("VIDEOMAMBA_MANUAL_BACKWARD", "1").strip().lower() not in ("0", "false", "no")
+_WORKSPACE = Workspace()   # the manual backward's buffers: allocated once per process, reused by every block
+
+
+def training_workspace() -> Workspace:
+    """The buffers of the manual backward (``.clear()`` frees them; they are allocated again when needed)."""
+    return _WORKSPACE
+
+
+def _workspace_forward_applies(block, r, dtype, p) -> bool:
+    """The forward's temporaries go to the workspace where the fused CPU kernel runs on fp32 (RMSNorm)."""
+    from ..ops.norm import RMSNorm
+
+    return (MANUAL_BACKWARD and dtype == torch.float32 and r.dtype == torch.float32 and isinstance(block.norm, RMSNorm)
+            and not any(torch.is_autocast_enabled(d) for d in ("cpu", "cuda")) and fused_applies(r, p))
+
+
+def _forward_in_workspace(block, r, in_w, in_b, out_w, out_b, fwd, bwd):
+    """The forward of :class:`_RecomputedMixer` on the fused CPU kernel, the norm output, the in_proj halves and
+    the scan outputs in the workspace (the backward's buffers: the two never run at once); only the returned
+    output is a fresh tensor, which autograd keeps."""
+    m, ws = block.mixer, _WORKSPACE
+    b, L, _ = r.shape
+    Di = m.d_inner
+    f32 = dict(dtype=torch.float32, device=r.device)
+    h = norm_into(block.norm, r, ws.take("h", r.shape, **f32))
+    x = project_in_half(h, in_w, in_b, 0, out=ws.take("x", (b, Di, L), **f32))
+    z = project_in_half(h, in_w, in_b, 1, out=ws.take("z", (b, Di, L), **f32))
+    y = fused_mixer_cpu.mixer_fwd(x, fused_direction(fwd), fused_direction(bwd), z=z,
+                                  scale=0.5 if m.divide_output else 1.0, out=ws.take("y", (b, Di, L), **f32),
+                                  scratch=ws.take("yd", (b * Di * L,), **f32))
+    # out_proj as one bmm reading y transposed in place (a matmul of the transposed view copies it first)
+    out = torch.bmm(y.transpose(1, 2), out_w.t().unsqueeze(0).expand(b, -1, -1))
+    return out if out_b is None else out.add_(out_b)
+
+
+def _manual_backward_applies(block, r, dout, ctx) -> bool:
+    """The manual backward covers the CPU kernels' fp32 case with an RMSNorm and no autocast."""
+    from ..ops import causal_conv1d
+    from ..ops.norm import RMSNorm
+
+    m = block.mixer
+    if (not MANUAL_BACKWARD or r.device.type != "cpu" or r.dtype != torch.float32 or dout.dtype != torch.float32
+            or ctx.dtype != torch.float32 or any(on for _, on, _ in ctx.autocast)
+            or not isinstance(block.norm, RMSNorm) or block.norm.weight.dtype != torch.float32
+            or m.in_proj.weight.dtype != torch.float32 or m.A_log.dtype != torch.float32):
+        return False
+    return scan_backend_for(r, m.A_log) == "cpu" and causal_conv1d.native_available()
+
+
+def _backward_in_workspace(block, r, dout, params, want_input_grad: bool):
+    """The backward of :class:`_RecomputedMixer` written out by hand, every tensor as long as the sequence a view
+    of the workspace (no autograd graph, nothing for the allocator to churn): recompute norm and in_proj, then
+    per direction conv + SiLU, x_proj, dt_proj and the scan backward kernel (which also returns the scan output),
+    and the chain rule back through dt_proj, x_proj, the conv, in_proj and the norm (an RMSNorm: no bias).
+    Returns the gradient of ``r`` (None unless wanted) and the parameter gradients in ``_params`` order."""
+    from ..ops import causal_conv1d, selective_scan_cpu
+
+    m, ws = block.mixer, _WORKSPACE
+    norm_w, norm_b, in_w, in_b, out_w, out_b = params[:6]
+    dirs = (DirectionParams(*params[6:13]), DirectionParams(*params[13:20]))
+    b, L, Dm = r.shape
+    Di, R, N = m.d_inner, m.dt_rank, m.d_state
+    f32 = dict(dtype=torch.float32, device=r.device)
+    take = lambda name, *shape: ws.take(name, shape, **f32)   # noqa: E731
+
+    # RMSNorm: h = xhat * w, xhat = r * rstd, rstd = 1 / sqrt(mean(r^2) + eps)
+    xhat, h = take("xhat", b, L, Dm), take("h", b, L, Dm)
+    torch.mul(r, r, out=xhat)
+    rstd = xhat.mean(dim=-1, keepdim=True).add_(block.norm.eps).rsqrt_()
+    torch.mul(r, rstd, out=xhat)
+    torch.mul(xhat, norm_w, out=h)
+    x = project_in_half(h, in_w, in_b, 0, out=take("x", b, Di, L))
+    z = project_in_half(h, in_w, in_b, 1, out=take("z", b, Di, L))
+    # gradient reaching the gated sum: out = y^T W_out^T (+ b)
+    dout = dout.contiguous()
+    dy = _weight_matmul(out_w.t(), dout.transpose(1, 2), out=take("dy", b, Di, L))
+    if m.divide_output:
+        dy.mul_(0.5)
+    dx, dz, y = take("dx", b, Di, L), take("dz", b, Di, L), take("y", b, Di, L)
+    xc, xdbl, dxdbl = take("xc", b, Di, L), take("xdbl", b, R + 2 * N, L), take("dxdbl", b, R + 2 * N, L)
+    dt, dxc = take("dt", b, Di, L), take("dxc", b, Di, L)
+    scan_bufs = {"du": take("du", b, Di, L), "ddelta": take("ddelta", b, Di, L), "dz": take("dzd", b, Di, L),
+                 "out": take("yd", b, Di, L)}
+    grads = []
+    for first, reverse, p in zip((True, False), (False, True), dirs):
+        causal_conv1d.conv_silu_into(x, p.conv_weight, p.conv_bias, reverse, out=xc)
+        _weight_matmul(p.x_proj_weight, xc, out=xdbl)
+        dt_low, B, C = torch.split(xdbl, [R, N, N], dim=1)
+        _weight_matmul(p.dt_proj_weight, dt_low, out=dt)
+        A = -torch.exp(p.A_log)
+        du, ddelta, dA, dB, dC, dD, dzd, dbias, yd = selective_scan_cpu.scan_bwd(
+            dy, xc, dt, A, B, C, p.D, z, p.dt_proj_bias, True, reverse=reverse, return_out=True, buffers=scan_bufs)
+        if first:
+            dz.copy_(dzd), y.copy_(yd)
+        else:
+            dz.add_(dzd), y.add_(yd)
+        # dt = W_dt dt_low: dW_dt = sum_b ddelta dt_low^T, d dt_low = W_dt^T ddelta
+        d_dt_w = torch.matmul(ddelta, dt_low.transpose(1, 2)).sum(0)
+        d_low, d_B, d_C = torch.split(dxdbl, [R, N, N], dim=1)
+        d_low.copy_(torch.matmul(p.dt_proj_weight.t(), ddelta))
+        d_B.copy_(dB), d_C.copy_(dC)
+        # x_dbl = W_x xc: dW_x = sum_b dxdbl xc^T, dxc = W_x^T dxdbl (+ du, the scan's own input gradient)
+        d_x_w = torch.matmul(dxdbl, xc.transpose(1, 2)).sum(0)
+        _weight_matmul(p.x_proj_weight.t(), dxdbl, out=dxc).add_(du)
+        d_conv_w, d_conv_b = causal_conv1d.conv_silu_backward_into(dxc, x, p.conv_weight, p.conv_bias, reverse,
+                                                                    dx=du)   # (du is free again: dx of this direction)
+        dx.copy_(du) if first else dx.add_(du)
+        grads.append([d_conv_w, d_conv_b, d_x_w, d_dt_w, dbias, dA * A, dD])
+    if m.divide_output:
+        y.mul_(0.5)
+    # out_proj: dW_out = sum_b (y dout)^T, db_out = sum dout
+    d_out_w = torch.matmul(y, dout).sum(0).t()
+    d_out_b = dout.sum((0, 1)) if out_b is not None else None
+    # in_proj of h: dW_in = sum_b [dx; dz] h, dh = [dx; dz]^T W_in
+    w_x, w_z = in_w.chunk(2, dim=0)
+    d_in_w = torch.cat([torch.matmul(dx, h).sum(0), torch.matmul(dz, h).sum(0)])
+    d_in_b = torch.cat([dx.sum((0, 2)), dz.sum((0, 2))]) if in_b is not None else None
+    dh = h   # (h is dead once the in_proj gradients are taken: its buffer holds dh)
+    torch.bmm(dx.transpose(1, 2), w_x.unsqueeze(0).expand(b, -1, -1), out=dh)
+    dh.baddbmm_(dz.transpose(1, 2), w_z.unsqueeze(0).expand(b, -1, -1))
+    # RMSNorm backward: dw = sum dh xhat; dr = rstd (g - xhat mean(g xhat)), g = dh w
+    tmp = take("x", b, L, Dm)   # (x is dead: its buffer holds the products)
+    d_norm_w = torch.mul(dh, xhat, out=tmp).sum((0, 1))
+    g = dh.mul_(norm_w)
+    dr = None
+    if want_input_grad:
+        mean = torch.mul(g, xhat, out=tmp).mean(dim=-1, keepdim=True)
+        dr = torch.addcmul(g, xhat, mean, value=-1.0).mul_(rstd)
+    return dr, [d_norm_w, None, d_in_w, d_in_b, d_out_w, d_out_b, *grads[0], *grads[1]]
 
 
 def _accumulate(t, g):

@@ -146,6 +146,39 @@ causal_conv1d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 @torch.no_grad()
+def conv_silu_into(x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool, out: Tensor) -> Tensor:
+    """``silu(causal_conv1d(x))`` of fp32 ``x (b, Di, L)`` on the native kernel, written into ``out`` (contiguous,
+    x's shape; no autograd): for callers that reuse their buffers (the recomputing training mixer)."""
+    batch, dim, L = x.shape
+    K = weight.shape[-1]
+    _check_into(x, out, "conv_silu_into")
+    _lib().vm_causal_conv1d_fwd(_p(_f32(x)), _p(_f32(weight.reshape(dim, K))), _p(_f32(bias)), 1, int(reverse),
+                                batch, dim, L, K, _p(out), torch.get_num_threads())
+    return out
+
+
+@torch.no_grad()
+def conv_silu_backward_into(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, reverse: bool,
+                            dx: Tensor) -> tuple[Tensor, Tensor | None]:
+    """The backward of :func:`conv_silu_into`: ``dx`` written into the given buffer; returns ``(dweight shaped
+    like weight, dbias or None)``, summed over the batch."""
+    batch, dim, L = x.shape
+    K = weight.shape[-1]
+    _check_into(x, dx, "conv_silu_backward_into")
+    dw = torch.empty(batch, dim, K, dtype=torch.float32)
+    db = torch.empty(batch, dim, dtype=torch.float32)
+    _lib().vm_causal_conv1d_bwd(_p(_f32(x)), _p(_f32(weight.reshape(dim, K))), _p(_f32(bias)), 1, int(reverse),
+                                batch, dim, L, K, _p(_f32(dy)), _p(dx), _p(dw), _p(db), torch.get_num_threads())
+    return dw.sum(0).reshape(weight.shape), (db.sum(0) if bias is not None else None)
+
+
+def _check_into(x: Tensor, out: Tensor, name: str):
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or out.dtype != torch.float32 or not out.is_contiguous()
+            or out.shape != x.shape or not native_available()):
+        raise ValueError(f"{name}: needs the native kernel, fp32 CPU tensors and a contiguous output of x's shape")
+
+
+@torch.no_grad()
 def causal_conv1d_window(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | None, reverse: bool,
                          out_len: int) -> Tensor:
     """The conv's last (causal) or first (``reverse``) ``out_len`` outputs of ``x (batch, dim, L_in)``, where the

@@ -126,10 +126,12 @@ def scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=
 
 
 def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, dlast=None,
-             reverse=False, initial_state=None, return_out=False):
+             reverse=False, initial_state=None, return_out=False, buffers: dict | None = None):
     """Gradients ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)`` shaped like the inputs (None where absent),
     then ``d initial_state`` when an initial state is given, then the forward output when ``return_out``
-    (computed on the way, so a caller that needs it runs no second forward scan)."""
+    (computed on the way, so a caller that needs it runs no second forward scan). ``buffers``: contiguous fp32
+    tensors of u's shape to write ``du``, ``ddelta``, ``dz`` and ``out`` into (those keys; for fp32 inputs they
+    are the returned tensors), so that a caller reusing its buffers allocates nothing as long as the sequence."""
     lib = _lib()
     batch, dim, L = u.shape
     N = A.shape[1]
@@ -137,15 +139,20 @@ def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     G = BB.shape[1]
     g = _f32(dout)
     gl = None if dlast is None else torch.nn.functional.pad(dlast.detach().float(), (0, NP - N)).contiguous()
-    du, ddelta = torch.empty_like(uu), torch.empty_like(uu)
-    dz = torch.empty_like(uu) if z is not None else None
+    buffers = buffers or {}
+    for key, t in buffers.items():
+        if key not in ("du", "ddelta", "dz", "out") or t.dtype != torch.float32 or not t.is_contiguous() or t.shape != uu.shape:
+            raise ValueError(f"scan_bwd: buffers[{key!r}] must be one of du/ddelta/dz/out, a contiguous fp32 "
+                             f"tensor of shape {tuple(uu.shape)}")
+    du, ddelta = buffers.get("du", torch.empty_like(uu)), buffers.get("ddelta", torch.empty_like(uu))
+    dz = buffers.get("dz", torch.empty_like(uu)) if z is not None else None
     f32 = dict(dtype=torch.float32)   # the C code writes fp32 whatever torch's default dtype is
     dA = torch.empty(batch, dim, NP, **f32)
     dD, dbias = torch.empty(batch, dim, **f32), torch.empty(batch, dim, **f32)
     dB, dC = torch.zeros_like(BB), torch.zeros_like(CC)
     h0 = _state(initial_state, NP)
     dh0 = torch.empty(batch, dim, NP, **f32) if h0 is not None else None
-    out = torch.empty(batch, dim, L, **f32) if return_out else None
+    out = buffers.get("out", torch.empty(batch, dim, L, **f32)) if return_out else None
     rc = lib.vm_selective_scan_bwd(_p(uu), _p(dd), _p(AA), _p(BB), _p(CC), _p(DD), _p(zz), _p(bb),
                                    int(delta_softplus), int(reverse), batch, dim, L, NP, G, _p(h0), _p(g), _p(gl), _p(du),
                                    _p(ddelta), _p(dA), _p(dB), _p(dC), _p(dD), _p(dz), _p(dbias), _p(out), _p(dh0),
