@@ -257,6 +257,10 @@ MUTATIONS += [
      "dr = torch.addcmul(g, xhat, mean, value=-1.0).mul_(rstd)", "dr = g.clone().mul_(rstd)", _MB),
     ("manual bwd: halved output not halved in backward", MANUAL, "        dy.mul_(0.5)", "        dy.mul_(1.0)", _MB),
     ("manual bwd: conv backward in the wrong direction", MANUAL, "p.conv_bias, reverse,\n", "p.conv_bias, not reverse,\n", _MB),
+    ("stream in place: a hooked block's output overwritten", "videomamba/models/vision_mamba.py",
+     "consume = torch.is_grad_enabled() and not self._blocks_hooked()", "consume = torch.is_grad_enabled()", _MB),
+    ("stream in place: drop path not scaled by the keep probability", "videomamba/modules/block.py",
+     "            random_tensor.div_(keep)", "            pass", _MB),
     # per-module learning rates (train.module_lr)
     ("optim: module_lr ignored", "videomamba/engine/optim.py",
      "scale *= module_lr[module] / lr", "scale *= 1.0", _OPT),

@@ -107,3 +107,39 @@ def test_buffers_are_allocated_once_and_reused(monkeypatch):
     for _ in range(2):
         manual(m, x, torch.ones(2, 5), monkeypatch)
     assert {k: (b.data_ptr(), b.numel()) for k, b in ws._buffers.items()} == first
+
+
+def test_drop_path_in_place_draws_and_scales_as_timm(monkeypatch):
+    """With drop path on, the recomputing blocks build the stream in the previous output's memory (drop path and
+    add in place): the same draws, outputs and gradients as the plain blocks with timm's DropPath."""
+    torch.manual_seed(0)
+    m = VisionMamba(img_size=32, depth=4, embed_dim=32, num_classes=5, num_frames=4, drop_path_rate=0.5)
+    m.train()
+    x = torch.randn(3, 3, 4, 32, 32, generator=torch.Generator().manual_seed(6))
+    upstream = torch.randn(3, 5, generator=torch.Generator().manual_seed(7))
+    results = {}
+    for mode in ("none", "block"):
+        m.zero_grad(set_to_none=True)
+        m.set_recompute(mode)
+        torch.manual_seed(11)
+        xx = x.clone().requires_grad_()
+        out = m(xx)
+        out.backward(upstream)
+        results[mode] = out.detach(), {k: p.grad for k, p in m.named_parameters()}, xx.grad
+    (out_p, g_p, x_p), (out_r, g_r, x_r) = results["none"], results["block"]
+    close(out_r, out_p.double(), "output")
+    for k in g_p:
+        close(g_r[k], g_p[k].double(), k)
+    close(x_r, x_p.double(), "input gradient")
+
+
+def test_a_hooked_block_output_is_not_overwritten():
+    """A forward hook that keeps a block's output sees it as it was: the next block does not build its stream in
+    that memory when the block has hooks."""
+    m = model(False, depth=3)
+    m.set_recompute("block")
+    kept = []
+    m.layers[0].register_forward_hook(lambda mod, args, out: kept.append((out[0], out[0].detach().clone())))
+    m(torch.randn(1, 3, 4, 32, 32)).sum().backward()
+    tensor, snapshot = kept[0]
+    assert torch.equal(tensor.detach(), snapshot)

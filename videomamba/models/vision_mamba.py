@@ -334,8 +334,9 @@ class VisionMamba(nn.Module):
 
     def _forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
         hidden, residual = x, None
+        consume = torch.is_grad_enabled() and not self._blocks_hooked()   # (a hook may keep a block's output)
         for layer in self.layers:
-            hidden, residual = layer(hidden, residual)
+            hidden, residual = layer(hidden, residual, consume_input=consume)
         return norm_forward(self.norm_f, self.drop_path(hidden), residual, prenorm=False,
                             residual_in_fp32=self.residual_in_fp32)
 
