@@ -122,7 +122,9 @@ _WORKSPACE = Workspace()   # the manual backward's buffers: allocated once per p
 
 
 def training_workspace() -> Workspace:
-    """The buffers of the manual backward (``.clear()`` frees them; they are allocated again when needed)."""
+    """The buffers of the manual backward (``.clear()`` frees them; they are allocated again when needed). One per
+    process, shared by every model: blocks run one after another, so two models training at once in threads of
+    one process are not supported on this path (``VIDEOMAMBA_MANUAL_BACKWARD=0`` for that)."""
     return _WORKSPACE
 
 
