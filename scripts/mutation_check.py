@@ -249,8 +249,10 @@ MUTATIONS += [
     ("alignment: validation masks not from the seeded generator", ALIGNMENT,
      "loss, _ = step(model, x, None, generator=gen)", "loss, _ = step(model, x, None)", _AL),
     # the recomputing mixer's hand-written backward
+    ("scan bwd: buffers given, sequence-long outputs allocated anyway", "videomamba/ops/selective_scan_cpu.py",
+     "return buffers[key] if key in buffers else torch.empty_like(uu)", "return buffers.get(key, torch.empty_like(uu))", _MB),
     ("manual bwd: A_log gradient without the chain factor A", MANUAL, "dbias, dA * A, dD]", "dbias, dA, dD]", _MB),
-    ("manual bwd: the backward direction's dz dropped", MANUAL, "dz.add_(dzd), y.add_(yd)", "y.add_(yd)", _MB),
+    ("manual bwd: the backward direction's dz dropped", MANUAL, "            dz.add_(dzd)\n", "            pass\n", _MB),
     ("manual bwd: the scan's own input gradient dropped", MANUAL, "_weight_matmul(p.x_proj_weight.t(), dxdbl, out=dxc).add_(du)",
      "_weight_matmul(p.x_proj_weight.t(), dxdbl, out=dxc)", _MB),
     ("manual bwd: RMSNorm backward without its mean term", MANUAL,

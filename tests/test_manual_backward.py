@@ -143,3 +143,28 @@ def test_a_hooked_block_output_is_not_overwritten():
     m(torch.randn(1, 3, 4, 32, 32)).sum().backward()
     tensor, snapshot = kept[0]
     assert torch.equal(tensor.detach(), snapshot)
+
+
+def test_scan_backward_writes_into_the_given_buffers_and_allocates_none(monkeypatch):
+    """``scan_bwd(buffers=...)`` returns the caller's tensors and allocates nothing of the sequence's size beside
+    them (the manual backward's memory depends on it); the values equal those of a call without buffers."""
+    from videomamba.ops import selective_scan_cpu
+
+    g = torch.Generator().manual_seed(8)
+    b, d, L, N = 2, 8, 37, 4
+    u, delta, z, dout = (torch.randn(b, d, L, generator=g) for _ in range(4))
+    A, B, C = -torch.rand(d, N, generator=g) - 0.5, torch.randn(b, N, L, generator=g), torch.randn(b, N, L, generator=g)
+    D, bias = torch.randn(d, generator=g), torch.rand(d, generator=g)
+    args = (dout, u, 0.3 * delta, A, B, C, D, z, bias, True)
+    expected = selective_scan_cpu.scan_bwd(*args, return_out=True)
+    bufs = {k: torch.full((b, d, L), float("nan")) for k in ("du", "ddelta", "dz", "out")}
+    sizes = []
+    original = torch.empty_like
+    monkeypatch.setattr(torch, "empty_like", lambda t, *a, **k: (sizes.append(tuple(t.shape)), original(t, *a, **k))[1])
+    got = selective_scan_cpu.scan_bwd(*args, return_out=True, buffers=bufs)
+    assert (b, d, L) not in sizes
+    for name, i in (("du", 0), ("ddelta", 1), ("dz", 6), ("out", 8)):
+        assert got[i] is bufs[name], name
+    for e, t in zip(expected, got):
+        if e is not None:
+            torch.testing.assert_close(t, e, rtol=0, atol=0)

@@ -20,11 +20,12 @@ import os
 
 import torch
 
-from ..ops import fused_mixer_cpu, norm_into, selective_scan_ref
+from ..ops import norm_into, selective_scan_ref
 from ..ops.scan_op import _eager, _kernel_module
 from ..ops.selective_scan import resolve_backend
-from .mixer_math import (DirectionParams, _weight_matmul, direction_inputs, fused_applies, fused_direction,
-                         gated_scan_sum, project_in, project_in_half, project_out, scan_backend_for)
+from .mixer_math import (DirectionParams, _weight_matmul, direction_inputs, fused_applies, gated_scan_sum, project_in,
+                         project_in_half, project_out, scan_backend_for)
+from .mixer_chunked import mixer_whole
 from .workspace import Workspace
 
 RECOMPUTE_MODES = ("none", "block")
@@ -56,7 +57,7 @@ class _RecomputedMixer(torch.autograd.Function):
         fwd, bwd = DirectionParams(*params[6:13]), DirectionParams(*params[13:20])
         m = block.mixer
         if _workspace_forward_applies(block, r, dtype, fwd):
-            return _forward_in_workspace(block, r, in_w, in_b, out_w, out_b, fwd, bwd)
+            return _forward_in_workspace(block, r)
         h = _norm(block.norm, r, norm_w, norm_b, dtype)
         x, z = project_in(h, in_w, in_b)
         del h
@@ -136,23 +137,12 @@ def _workspace_forward_applies(block, r, dtype, p) -> bool:
             and not any(torch.is_autocast_enabled(d) for d in ("cpu", "cuda")) and fused_applies(r, p))
 
 
-def _forward_in_workspace(block, r, in_w, in_b, out_w, out_b, fwd, bwd):
-    """The forward of :class:`_RecomputedMixer` on the fused CPU kernel, the norm output, the in_proj halves and
-    the scan outputs in the workspace (the backward's buffers: the two never run at once); only the returned
-    output is a fresh tensor, which autograd keeps."""
-    m, ws = block.mixer, _WORKSPACE
-    b, L, _ = r.shape
-    Di = m.d_inner
-    f32 = dict(dtype=torch.float32, device=r.device)
-    h = norm_into(block.norm, r, ws.take("h", r.shape, **f32))
-    x = project_in_half(h, in_w, in_b, 0, out=ws.take("x", (b, Di, L), **f32))
-    z = project_in_half(h, in_w, in_b, 1, out=ws.take("z", (b, Di, L), **f32))
-    y = fused_mixer_cpu.mixer_fwd(x, fused_direction(fwd), fused_direction(bwd), z=z,
-                                  scale=0.5 if m.divide_output else 1.0, out=ws.take("y", (b, Di, L), **f32),
-                                  scratch=ws.take("yd", (b * Di * L,), **f32))
-    # out_proj as one bmm reading y transposed in place (a matmul of the transposed view copies it first)
-    out = torch.bmm(y.transpose(1, 2), out_w.t().unsqueeze(0).expand(b, -1, -1))
-    return out if out_b is None else out.add_(out_b)
+def _forward_in_workspace(block, r):
+    """The forward of :class:`_RecomputedMixer` on the fused CPU kernel (:func:`.mixer_chunked.mixer_whole`), the
+    norm output, the in_proj halves and the scan outputs in the workspace (the backward's buffers: the two never
+    run at once); only the returned output is a fresh tensor, which autograd keeps."""
+    h = norm_into(block.norm, r, _WORKSPACE.take("h", r.shape, torch.float32, r.device))
+    return mixer_whole(block.mixer, h, _WORKSPACE, out=torch.empty(r.shape, dtype=torch.float32, device=r.device))
 
 
 def _manual_backward_applies(block, r, dout, ctx) -> bool:
@@ -213,9 +203,11 @@ def _backward_in_workspace(block, r, dout, params, want_input_grad: bool):
         du, ddelta, dA, dB, dC, dD, dzd, dbias, yd = selective_scan_cpu.scan_bwd(
             dy, xc, dt, A, B, C, p.D, z, p.dt_proj_bias, True, reverse=reverse, return_out=True, buffers=scan_bufs)
         if first:
-            dz.copy_(dzd), y.copy_(yd)
+            dz.copy_(dzd)
+            y.copy_(yd)
         else:
-            dz.add_(dzd), y.add_(yd)
+            dz.add_(dzd)
+            y.add_(yd)
         # dt = W_dt dt_low: dW_dt = sum_b ddelta dt_low^T, d dt_low = W_dt^T ddelta
         d_dt_w = torch.matmul(ddelta, dt_low.transpose(1, 2)).sum(0)
         d_low, d_B, d_C = torch.split(dxdbl, [R, N, N], dim=1)
@@ -226,7 +218,10 @@ def _backward_in_workspace(block, r, dout, params, want_input_grad: bool):
         _weight_matmul(p.x_proj_weight.t(), dxdbl, out=dxc).add_(du)
         d_conv_w, d_conv_b = causal_conv1d.conv_silu_backward_into(dxc, x, p.conv_weight, p.conv_bias, reverse,
                                                                     dx=du)   # (du is free again: dx of this direction)
-        dx.copy_(du) if first else dx.add_(du)
+        if first:
+            dx.copy_(du)
+        else:
+            dx.add_(du)
         grads.append([d_conv_w, d_conv_b, d_x_w, d_dt_w, dbias, dA * A, dD])
     if m.divide_output:
         y.mul_(0.5)

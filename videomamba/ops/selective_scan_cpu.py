@@ -144,15 +144,18 @@ def scan_bwd(dout, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         if key not in ("du", "ddelta", "dz", "out") or t.dtype != torch.float32 or not t.is_contiguous() or t.shape != uu.shape:
             raise ValueError(f"scan_bwd: buffers[{key!r}] must be one of du/ddelta/dz/out, a contiguous fp32 "
                              f"tensor of shape {tuple(uu.shape)}")
-    du, ddelta = buffers.get("du", torch.empty_like(uu)), buffers.get("ddelta", torch.empty_like(uu))
-    dz = buffers.get("dz", torch.empty_like(uu)) if z is not None else None
+    def output(key):   # the caller's buffer, else a new tensor (not allocated when the buffer is given)
+        return buffers[key] if key in buffers else torch.empty_like(uu)
+
+    du, ddelta = output("du"), output("ddelta")
+    dz = output("dz") if z is not None else None
     f32 = dict(dtype=torch.float32)   # the C code writes fp32 whatever torch's default dtype is
     dA = torch.empty(batch, dim, NP, **f32)
     dD, dbias = torch.empty(batch, dim, **f32), torch.empty(batch, dim, **f32)
     dB, dC = torch.zeros_like(BB), torch.zeros_like(CC)
     h0 = _state(initial_state, NP)
     dh0 = torch.empty(batch, dim, NP, **f32) if h0 is not None else None
-    out = buffers.get("out", torch.empty(batch, dim, L, **f32)) if return_out else None
+    out = output("out") if return_out else None
     rc = lib.vm_selective_scan_bwd(_p(uu), _p(dd), _p(AA), _p(BB), _p(CC), _p(DD), _p(zz), _p(bb),
                                    int(delta_softplus), int(reverse), batch, dim, L, NP, G, _p(h0), _p(g), _p(gl), _p(du),
                                    _p(ddelta), _p(dA), _p(dB), _p(dC), _p(dD), _p(dz), _p(dbias), _p(out), _p(dh0),
