@@ -123,39 +123,88 @@ inline void conv_silu(const Shape& s, const Direction& dir, const float* x, int6
     }
 }
 
-// Rows [j0, j1) of x_dbl = x_proj (R + 2N, Di) @ xc (Di, Sp): 4 rows x 2 vectors of positions per register
+// Rows per register block of x_proj: 8 rows x 2 vectors of positions where there are 32 vector registers
+// (AVX-512), 4 x 2 otherwise (16 registers hold the 8 sums, 2 inputs and a weight without spilling).
+constexpr int kProjRows = W >= 16 ? 8 : 4;
+
+// Rows [j0, j1) of x_dbl = x_proj (R + 2N, Di) @ xc (Di, Sp), j0 a multiple of kProjRows. Position blocks are
+// the outer loop, so that one block of xc (Di x 2 vectors) is read from L2 once and reused from L1 by every row
 // block; rows past j1 in the last block repeat a valid row and are not stored. B and C rows are also written
 // time-major into Bt / Ct (the scan reads B_t as one vector).
 inline void project_x(const Shape& s, const Direction& dir, const float* xc, int64_t j0, int64_t j1, int64_t m,
                       float* x_dbl, float* Bt, float* Ct) {
+    constexpr int RB = kProjRows;
     const int64_t Di = s.Di, Sp = s.Sp;
-    for (int64_t jb = j0; jb < j1; jb += 4) {
-        const float* wr[4];
-        for (int r = 0; r < 4; ++r) wr[r] = dir.x_proj + (jb + r < j1 ? jb + r : j1 - 1) * Di;
-        for (int64_t t = 0; t < m; t += 2 * W) {
-            vf acc[4][2] = {};
+    for (int64_t t = 0; t < m; t += 2 * W) {
+        for (int64_t jb = j0; jb < j1; jb += RB) {
+            const float* wr[RB];
+            for (int r = 0; r < RB; ++r) wr[r] = dir.x_proj + (jb + r < j1 ? jb + r : j1 - 1) * Di;
+            vf acc[RB][2] = {};
             for (int64_t d = 0; d < Di; ++d) {
                 const vf a0 = load(xc + d * Sp + t), a1 = load(xc + d * Sp + t + W);
-#pragma GCC unroll 4
-                for (int r = 0; r < 4; ++r) {
+#pragma GCC unroll 8
+                for (int r = 0; r < RB; ++r) {
                     const vf w = splat(wr[r][d]);
                     acc[r][0] += w * a0;
                     acc[r][1] += w * a1;
                 }
             }
-            for (int r = 0; r < 4 && jb + r < j1; ++r) {
+            for (int r = 0; r < RB && jb + r < j1; ++r) {
                 store(x_dbl + (jb + r) * Sp + t, acc[r][0]);
                 store(x_dbl + (jb + r) * Sp + t + W, acc[r][1]);
             }
         }
-        for (int r = 0; r < 4 && jb + r < j1; ++r) {   // B / C rows, transposed
-            const int64_t j = jb + r;
-            if (j < s.R) continue;
-            float* dst = j < s.R + s.N ? Bt + (j - s.R) : Ct + (j - s.R - s.N);
-            const float* src = x_dbl + j * Sp;
-            for (int64_t t = 0; t < m; ++t) dst[t * s.NP] = src[t];
-        }
     }
+    const int64_t bc0 = std::max<int64_t>(j0, s.R);
+    for (int64_t j = bc0; j < j1; ++j) {   // B / C rows, transposed
+        float* dst = j < s.R + s.N ? Bt + (j - s.R) : Ct + (j - s.R - s.N);
+        const float* src = x_dbl + j * Sp;
+        for (int64_t t = 0; t < m; ++t) dst[t * s.NP] = src[t];
+    }
+}
+
+// Channels per block of the dt product, and position vectors per register block (4 x 4 sums with 32 vector
+// registers, 4 x 2 with 16).
+constexpr int kDtChannels = 4;
+constexpr int kDtVecs = W >= 16 ? 4 : 2;
+
+// dt rows of channels [d, d + kDtChannels) (those < d1): softplus(dt_proj @ dt_raw + bias) over the first
+// `cols` positions (a multiple of W; the padding columns compute harmless values) into dt (row stride Sp).
+// A block of channels at a time, so each dt_raw vector loaded serves kDtChannels channels: one channel at a
+// time, the R rows of dt_raw were streamed from L2 once per channel.
+inline void dt_block(const Shape& s, const Direction& dir, const float* x_dbl, int64_t d, int64_t d1,
+                     int64_t cols, float* dt) {
+    constexpr int CB = kDtChannels;
+    const int64_t Sp = s.Sp, R = s.R;
+    const float* wrow[CB];
+    float bias[CB];
+    for (int c = 0; c < CB; ++c) {
+        const int64_t dc = d + c < d1 ? d + c : d1 - 1;   // past d1: repeat a valid channel, not stored
+        wrow[c] = dir.dt_proj + dc * R;
+        bias[c] = dir.dt_bias[dc];
+    }
+    const int rows = static_cast<int>(std::min<int64_t>(CB, d1 - d));
+    auto block = [&](int64_t t, auto nvecs) {
+        constexpr int V = decltype(nvecs)::value;
+        vf acc[CB][V];
+        for (int c = 0; c < CB; ++c)
+            for (int v = 0; v < V; ++v) acc[c][v] = splat(bias[c]);
+        for (int64_t r = 0; r < R; ++r) {
+            const float* row = x_dbl + r * Sp + t;
+            vf a[V];
+            for (int v = 0; v < V; ++v) a[v] = load(row + v * W);
+#pragma GCC unroll 4
+            for (int c = 0; c < CB; ++c) {
+                const vf w = splat(wrow[c][r]);
+                for (int v = 0; v < V; ++v) acc[c][v] += w * a[v];
+            }
+        }
+        for (int c = 0; c < rows; ++c)
+            for (int v = 0; v < V; ++v) store(dt + c * Sp + t + v * W, vsoftplus(acc[c][v]));
+    };
+    int64_t t = 0;
+    for (; t + kDtVecs * W <= cols; t += kDtVecs * W) block(t, std::integral_constant<int, kDtVecs>{});
+    for (; t < cols; t += W) block(t, std::integral_constant<int, 1>{});
 }
 
 // dt, the scan and D*u for channels [d0, d1) over one sub-chunk of m positions; y rows go to dst (row stride
@@ -165,15 +214,12 @@ inline void scan_channels(const Shape& s, const Direction& dir, const ItemBuffer
                           int64_t m, float* dt, float* y, float* dst_row0, int64_t dst_stride, const float* z_row0,
                           const float* add_row0, int64_t zstride, bool gate, float scale) {
     const int64_t NP = s.NP, nv = NV > 0 ? NV : NP / W, Sp = s.Sp;
+    const int64_t cols = (m + W - 1) / W * W;
     for (int64_t d = d0; d < d1; ++d) {
+        const int64_t in_block = (d - d0) % kDtChannels;
+        if (in_block == 0) dt_block(s, dir, buf.x_dbl, d, d1, cols, dt);
+        const float* dtr = dt + in_block * Sp;
         const float* u = buf.xc + d * Sp;
-        const float* wdt = dir.dt_proj + d * s.R;
-        const float bias = dir.dt_bias[d];
-        for (int64_t t = 0; t < m; t += W) {   // dt = softplus(dt_proj @ dt_raw + bias), Sp-padded rows
-            vf acc = splat(bias);
-            for (int64_t r = 0; r < s.R; ++r) acc += load(buf.x_dbl + r * Sp + t) * wdt[r];
-            store(dt + t, vsoftplus(acc));
-        }
         vf A2[NV > 0 ? NV : kMaxNV], h[NV > 0 ? NV : kMaxNV];
         float* state = buf.state + d * NP;
         for (int64_t k = 0; k < nv; ++k) {
@@ -184,7 +230,7 @@ inline void scan_channels(const Shape& s, const Direction& dir, const ItemBuffer
             A2[k] = -vexp(a_log) * kLog2e;
             h[k] = load(state + k * W);
         }
-        scan_steps<NV, REV>(m, NP, buf.Bt, buf.Ct, u, dt, A2, h, y, nullptr, nullptr);
+        scan_steps<NV, REV, true>(m, NP, buf.Bt, buf.Ct, u, dtr, A2, h, y, nullptr, nullptr);   // dt >= 0, A < 0
         for (int64_t k = 0; k < nv; ++k) store(state + k * W, h[k]);
         const float Dd = dir.D ? dir.D[d] : 0.0f;
         float* o = dst_row0 + d * dst_stride;
@@ -213,8 +259,8 @@ void run_item(const Shape& s, const Direction& dir, const float* x, int64_t bi, 
     const int64_t Di = s.Di, NP = s.NP, rows = s.R + 2 * s.N;
     int64_t d0, d1, jblocks0, jblocks1;
     share(Di, member, size, d0, d1);
-    share((rows + 3) / 4, member, size, jblocks0, jblocks1);
-    const int64_t j0 = jblocks0 * 4, j1 = std::min<int64_t>(jblocks1 * 4, rows);
+    share((rows + kProjRows - 1) / kProjRows, member, size, jblocks0, jblocks1);
+    const int64_t j0 = jblocks0 * kProjRows, j1 = std::min<int64_t>(jblocks1 * kProjRows, rows);
     for (int64_t d = d0; d < d1; ++d) {   // the entering state
         const float* h0 = dir.h0 ? dir.h0 + (bi * Di + d) * NP : nullptr;
         for (int64_t k = 0; k < NP; ++k) buf.state[d * NP + k] = h0 ? h0[k] : 0.0f;
@@ -289,8 +335,8 @@ int vm_fused_mixer_fwd(const float* x, int64_t batch, int64_t Di, int64_t Lx, in
         {
             FlushDenormals ftz;
             const int tid = omp_get_thread_num(), used = omp_get_num_threads();
-            std::vector<float> priv(static_cast<size_t>(3 * Sp + 2 * K + W), 0.0f);
-            float *pad = priv.data(), *dt = pad + Sp + 2 * K, *y = dt + Sp;
+            std::vector<float> priv(static_cast<size_t>((2 + kDtChannels) * Sp + 2 * K + W), 0.0f);
+            float *pad = priv.data(), *dt = pad + Sp + 2 * K, *y = dt + kDtChannels * Sp;
             // the OpenMP runtime may give fewer threads than asked: teams follow the threads that came
             const int64_t my_teams = std::min<int64_t>(used, items);
             const int my_size = used > items ? static_cast<int>(used / items) : 1;

@@ -239,13 +239,65 @@ VM_INLINE vf vexp2(vf x) {
 }
 constexpr float kLog2e = 1.44269504088896341f;
 
+// 2^x for x <= 0 (or NaN), the scan's decays (dt >= 0, A < 0): as vexp2 with the upper clamp dropped, and
+// without AVX-512 the 2^k added to p's exponent field as an integer (p in [0.7, 1.42] and k >= -126 keep it
+// a normal number or, at k = -126, a denormal that the flushed-denormal mode reads as 0) instead of built
+// and multiplied: 2 operations fewer per vector of 8, the same value.
+VM_INLINE vf vexp2_nonpos(vf x) {
+#if defined(__AVX512F__)
+    x = vmax(-150.0f, x);
+#else
+    x = vmax(-126.0f, x);
+#endif
+    const vf shifted = x + 12582912.0f;
+    const vf k = shifted - 12582912.0f;
+    const vf r = x - k;
+    const vf p = horner(r, 1.535336188319500e-4f, 1.339887440266574e-3f, 9.618437357674640e-3f,
+                        5.550332471162809e-2f, 2.402264791363012e-1f, 6.931472028550421e-1f, 1.0f);
+#if defined(__AVX512F__)
+    return (vf)_mm512_mask_scalef_ps((__m512)p, 0xFFFF, (__m512)p, (__m512)k);
+#else
+    vi kbits, pbits;   // the low bits of `shifted` are 1.5*2^23 + k: shifted left by 23 only k << 23 remains
+    std::memcpy(&kbits, &shifted, sizeof(kbits));
+    std::memcpy(&pbits, &p, sizeof(pbits));
+    pbits += kbits << 23;
+    vf out;
+    std::memcpy(&out, &pbits, sizeof(out));
+    return out;
+#endif
+}
+
+// exp(x) for x <= 0 (or NaN): vexp's reduction and polynomial, with k = round(x*log2e) by the 1.5*2^23 trick
+// (round half to even instead of half away, the same accuracy) and 2^k as in vexp2_nonpos; about a quarter
+// fewer operations than vexp (no upper clamp, no compare-and-select rounding, no int round trip).
+VM_INLINE vf vexp_nonpos(vf x) {
+    x = vmax(-87.3f, x);
+    const vf shifted = x * kLog2e + 12582912.0f;
+    const vf k = shifted - 12582912.0f;
+    const vf r = x - k * 0.693359375f + k * 2.12194440e-4f;
+    const vf p = horner(r, 1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f,
+                        1.6666665459e-1f, 5.0000001201e-1f);
+    const vf e = p * r * r + r + 1.0f;
+#if defined(__AVX512F__)
+    return (vf)_mm512_mask_scalef_ps((__m512)e, 0xFFFF, (__m512)e, (__m512)k);
+#else
+    vi kbits, ebits;   // e in [0.7, 1.42] and k >= -126: see vexp2_nonpos
+    std::memcpy(&kbits, &shifted, sizeof(kbits));
+    std::memcpy(&ebits, &e, sizeof(ebits));
+    ebits += kbits << 23;
+    vf out;
+    std::memcpy(&out, &ebits, sizeof(out));
+    return out;
+#endif
+}
+
 // softplus = max(x, 0) + log1p(u), u = exp(-|x|) in (0, 1]: no cancellation for very negative x (where it is
 // ~exp(x)). log1p(u) = u * Q(u) with Q a degree-8 polynomial fitted to log1p(u)/u on [0, 1] (Chebyshev
 // least squares; relative error <= 2.5e-7 over all x, as the log-based form), which is about twice as fast as
 // log1p through a log and a division (this form has no division and a short dependency chain): softplus is a third of the fused mixer's per-element cost.
 VM_INLINE vf vsoftplus(vf x) {
     const vf ax = x < 0.0f ? -x : x;
-    const vf u = vexp(-ax);
+    const vf u = vexp_nonpos(-ax);
     const vf q = horner(u, 5.185917019844055e-3f, -2.920990064740181e-2f, 7.753974199295044e-2f,
                         -1.358388215303421e-1f, 1.905592381954193e-1f, -2.482563853263855e-1f,
                         3.331601023674011e-1f, -4.999925494194031e-1f, 9.999999403953552e-1f);

@@ -20,9 +20,18 @@ _f = ctypes.POINTER(ctypes.c_float)
 _i64 = ctypes.c_int64
 _PTRS = ctypes.c_void_p * 9
 
-# Positions per sub-chunk: the working set of one direction (Di x SUB conv outputs, x_dbl, B/C, the state)
-# stays in L2 at Di = 384 (VideoMamba-Ti) to 1152 (-M).
-DEFAULT_SUB = 64
+# Positions per sub-chunk. Longer sub-chunks pay the per-row costs (the strided start of each channel's conv
+# input, the state load and the A setup of each scan row) less often: on the 2-core Xeon 512 positions ran
+# the kernel 1.3x faster than 64 (VideoMamba-Ti, 3137 tokens). The working set (conv outputs Di x sub, x_dbl,
+# B/C) is kept near 1 MB, half of that machine's L2, so wider models take shorter sub-chunks.
+MAX_SUB = 512
+_SUB_BUDGET_FLOATS = 1 << 18
+
+
+def default_sub(d_inner: int, d_state: int = 16, dt_rank: int = 24) -> int:
+    """Positions per sub-chunk for ``d_inner`` channels: 512 for VideoMamba-Ti, fewer for wider models."""
+    per_position = d_inner + dt_rank + 4 * d_state
+    return max(64, min(MAX_SUB, _SUB_BUDGET_FLOATS // per_position // 64 * 64))
 
 
 class FusedDirection(NamedTuple):
@@ -100,11 +109,12 @@ class _Packed:
 def mixer_fwd(x: torch.Tensor, forward: FusedDirection | None, backward: FusedDirection | None, *,
               lo: int = 0, n: int | None = None, z: torch.Tensor | None = None, add: torch.Tensor | None = None,
               scale: float = 1.0, out: torch.Tensor | None = None, scratch: torch.Tensor | None = None,
-              return_last_state: bool = False, sub: int = DEFAULT_SUB):
+              return_last_state: bool = False, sub: int | None = None):
     """``out (b, Di, n) = (y_fwd + y_bwd + add) * silu(z) * scale`` over positions ``[lo, lo + n)`` of
     ``x (b, Di, Lx)`` (the convolutions read the positions around the window that x holds, zeros beyond it).
     A direction that is None is skipped; ``z`` / ``add`` ``(b, Di, n)`` are optional. ``scratch``: an fp32
     buffer of ``>= b * Di * n`` elements for the backward direction's output when both run (allocated when None).
+    ``sub``: positions per sub-chunk (default: :func:`default_sub`).
     Returns ``out`` and, with ``return_last_state``, the states leaving the window ``(last_fwd, last_bwd)``
     (``(b, Di, N)`` views, None for a skipped direction)."""
     lib = _lib()
@@ -123,6 +133,7 @@ def mixer_fwd(x: torch.Tensor, forward: FusedDirection | None, backward: FusedDi
     packed = [None if d is None else _Packed(d, b, NP, return_last_state) for d in (forward, backward)]
     K = next(p.K for p in packed if p is not None)
     R = next(p.R for p in packed if p is not None)
+    sub = default_sub(Di, N, R) if sub is None else sub
     zz, aa = _f32(z), _f32(add)
     for name, t in (("z", zz), ("add", aa)):
         if t is not None and tuple(t.shape) != (b, Di, n):
