@@ -262,3 +262,17 @@ def test_recomputing_training_with_the_fused_forward_matches_plain_autograd(kern
     for k in g_p:
         close(g_r[k], g_p[k].double(), k)
     close(x_r, x_p.double(), "input gradient")
+
+
+def test_the_phase_profiler_still_fits_the_kernel():
+    """scripts/profile_fused_mixer.py instruments a copy of the kernel at fixed anchors; a kernel edit that
+    moves one must update the profiler, not leave it broken until someone needs the breakdown."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "profile_fused_mixer.py"
+    spec = importlib.util.spec_from_file_location("profile_fused_mixer", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = mod.instrumented_source()
+    assert text.count("TIC(") == len(mod.PHASES) + 1 and text.count("TOC(") == len(mod.PHASES) + 1
+    assert "vm_profile_ticks" in text
