@@ -208,9 +208,17 @@ VM_INLINE vf vmin(float c, vf x) {
 #endif
 }
 
-// 2^x: x = k + r with k = round(x) (the 1.5*2^23 trick: add and subtract; the integer lands in the low
-// mantissa bits), 2^r by a degree-6 polynomial on [-0.5, 0.5] (Cephes exp2f, relative error ~2e-7), times 2^k.
-// About half the operations of vexp, which is why the scan's decays exp(dt*A) are computed as
+// 2^r for x = k + r, k = round(x) by the 1.5*2^23 trick (add and subtract; the integer lands in the low
+// mantissa bits of `shifted`), by a degree-6 polynomial on [-0.5, 0.5] (Cephes exp2f, relative error ~2e-7);
+// the caller multiplies by 2^k. x must lie in [-2^22, 2^22] (the callers clamp it).
+VM_INLINE vf exp2_fraction(vf x, vf& shifted, vf& k) {
+    shifted = x + 12582912.0f;
+    k = shifted - 12582912.0f;
+    return horner(x - k, 1.535336188319500e-4f, 1.339887440266574e-3f, 9.618437357674640e-3f,
+                  5.550332471162809e-2f, 2.402264791363012e-1f, 6.931472028550421e-1f, 1.0f);
+}
+
+// 2^x: 2^r (exp2_fraction) times 2^k. About half the operations of vexp, which is why the scan's decays exp(dt*A) are computed as
 // 2^(dt * A*log2(e)). With AVX-512 one vscalefps does the 2^k (and its overflow / underflow), otherwise it
 // is built in the exponent field from the bits of the shifted value (x clamped to [-127, 127]; -127 gives 0).
 VM_INLINE vf vexp2(vf x) {
@@ -219,11 +227,8 @@ VM_INLINE vf vexp2(vf x) {
 #else
     x = vmin(127.0f, vmax(-127.0f, x));
 #endif
-    const vf shifted = x + 12582912.0f;
-    const vf k = shifted - 12582912.0f;
-    const vf r = x - k;
-    const vf p = horner(r, 1.535336188319500e-4f, 1.339887440266574e-3f, 9.618437357674640e-3f,
-                        5.550332471162809e-2f, 2.402264791363012e-1f, 6.931472028550421e-1f, 1.0f);
+    vf shifted, k;
+    const vf p = exp2_fraction(x, shifted, k);
 #if defined(__AVX512F__)
     static_assert(sizeof(vf) == 64, "AVX-512 builds use 16 lanes");
     return (vf)_mm512_mask_scalef_ps((__m512)p, 0xFFFF, (__m512)p, (__m512)k);   // (mask form: no undefined src)
@@ -239,25 +244,18 @@ VM_INLINE vf vexp2(vf x) {
 }
 constexpr float kLog2e = 1.44269504088896341f;
 
-// 2^x for x <= 0 (or NaN), the scan's decays (dt >= 0, A < 0): as vexp2 with the upper clamp dropped, and
-// without AVX-512 the 2^k added to p's exponent field as an integer (p in [0.7, 1.42] and k >= -126 keep it
-// a normal number or, at k = -126, a denormal that the flushed-denormal mode reads as 0) instead of built
-// and multiplied: 2 operations fewer per vector of 8, the same value.
-VM_INLINE vf vexp2_nonpos(vf x) {
+// p * 2^k for the integer k = shifted - 1.5*2^23 in [-126, 0] and p in [0.7, 1.42] (the exp functions for
+// x <= 0 below): with AVX-512 one vscalefps; otherwise k is added to p's exponent field as an integer (the low
+// bits of `shifted` are 1.5*2^23 + k, and shifted left by 23 only k << 23 remains), which keeps the result a
+// normal number or, at k = -126, a denormal that the flushed-denormal mode reads as 0: 2 operations instead of
+// building 2^k and multiplying by it.
+VM_INLINE vf times_pow2_nonpos(vf p, vf k, vf shifted) {
 #if defined(__AVX512F__)
-    x = vmax(-150.0f, x);
-#else
-    x = vmax(-126.0f, x);
-#endif
-    const vf shifted = x + 12582912.0f;
-    const vf k = shifted - 12582912.0f;
-    const vf r = x - k;
-    const vf p = horner(r, 1.535336188319500e-4f, 1.339887440266574e-3f, 9.618437357674640e-3f,
-                        5.550332471162809e-2f, 2.402264791363012e-1f, 6.931472028550421e-1f, 1.0f);
-#if defined(__AVX512F__)
+    (void)shifted;
     return (vf)_mm512_mask_scalef_ps((__m512)p, 0xFFFF, (__m512)p, (__m512)k);
 #else
-    vi kbits, pbits;   // the low bits of `shifted` are 1.5*2^23 + k: shifted left by 23 only k << 23 remains
+    (void)k;
+    vi kbits, pbits;
     std::memcpy(&kbits, &shifted, sizeof(kbits));
     std::memcpy(&pbits, &p, sizeof(pbits));
     pbits += kbits << 23;
@@ -267,9 +265,22 @@ VM_INLINE vf vexp2_nonpos(vf x) {
 #endif
 }
 
+// 2^x for x <= 0 (or NaN), the scan's decays (dt >= 0, A < 0): vexp2 without the upper clamp and with
+// times_pow2_nonpos; the same value.
+VM_INLINE vf vexp2_nonpos(vf x) {
+#if defined(__AVX512F__)
+    x = vmax(-150.0f, x);
+#else
+    x = vmax(-126.0f, x);
+#endif
+    vf shifted, k;
+    const vf p = exp2_fraction(x, shifted, k);
+    return times_pow2_nonpos(p, k, shifted);
+}
+
 // exp(x) for x <= 0 (or NaN): vexp's reduction and polynomial, with k = round(x*log2e) by the 1.5*2^23 trick
-// (round half to even instead of half away, the same accuracy) and 2^k as in vexp2_nonpos; about a quarter
-// fewer operations than vexp (no upper clamp, no compare-and-select rounding, no int round trip).
+// (round half to even instead of half away, the same accuracy) and times_pow2_nonpos; about a quarter fewer
+// operations than vexp (no upper clamp, no compare-and-select rounding, no int round trip).
 VM_INLINE vf vexp_nonpos(vf x) {
     x = vmax(-87.3f, x);
     const vf shifted = x * kLog2e + 12582912.0f;
@@ -277,18 +288,7 @@ VM_INLINE vf vexp_nonpos(vf x) {
     const vf r = x - k * 0.693359375f + k * 2.12194440e-4f;
     const vf p = horner(r, 1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f,
                         1.6666665459e-1f, 5.0000001201e-1f);
-    const vf e = p * r * r + r + 1.0f;
-#if defined(__AVX512F__)
-    return (vf)_mm512_mask_scalef_ps((__m512)e, 0xFFFF, (__m512)e, (__m512)k);
-#else
-    vi kbits, ebits;   // e in [0.7, 1.42] and k >= -126: see vexp2_nonpos
-    std::memcpy(&kbits, &shifted, sizeof(kbits));
-    std::memcpy(&ebits, &e, sizeof(ebits));
-    ebits += kbits << 23;
-    vf out;
-    std::memcpy(&out, &ebits, sizeof(out));
-    return out;
-#endif
+    return times_pow2_nonpos(p * r * r + r + 1.0f, k, shifted);
 }
 
 // softplus = max(x, 0) + log1p(u), u = exp(-|x|) in (0, 1]: no cancellation for very negative x (where it is
