@@ -35,8 +35,10 @@ PATCHES = [
     ("        if (in_block == 0) dt_block(s, dir, buf.x_dbl, d, d1, cols, dt);",
      "        {TIC(2) if (in_block == 0) dt_block(s, dir, buf.x_dbl, d, d1, cols, dt); TOC(2)}"),
     ("        vf A2[NV > 0 ? NV : kMaxNV]", "        TIC(3)\n        vf A2[NV > 0 ? NV : kMaxNV]"),
-    ("        const float Dd = dir.D ? dir.D[d] : 0.0f;", "        TOC(3) TIC(4)\n        const float Dd = dir.D ? dir.D[d] : 0.0f;"),
-    ("            store_n(o + t, v, nn);\n        });\n    }\n}", "            store_n(o + t, v, nn);\n        });\n        TOC(4)\n    }\n}"),
+    ("        const float Dd = dir.D ? dir.D[d] : 0.0f;",
+     "        TOC(3) TIC(4)\n        const float Dd = dir.D ? dir.D[d] : 0.0f;"),
+    ("            store_n(o + t, v, nn);\n        });\n    }\n}",
+     "            store_n(o + t, v, nn);\n        });\n        TOC(4)\n    }\n}"),
     ("VM_EXPORT_TARGET_INFO(vm_fused_mixer)",
      "VM_EXPORT_TARGET_INFO(vm_fused_mixer)\nextern \"C\" uint64_t* vm_profile_ticks() { return g_ticks; }\n"),
 ]
@@ -59,7 +61,11 @@ int main(int argc, char** argv) {
     const int64_t Di = 384, K = 4, R = 24, N = 16;
     std::mt19937 g(0);
     std::normal_distribution<float> normal(0.0f, 1.0f);
-    auto randn = [&](int64_t n, float scale) { std::vector<float> v(n); for (auto& e : v) e = normal(g) * scale; return v; };
+    auto randn = [&](int64_t n, float scale) {
+        std::vector<float> v(n);
+        for (auto& e : v) e = normal(g) * scale;
+        return v;
+    };
     auto x = randn(Di * L, 1.0f), conv_w = randn(Di * K, 0.5f), conv_b = randn(Di, 0.1f);
     auto x_proj = randn((R + 2 * N) * Di, 0.05f), dt_proj = randn(Di * R, 0.2f), dt_bias = randn(Di, 0.5f);
     auto a_log = randn(Di * N, 0.5f), D = randn(Di, 1.0f);

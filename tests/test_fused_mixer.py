@@ -13,6 +13,7 @@ from videomamba.ops import fused_mixer_cpu
 from videomamba.ops.fused_mixer_cpu import FusedDirection, mixer_fwd
 
 from test_kernels_cpu import kernel_target  # noqa: F401  (the per-ISA fixture)
+from test_manual_backward import plain_and_recomputed
 
 
 def direction(Di, N, R, K, seed, state_batch=None):
@@ -249,15 +250,7 @@ def test_recomputing_training_with_the_fused_forward_matches_plain_autograd(kern
             p.add_(0.05 * torch.randn_like(p))
     x = torch.randn(2, 3, 4, 32, 32)
     upstream = torch.randn(2, 5, generator=torch.Generator().manual_seed(1))
-    results = {}
-    for mode in ("none", "block"):
-        m.zero_grad(set_to_none=True)
-        m.set_recompute(mode)
-        xx = x.clone().requires_grad_()
-        out = m(xx)
-        out.backward(upstream)
-        results[mode] = (out.detach(), {k: p.grad.clone() for k, p in m.named_parameters()}, xx.grad)
-    (out_p, g_p, x_p), (out_r, g_r, x_r) = results["none"], results["block"]
+    (out_p, g_p, x_p), (out_r, g_r, x_r) = plain_and_recomputed(m, x, upstream)
     close(out_r, out_p.double(), "forward")
     for k in g_p:
         close(g_r[k], g_p[k].double(), k)

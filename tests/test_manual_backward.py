@@ -52,6 +52,22 @@ def close(actual, expected, what):
     assert err <= 2e-5 * scale + 1e-9, f"{what}: max error {err:.3g} against max |grad| {scale:.3g}"
 
 
+def plain_and_recomputed(m, x, upstream, seed=None):
+    """``(output, parameter gradients, input gradient)`` of ``m`` under ``upstream``, with ``recompute="none"``
+    and then ``"block"`` (the same random draws when ``seed`` is given)."""
+    results = []
+    for mode in ("none", "block"):
+        m.zero_grad(set_to_none=True)
+        m.set_recompute(mode)
+        if seed is not None:
+            torch.manual_seed(seed)
+        xx = x.clone().requires_grad_()
+        out = m(xx)
+        out.backward(upstream)
+        results.append((out.detach(), {k: p.grad.clone() for k, p in m.named_parameters()}, xx.grad))
+    return results
+
+
 @pytest.mark.parametrize("divide", [False, True], ids=["sum", "halved"])
 @pytest.mark.parametrize("batch", [1, 2])
 def test_gradients_equal_the_fp64_oracle(kernel_target, divide, batch, monkeypatch):
@@ -117,16 +133,7 @@ def test_drop_path_in_place_draws_and_scales_as_timm(monkeypatch):
     m.train()
     x = torch.randn(3, 3, 4, 32, 32, generator=torch.Generator().manual_seed(6))
     upstream = torch.randn(3, 5, generator=torch.Generator().manual_seed(7))
-    results = {}
-    for mode in ("none", "block"):
-        m.zero_grad(set_to_none=True)
-        m.set_recompute(mode)
-        torch.manual_seed(11)
-        xx = x.clone().requires_grad_()
-        out = m(xx)
-        out.backward(upstream)
-        results[mode] = out.detach(), {k: p.grad for k, p in m.named_parameters()}, xx.grad
-    (out_p, g_p, x_p), (out_r, g_r, x_r) = results["none"], results["block"]
+    (out_p, g_p, x_p), (out_r, g_r, x_r) = plain_and_recomputed(m, x, upstream, seed=11)
     close(out_r, out_p.double(), "output")
     for k in g_p:
         close(g_r[k], g_p[k].double(), k)

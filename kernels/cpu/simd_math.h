@@ -218,9 +218,10 @@ VM_INLINE vf exp2_fraction(vf x, vf& shifted, vf& k) {
                   5.550332471162809e-2f, 2.402264791363012e-1f, 6.931472028550421e-1f, 1.0f);
 }
 
-// 2^x: 2^r (exp2_fraction) times 2^k. About half the operations of vexp, which is why the scan's decays exp(dt*A) are computed as
-// 2^(dt * A*log2(e)). With AVX-512 one vscalefps does the 2^k (and its overflow / underflow), otherwise it
-// is built in the exponent field from the bits of the shifted value (x clamped to [-127, 127]; -127 gives 0).
+// 2^x: 2^r (exp2_fraction) times 2^k. About half the operations of vexp, which is why the scan's decays
+// exp(dt*A) are computed as 2^(dt * A*log2(e)). With AVX-512 one vscalefps does the 2^k (and its overflow /
+// underflow), otherwise it is built in the exponent field from the bits of the shifted value (x clamped to
+// [-127, 127]; -127 gives 0).
 VM_INLINE vf vexp2(vf x) {
 #if defined(__AVX512F__)
     x = vmin(150.0f, vmax(-150.0f, x));   // keeps the rounding trick exact; 2^-150 flushes to 0, 2^150 is inf

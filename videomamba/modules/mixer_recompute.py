@@ -20,7 +20,8 @@ import os
 
 import torch
 
-from ..ops import norm_into, selective_scan_ref
+from ..ops import add_norm, causal_conv1d, norm_into, selective_scan_cpu, selective_scan_ref
+from ..ops.norm import RMSNorm
 from ..ops.scan_op import _eager, _kernel_module
 from ..ops.selective_scan import resolve_backend
 from .mixer_math import (DirectionParams, _weight_matmul, direction_inputs, fused_applies, gated_scan_sum, project_in,
@@ -33,9 +34,6 @@ RECOMPUTE_MODES = ("none", "block")
 
 def _norm(norm, r, weight, bias, dtype):
     """``norm(r)`` with explicit parameter tensors (the recompute differentiates with respect to them)."""
-    from ..ops import add_norm
-    from ..ops.norm import RMSNorm
-
     return add_norm(r, weight, bias, residual=None, eps=norm.eps, prenorm=False,
                     is_rms_norm=isinstance(norm, RMSNorm)).to(dtype)
 
@@ -131,8 +129,6 @@ def training_workspace() -> Workspace:
 
 def _workspace_forward_applies(block, r, dtype, p) -> bool:
     """The forward's temporaries go to the workspace where the fused CPU kernel runs on fp32 (RMSNorm)."""
-    from ..ops.norm import RMSNorm
-
     return (MANUAL_BACKWARD and dtype == torch.float32 and r.dtype == torch.float32 and isinstance(block.norm, RMSNorm)
             and not any(torch.is_autocast_enabled(d) for d in ("cpu", "cuda")) and fused_applies(r, p))
 
@@ -147,9 +143,6 @@ def _forward_in_workspace(block, r):
 
 def _manual_backward_applies(block, r, dout, ctx) -> bool:
     """The manual backward covers the CPU kernels' fp32 case with an RMSNorm and no autocast."""
-    from ..ops import causal_conv1d
-    from ..ops.norm import RMSNorm
-
     m = block.mixer
     if (not MANUAL_BACKWARD or r.device.type != "cpu" or r.dtype != torch.float32 or dout.dtype != torch.float32
             or ctx.dtype != torch.float32 or any(on for _, on, _ in ctx.autocast)
@@ -165,8 +158,6 @@ def _backward_in_workspace(block, r, dout, params, want_input_grad: bool):
     per direction conv + SiLU, x_proj, dt_proj and the scan backward kernel (which also returns the scan output),
     and the chain rule back through dt_proj, x_proj, the conv, in_proj and the norm (an RMSNorm: no bias).
     Returns the gradient of ``r`` (None unless wanted) and the parameter gradients in ``_params`` order."""
-    from ..ops import causal_conv1d, selective_scan_cpu
-
     m, ws = block.mixer, _WORKSPACE
     norm_w, norm_b, in_w, in_b, out_w, out_b = params[:6]
     dirs = (DirectionParams(*params[6:13]), DirectionParams(*params[13:20]))
