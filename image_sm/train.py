@@ -76,4 +76,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_main(main, "image_sm.train")
+    run_main(main, "image_sm.train", cpu_processes=True)

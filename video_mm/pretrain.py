@@ -29,4 +29,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_main(main, "video_mm.pretrain")
+    run_main(main, "video_mm.pretrain", cpu_processes=True)

@@ -74,4 +74,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_main(main, "video_sm.finetune")
+    run_main(main, "video_sm.finetune", cpu_processes=True)

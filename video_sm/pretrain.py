@@ -81,4 +81,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_main(main, "video_sm.pretrain")
+    run_main(main, "video_sm.pretrain", cpu_processes=True)

@@ -118,10 +118,24 @@ def parse_task_args(doc: str, argv=None, eval_help: str = "only evaluate"):
     return ap.parse_args(argv)
 
 
-def run_main(main, prog: str):
-    """Run an entry point's ``main()`` as a command: bad user input (a checkpoint, data or config problem,
-    a missing file) ends with one line on stderr and exit status 1 instead of a traceback; the process
-    group, if any, is destroyed on the way out."""
+def cpu_plan(argv: list[str]):
+    """The :class:`~videomamba.engine.cpu_launch.CpuPlan` of a training command line (its config's batch)."""
+    from .config import load_config
+    from .cpu_launch import plan_cpu_processes, usable_cores
+
+    args = parse_task_args(" ", argv)
+    cfg = load_config(args.config, args.opts)
+    if ((cfg.get("train") or {}).get("deepspeed") or {}).get("enabled"):
+        from .cpu_launch import CpuPlan
+        return CpuPlan(1, 0, int(cfg.data.batch_size), "DeepSpeed")
+    return plan_cpu_processes(int(cfg.data.batch_size), usable_cores(), cuda=torch.cuda.is_available())
+
+
+def run_main(main, prog: str, cpu_processes: bool = False):
+    """Run an entry point's ``main()`` as a command (``prog`` is its module): bad user input (a checkpoint,
+    data or config problem, a missing file) ends with one line on stderr and exit status 1 instead of a
+    traceback; the process group, if any, is destroyed on the way out. ``cpu_processes``: on a CPU, run as one
+    process per core (:mod:`videomamba.engine.cpu_launch`) unless the plan says one."""
     import sys
 
     from ..utils.checkpoint_io import CheckpointError
@@ -130,6 +144,11 @@ def run_main(main, prog: str):
     from ..utils.dist import cleanup
 
     try:
+        if cpu_processes and not {"-h", "--help"} & set(sys.argv[1:]):
+            plan = cpu_plan(sys.argv[1:])
+            if plan.processes > 1:
+                from .cpu_launch import spawn_cpu_processes
+                sys.exit(spawn_cpu_processes(prog, sys.argv[1:], plan, log=log))
         main()
     except (CheckpointError, DataError, ConfigError, FileNotFoundError) as err:
         print(f"{prog}: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
