@@ -64,13 +64,11 @@ def test_the_batch_goes_last_among_the_overrides(argv, expected):
 
 
 def test_a_plain_command_starts_two_ranks_with_the_configs_global_batch(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "RANK", "WORLD_SIZE")}
-    env.update(PYTHONPATH=str(ROOT), **{ENV_PROCESSES: "2"})
     run = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "image_sm.train", "--config", "configs/image_sm/moving_digits_tiny.yaml",
                         "--no-progress", "--opts", f"output_dir={run}", f"data.root={tmp_path / 'data'}",
                         "model.kwargs.depth=1", "model.kwargs.embed_dim=32", "train.epochs=1", "data.batch_size=24"],
-                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+                       capture_output=True, text=True, cwd=ROOT, env=_plain_env(), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 processes of 1 thread(s)" in r.stdout and "data.batch_size 12 each" in r.stdout
     # the global batch is the one the command line gave one process: 24 images per step
@@ -78,3 +76,33 @@ def test_a_plain_command_starts_two_ranks_with_the_configs_global_batch(tmp_path
     steps = [json.loads(line) for line in (run / "train_steps.jsonl").read_text().splitlines()]
     images = len(list((tmp_path / "data").rglob("train/*/*.png")))
     assert images > 0 and len(steps) == images // 24        # one epoch of full global batches
+
+
+def _plain_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "RANK", "WORLD_SIZE")}
+    env.update({"PYTHONPATH": str(ROOT), ENV_PROCESSES: "2", **extra})
+    return env
+
+
+def test_an_input_error_in_every_rank_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "image_sm.train", "--config", "configs/image_sm/moving_digits_tiny.yaml",
+                        "--no-progress", "--opts", f"output_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'data'}",
+                        f"model.finetune={tmp_path / 'missing.pth'}"],
+                       capture_output=True, text=True, cwd=ROOT, env=_plain_env(), timeout=600)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert "missing.pth" in lines[0] and "Traceback" not in r.stderr
+
+
+def test_a_failure_of_another_rank_alone_shows_its_last_line(tmp_path):
+    (tmp_path / "rank_fails.py").write_text(
+        "import os, sys\n"
+        "if os.environ['RANK'] == '1':\n"
+        "    print('something noisy first', file=sys.stderr)\n"
+        "    sys.exit('rank one could not read clip_7.mp4')\n")
+    code = ("import sys; from videomamba.engine.cpu_launch import CpuPlan, spawn_cpu_processes; "
+            "sys.exit(spawn_cpu_processes('rank_fails', [], CpuPlan(2, 1, 4, 'test'), log=lambda m: None))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env=_plain_env(PYTHONPATH=f"{ROOT}{os.pathsep}{tmp_path}"))
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and lines == ["rank_fails [rank 1]: rank one could not read clip_7.mp4"], r.stderr

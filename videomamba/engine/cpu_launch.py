@@ -3,9 +3,9 @@ a GPU starts its own data-parallel ranks (gloo, one intra-op thread each), as ``
 would, with the same global batch.
 
 Why: a small model's ops are too small to share between threads (every op forks and joins its OpenMP team),
-and video decoding and augmentation run serially beside them. Measured on the video main job (2 cores): 162.6
-samples/s in one process with 2 threads, 218.8 as two processes of one thread (docs/design.md, "CPU
-processes").
+and video decoding and augmentation run serially beside them. Measured on the video main job (2 cores): 121
+samples/s in one process with 2 threads, 170 as two processes of one thread (docs/design.md, design decision
+D11). Training only: ``--eval`` stays one process.
 
 When it applies (:func:`plan_cpu_processes`): no GPU, not already launched by torchrun or Slurm, and the user
 has not set ``OMP_NUM_THREADS`` (then the thread count is theirs, e.g. the video-text pipeline's two lanes of one
@@ -87,18 +87,42 @@ def with_batch_size(argv: list[str], batch_size: int) -> list[str]:
 
 def spawn_cpu_processes(module: str, argv: list[str], plan: CpuPlan, log=print) -> int:
     """Run ``python -m module argv`` as ``plan.processes`` ranks on this machine (torch's elastic launcher,
-    what torchrun uses); returns the exit status (0, or 1 when a rank failed: its error is on stderr)."""
+    what torchrun uses); returns the exit status (0, or 1 when a rank failed).
+
+    The console shows rank 0 only (the others' output goes to a temporary folder), so a bad input gives one
+    line, not one per rank; when only another rank failed, the last line of its stderr is shown instead."""
+    import logging
+    import tempfile
+
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     os.environ["OMP_NUM_THREADS"] = str(plan.threads)    # inherited by the ranks
     log(f"{module}: {plan.processes} processes of {plan.threads} thread(s) on this CPU ({plan.reason}), "
         f"data.batch_size {plan.batch_size} each; {ENV_PROCESSES}=1 runs one process")
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=plan.processes, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
-                          monitor_interval=0.5)
-    try:
-        elastic_launch(config, sys.executable)("-m", module, *with_batch_size(argv, plan.batch_size))
-    except ChildFailedError:
-        return 1
+    # the agent's own warnings and errors (closing signals, "failed (exitcode: 1)") repeat what the rank printed
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    with tempfile.TemporaryDirectory(prefix="videomamba_ranks_") as logs:
+        quiet = {r: Std.ALL for r in range(1, plan.processes)}
+        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=plan.processes, run_id=str(uuid.uuid4()),
+                              rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+                              monitor_interval=0.5, logs_specs=DefaultLogsSpecs(log_dir=logs, redirects=quiet))
+        try:
+            elastic_launch(config, sys.executable)("-m", module, *with_batch_size(argv, plan.batch_size))
+        except ChildFailedError as err:
+            if 0 not in err.failures:
+                rank = min(err.failures)
+                print(f"{module} [rank {rank}]: {_last_line(logs, rank)}", file=sys.stderr)
+            return 1
     return 0
+
+
+def _last_line(log_dir: str, rank: int) -> str:
+    from pathlib import Path
+
+    for f in Path(log_dir).rglob(f"{rank}/stderr.log"):
+        lines = [ln for ln in f.read_text(errors="replace").splitlines() if ln.strip()]
+        if lines:
+            return lines[-1]
+    return "failed without a message"

@@ -144,7 +144,8 @@ def run_main(main, prog: str, cpu_processes: bool = False):
     from ..utils.dist import cleanup
 
     try:
-        if cpu_processes and not {"-h", "--help"} & set(sys.argv[1:]):
+        # training only: --eval stays one process (its test protocol is short, and its errors one line)
+        if cpu_processes and not {"-h", "--help", "--eval"} & set(sys.argv[1:]):
             plan = cpu_plan(sys.argv[1:])
             if plan.processes > 1:
                 from .cpu_launch import spawn_cpu_processes
