@@ -102,7 +102,7 @@ def _cfg(name: str, *opts: str):
 # ------------------------------------------------------------------------------------------ unknown names
 @pytest.mark.parametrize("task,config,known", [
     ("video_classification", "video_sm/moving_digits.yaml",
-     "'csv', 'moving_digits', 'moving_digits_long' for video classification"),
+     "'csv', 'moving_digits', 'moving_digits_groups', 'moving_digits_long' for video classification"),
     ("video_pretrain", "video_sm/moving_digits_pretrain.yaml", "'csv', 'moving_digits' for masked video pretraining"),
     ("image_classification", "image_sm/moving_digits_tiny.yaml", "'folder', 'moving_digits', 'moving_digits_video_scale' for image classification"),
     ("video_text", "video_mm/moving_digits_masked.yaml", "'moving_digits' for video-text pretraining"),
@@ -119,8 +119,8 @@ def test_the_task_entry_points_give_the_registry_error():
     import image_sm.data
     import video_sm.data
 
-    with pytest.raises(ValueError, match=r"^data.name must be one of 'csv', 'moving_digits', 'moving_digits_long' "
-                                         r"for video classification, got 'x'$"):
+    with pytest.raises(ValueError, match=r"^data.name must be one of 'csv', 'moving_digits', 'moving_digits_groups', "
+                                         r"'moving_digits_long' for video classification, got 'x'$"):
         video_sm.data.resolve_files(_cfg("video_sm/moving_digits.yaml", "data.name=x"))
     with pytest.raises(ValueError, match=r"^data.name must be one of 'folder', 'moving_digits', "
                                          r"'moving_digits_video_scale' for image classification, got 'x'$"):
@@ -147,7 +147,7 @@ def test_unknown_task_and_duplicate_names():
 
 
 def test_every_task_registers_the_expected_names():
-    assert dataset_names("video_classification") == ("csv", "moving_digits", "moving_digits_long")
+    assert dataset_names("video_classification") == ("csv", "moving_digits", "moving_digits_groups", "moving_digits_long")
     assert dataset_names("video_pretrain") == ("csv", "moving_digits")
     assert dataset_names("image_classification") == ("folder", "moving_digits", "moving_digits_video_scale")
     assert dataset_names("video_text") == ("moving_digits",)

@@ -321,3 +321,32 @@ def make_video_text_variant(root: str | os.PathLike | None = None, captions_per_
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+def make_group_variant(root: str | os.PathLike | None = None) -> Path:
+    """The captions' content as video classes: ``root/video_groups/{train,val,test}.csv`` label each video of
+    the video-text splits with its (digit, motion) group, one of the 80 in ``classes.txt`` (sorted names such
+    as "seven move left"); paths are relative to ``root/videos``, as in the motion variant. The video-text
+    pipeline trains its vision encoder on these before the video-text stages (a supervised video start, as
+    the paper's encoders start from Kinetics). Made from :func:`make_video_text_variant`'s files. Idempotent."""
+    root = Path(root) if root is not None else default_root()
+    captions = make_video_text_variant(root)
+    out = root / "video_groups"
+    entries = {s: json.loads((captions / f"{s}_video.json").read_text()) for s in SPLITS}
+    names = sorted({f"{d} {m}" for d in DIGIT_WORDS for m in MOTIONS})
+    stamp = {"source": json.loads((captions / "settings.json").read_text()), "classes": len(names)}
+    if (out / "settings.json").is_file() and json.loads((out / "settings.json").read_text()) == stamp:
+        return out
+    index = {n: i for i, n in enumerate(names)}
+    tmp = out.with_name(out.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for split, rows in entries.items():
+        (tmp / f"{split}.csv").write_text("".join(f"{e['video']},{index[e['group']]}\n" for e in rows))
+    (tmp / "classes.txt").write_text("\n".join(names) + "\n")
+    (tmp / "settings.json").write_text(json.dumps(stamp))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out

@@ -9,6 +9,7 @@ The pieces every video task shares are here too (masked pretraining uses them): 
 Registered names (task ``video_classification``):
 
 - ``moving_digits`` / ``moving_digits_long``: generated on first use into ``data.root``;
+- ``moving_digits_groups``: the same videos, labelled with their captions' 80 (digit, motion) groups;
 - ``csv``: ``data.data_path/{train,val,test}.csv``, each overridable with ``data.{split}_file``.
 
 Class names come from the generated data, or from ``data.class_names`` (a text file, one per line, or a
@@ -129,6 +130,20 @@ class MovingDigitsVideos(VideoClassificationSource):
 class LongMovingDigitsVideos(MovingDigitsVideos):
     """4 motions in sequence (64 frames), 10 ordered-sequence classes."""
     long = True
+
+
+@register_dataset(TASK, "moving_digits_groups")
+class MovingDigitsGroups(VideoClassificationSource):
+    """The same videos labelled with their captions' (digit, motion) group: 80 classes
+    (:func:`videomamba.data.moving_digits.make_group_variant`), the video-text pipeline's video stage."""
+
+    def locate(self, d):
+        from . import moving_digits
+
+        with main_process_first():
+            groups = moving_digits.make_group_variant(d.get("root"))
+        moving_digits_videos(d)   # the videos themselves (already made) and data.prefix
+        return {s: groups / f"{s}.csv" for s in SPLITS}, (groups / "classes.txt").read_text().splitlines()
 
 
 @register_dataset(TASK, "csv")
