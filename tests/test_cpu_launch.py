@@ -20,14 +20,15 @@ def test_two_cores_give_two_single_thread_processes_with_half_the_batch():
     assert (plan.processes, plan.threads, plan.batch_size) == (2, 1, 8)
 
 
-@pytest.mark.parametrize("env, cuda, why", [
-    ({"OMP_NUM_THREADS": "1"}, False, "OMP_NUM_THREADS"),
-    ({"RANK": "0", "WORLD_SIZE": "2"}, False, "torchrun"),
-    ({"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_ID": "0"}, False, "Slurm"),
-    ({}, True, "GPU"),
+@pytest.mark.parametrize("env, cuda, deepspeed, why", [
+    ({"OMP_NUM_THREADS": "1"}, False, False, "OMP_NUM_THREADS"),
+    ({"RANK": "0", "WORLD_SIZE": "2"}, False, False, "torchrun"),
+    ({"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_ID": "0"}, False, False, "Slurm"),
+    ({}, True, False, "GPU"),
+    ({}, False, True, "DeepSpeed"),
 ])
-def test_one_process_when_the_user_or_a_launcher_decides(env, cuda, why):
-    plan = plan_cpu_processes(16, cores=4, env=env, cuda=cuda)
+def test_one_process_when_the_user_or_a_launcher_decides(env, cuda, deepspeed, why):
+    plan = plan_cpu_processes(16, cores=4, env=env, cuda=cuda, deepspeed=deepspeed)
     assert plan.processes == 1 and plan.batch_size == 16 and plan.threads == 0 and why in plan.reason
 
 

@@ -42,11 +42,14 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def plan_cpu_processes(batch_size: int, cores: int, env=os.environ, cuda: bool = False) -> CpuPlan:
+def plan_cpu_processes(batch_size: int, cores: int, env=os.environ, cuda: bool = False,
+                       deepspeed: bool = False) -> CpuPlan:
     """How many processes a CPU run of per-process batch ``batch_size`` should use on ``cores`` cores."""
     one = lambda why: CpuPlan(1, 0, batch_size, why)   # threads 0: leave torch's default alone
     if cuda:
         return one("a GPU is present")
+    if deepspeed:
+        return one("DeepSpeed runs its own launcher")
     if detect(env)[3] != "single":
         return one("launched by torchrun or Slurm")
     asked = env.get(ENV_PROCESSES, "").strip()

@@ -125,10 +125,9 @@ def cpu_plan(argv: list[str]):
 
     args = parse_task_args(" ", argv)
     cfg = load_config(args.config, args.opts)
-    if ((cfg.get("train") or {}).get("deepspeed") or {}).get("enabled"):
-        from .cpu_launch import CpuPlan
-        return CpuPlan(1, 0, int(cfg.data.batch_size), "DeepSpeed")
-    return plan_cpu_processes(int(cfg.data.batch_size), usable_cores(), cuda=torch.cuda.is_available())
+    deepspeed = bool(((cfg.get("train") or {}).get("deepspeed") or {}).get("enabled"))
+    return plan_cpu_processes(int(cfg.data.batch_size), usable_cores(), cuda=torch.cuda.is_available(),
+                              deepspeed=deepspeed)
 
 
 def run_main(main, prog: str, cpu_processes: bool = False):
