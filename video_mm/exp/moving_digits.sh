@@ -7,10 +7,13 @@
 #      starts the vision encoder as an ImageNet model starts the paper's video models; beside it the
 #      CLIP-architecture teacher on the same images and its teacher file (skipped when present) and the
 #      random-initialisation baseline,
-#   2. video-text pretraining, masked stage (VTC + VTM + MLM + UTA with attention masks), from the image model,
+#   1b. the video stage: the image model trained on the training videos to name each one's (digit, motion)
+#      group, the content its captions describe (video_sm.finetune, configs/video_sm/moving_digits_groups.yaml,
+#      80 classes; skipped when its checkpoint exists), on both cores (one process per core),
+#   2. video-text pretraining, masked stage (VTC + VTM + MLM + UTA with attention masks), from the video stage,
 #   3. video-text pretraining, unmasked stage (all tokens, no teacher),
 #   4. the masked-pretraining-free variant: the same two stages without teacher, masks and UTA (also from
-#      the image model), run beside 2-3,
+#      the video stage), run beside 2-3,
 #   5. zero-shot retrieval on the test split: the pretrained model, the variant and a random initialisation,
 #      and a table of R@1/5/10, MdR in both directions (OUT/moving_digits_summary.json).
 # Two lanes run side by side, one thread each (OMP_NUM_THREADS=1): on 2 cores that is faster than one lane
@@ -26,6 +29,7 @@ PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python 
 OUTPUTS=${OUTPUTS:-outputs}
 IMAGE_DIR=$OUTPUTS/image_sm/moving_digits_video_scale
 TEACHER_DIR=$OUTPUTS/image_sm/moving_digits_clip_teacher_video_scale
+GROUPS_DIR=$OUTPUTS/video_sm/moving_digits_groups
 OUT=$OUTPUTS/video_mm
 ZS=configs/video_mm/moving_digits_zero_shot.yaml
 start=$(date +%s)
@@ -59,10 +63,21 @@ teacher_and_chance() {
   stamp "== 5/5 zero-shot retrieval of a random initialisation (the chance baseline)"
   "$PY" -m video_mm.retrieval --config "$ZS" --random-init --no-progress --opts output_dir="$OUT/moving_digits_zs_random"
 }
+video_stage() {
+  if [ ! -f "$GROUPS_DIR/checkpoint-best.pth" ]; then
+    stamp "== 1b/5 the video stage: video_sm.finetune on the 80 (digit, motion) groups, both cores -> $GROUPS_DIR"
+    # both lanes wait for it, so it takes both cores: one process per core (design decision D11)
+    env -u OMP_NUM_THREADS VIDEOMAMBA_CPU_PROCESSES=${VIDEOMAMBA_CPU_PROCESSES:-2} \
+      "$PY" -m video_sm.finetune --config configs/video_sm/moving_digits_groups.yaml --no-progress \
+      --opts model.finetune="$IMAGE_DIR/checkpoint-best.pth" output_dir="$GROUPS_DIR"
+  else
+    stamp "== 1b/5 the video stage: $GROUPS_DIR/checkpoint-best.pth exists"
+  fi
+}
 pretrained() {
-  stamp "== 2/5 video-text pretraining, masked stage (from the image model, teacher $TEACHER_DIR)"
+  stamp "== 2/5 video-text pretraining, masked stage (from the video stage, teacher $TEACHER_DIR)"
   "$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_masked.yaml --no-progress \
-    --opts teacher.path="$TEACHER_DIR/teacher.pth" model.vision.pretrained="$IMAGE_DIR/checkpoint-best.pth" \
+    --opts teacher.path="$TEACHER_DIR/teacher.pth" model.vision.pretrained="$GROUPS_DIR/checkpoint-best.pth" \
            output_dir="$OUT/moving_digits_masked"
   stamp "== 3/5 video-text pretraining, unmasked stage"
   "$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_unmasked.yaml --no-progress \
@@ -72,10 +87,10 @@ pretrained() {
     --checkpoint "$OUT/moving_digits_unmasked/checkpoint-latest.pth" --opts output_dir="$OUT/moving_digits_zs_pretrained"
 }
 variant() {
-  stamp "== 4/5 the masked-pretraining-free variant, stage 1: no teacher, masks or UTA (from the image model)"
+  stamp "== 4/5 the masked-pretraining-free variant, stage 1: no teacher, masks or UTA (from the video stage)"
   "$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_masked.yaml --no-progress \
     --opts teacher.path=null loss.uta=0 mask.video.type=none mask.image.type=none \
-           model.vision.pretrained="$IMAGE_DIR/checkpoint-best.pth" output_dir="$OUT/moving_digits_no_masked_stage1"
+           model.vision.pretrained="$GROUPS_DIR/checkpoint-best.pth" output_dir="$OUT/moving_digits_no_masked_stage1"
   stamp "== 4/5 the masked-pretraining-free variant, stage 2 (the unmasked stage)"
   "$PY" -m video_mm.pretrain --config configs/video_mm/moving_digits_unmasked.yaml --no-progress \
     --opts model.pretrained="$OUT/moving_digits_no_masked_stage1/checkpoint-latest.pth" \
@@ -85,12 +100,13 @@ variant() {
     --checkpoint "$OUT/moving_digits_no_masked/checkpoint-latest.pth" --opts output_dir="$OUT/moving_digits_zs_no_masked"
 }
 
-# lane a: the image model, then the two pretraining stages; lane b: the teacher and the chance baseline, then
-# (once the image model's checkpoint is there) the variant
+# lane a: the image model; lane b: the teacher and the chance baseline; then the video stage on both cores;
+# then lane a the two pretraining stages and lane b the variant, both from the video stage
 lane image image_model & a=$!
 lane teacher teacher_and_chance & b=$!
 wait $a || { wait $b || true; echo "the image model failed"; exit 1; }
 wait $b || { echo "the teacher or the random-initialisation baseline failed"; exit 1; }
+lane video video_stage || { echo "the video stage failed"; exit 1; }
 lane pretrained pretrained & a=$!
 lane variant variant & b=$!
 fail=0
