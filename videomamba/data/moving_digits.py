@@ -33,6 +33,17 @@ def default_root() -> Path:
     return base / "moving_digits"
 
 
+def _publish(tmp: Path, out: Path, settings: dict):
+    """Stamp a finished ``tmp`` folder with its ``settings.json`` and put it in place of ``out`` (readers see the
+    old folder or the whole new one, never a half-written one)."""
+    (tmp / "settings.json").write_text(json.dumps(settings))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
 def _split_indices(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     order = rng.permutation(n)
     n_train, n_val = int(SPLITS["train"] * n), int(SPLITS["val"] * n)
@@ -91,12 +102,7 @@ def make_image_variant(root: str | os.PathLike | None = None, canvas: int = 32, 
                 Image.fromarray(render_digit(digits.images[i], canvas, rng, scale=scale)).convert("RGB").save(path)
                 lines.append(f"{rel} {label}")
         (tmp / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    (tmp / "settings.json").write_text(json.dumps(settings))
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    os.replace(tmp, out)   # a half-written folder is never mistaken for a finished one
+    _publish(tmp, out, settings)
     return out
 
 
@@ -238,12 +244,7 @@ def make_video_variant(root: str | os.PathLike | None = None, long: bool = False
             lines.append(f"{rel},{int(label)}")
         (tmp / f"{split}.csv").write_text("\n".join(lines) + "\n")
     (tmp / "classes.txt").write_text("\n".join(names) + "\n")
-    (tmp / "settings.json").write_text(json.dumps(settings))
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    _publish(tmp, out, settings)
     return out
 
 
@@ -314,12 +315,7 @@ def make_video_text_variant(root: str | os.PathLike | None = None, captions_per_
             entries.append({"image": rel, "caption": [p.format(d=DIGIT_WORDS[int(label)]) for p in IMAGE_PHRASES],
                             "group": DIGIT_WORDS[int(label)]})
     (tmp / "train_image.json").write_text(json.dumps(entries, indent=0))
-    (tmp / "settings.json").write_text(json.dumps(settings))
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    _publish(tmp, out, settings)
     return out
 
 
@@ -343,10 +339,5 @@ def make_group_variant(root: str | os.PathLike | None = None) -> Path:
     for split, rows in entries.items():
         (tmp / f"{split}.csv").write_text("".join(f"{e['video']},{index[e['group']]}\n" for e in rows))
     (tmp / "classes.txt").write_text("\n".join(names) + "\n")
-    (tmp / "settings.json").write_text(json.dumps(stamp))
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    _publish(tmp, out, stamp)
     return out
