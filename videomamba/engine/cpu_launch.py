@@ -19,6 +19,7 @@ import os
 import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..utils.dist import detect
 from .config import ConfigError
@@ -122,8 +123,6 @@ def spawn_cpu_processes(module: str, argv: list[str], plan: CpuPlan, log=print) 
 
 
 def _last_line(log_dir: str, rank: int) -> str:
-    from pathlib import Path
-
     for f in Path(log_dir).rglob(f"{rank}/stderr.log"):
         lines = [ln for ln in f.read_text(errors="replace").splitlines() if ln.strip()]
         if lines:
