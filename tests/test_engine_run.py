@@ -128,3 +128,24 @@ def test_module_lr_is_the_step_the_optimiser_takes(tmp_path):
     for step, lr in zip(moved, (0.1, 0.1, 0.01, 0.01)):
         nonzero = step[step > 0]
         assert nonzero.numel() and torch.allclose(nonzero, torch.full_like(nonzero, lr), rtol=1e-3), (lr, step)
+
+
+def test_module_lr_zero_locks_the_module(tmp_path):
+    """A module at lr 0 is locked: no gradient reaches its weights (the backward skips it) and the step leaves
+    them bit for bit; the other module still trains at the run's lr."""
+    torch.manual_seed(0)
+    cfg = config(tmp_path)
+    cfg.train.epochs = 1
+    cfg.train.module_lr = {"0": 0.0}
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    before = [p.detach().clone() for p in net.parameters()]
+    run = TrainingRun(cfg, DistInfo(), net, data()[:1], None, None, loss_fn)
+    assert run.locked == ["0.weight", "0.bias"]
+    run.fit()
+    after = list(net.parameters())
+    assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])
+    assert after[0].grad is None and not after[0].requires_grad
+    assert not torch.equal(after[2], before[2])
+    with pytest.raises(ValueError, match=r"train.module_lr.text_encoder: no parameter"):
+        cfg.train.module_lr = {"text_encoder": 0}
+        TrainingRun(cfg, DistInfo(), torch.nn.Linear(3, 2), data()[:1], None, None, loss_fn)

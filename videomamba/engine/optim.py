@@ -14,6 +14,8 @@ official optimiser factories do: ``A_log`` is 2-D and is decayed, the ``_no_weig
 ``module_lr`` gives named modules their own peak lr (the official ``optimizer.different_lr``, e.g. a larger lr
 for new modules): ``{"text_encoder": 1e-4}`` trains every parameter under ``text_encoder.`` at 1e-4 where the
 rest trains at ``lr``; the schedule's shape (warmup, cosine to ``min_lr``) scales both alike, as officially.
+A module given lr 0 is locked (:func:`lock_modules`): its parameters stop requiring gradients, so the backward
+pass skips it instead of computing gradients that would never be applied.
 """
 from __future__ import annotations
 
@@ -41,6 +43,21 @@ def module_of(name: str, prefixes) -> str | None:
     """The longest of ``prefixes`` that names a module holding parameter ``name`` (or ``name`` itself)."""
     hits = [p for p in prefixes if name == p or name.startswith(p + ".")]
     return max(hits, key=len) if hits else None
+
+
+def lock_modules(model: nn.Module, module_lr: dict[str, float] | None) -> list[str]:
+    """Stop gradients of every parameter whose ``module_lr`` is 0 (a step of lr 0 would leave it, weight decay
+    included, where it is); returns the locked names. Call before the optimiser and DDP are built."""
+    zero = [m for m, v in (module_lr or {}).items() if v == 0]
+    locked = []
+    for name, p in model.named_parameters():
+        if p.requires_grad and module_of(name, module_lr or {}) in zero:
+            p.requires_grad_(False)
+            locked.append(name)
+    for m in zero:
+        if not any(name == m or name.startswith(m + ".") for name, _ in model.named_parameters()):
+            raise ValueError(f"train.module_lr.{m}: no parameter of the model is under {m!r}")
+    return locked
 
 
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None,
@@ -86,7 +103,7 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
                            "lr_scale": scale, "layer_id": lid}
         groups[key]["params"].append(p)
         groups[key]["param_names"].append(name)
-    unused = sorted(set(module_lr) - used)
+    unused = sorted(set(module_lr) - used - {m for m, v in module_lr.items() if v == 0})
     if unused:
         raise ValueError(f"train.module_lr.{unused[0]}: no trainable parameter of the model is under "
                          f"{unused[0]!r} (module names look like {sorted({n.split('.')[0] for n, _ in model.named_parameters()})[:6]})")

@@ -40,7 +40,7 @@ from .config import merge
 from ..utils.dist import DistInfo, all_gather_object, barrier, broadcast_object
 from .ema import ModelEma
 from .logger import RunLogger
-from .optim import param_groups
+from .optim import lock_modules, param_groups
 from .plots import plot_curves
 from .schedule import cosine_per_epoch, cosine_per_step
 from .steppers import DeepSpeedStepper, TorchStepper
@@ -137,6 +137,7 @@ class TrainingRun:
             from ..ops import flush_denormals
 
             flush_denormals(True)
+        self.locked = lock_modules(model, dict(t.get("module_lr") or {}))
         groups = param_groups(model, t.weight_decay, t.get("layer_decay"), t.get("layer_decay_mode", "real"),
                               module_lr=dict(t.get("module_lr") or {}), lr=self.lr)
         optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=tuple(t.betas), eps=float(t.get("eps", 1e-8)))
@@ -285,7 +286,9 @@ class TrainingRun:
         elif self.info.is_main:
             print(f"training {t.epochs} epochs x {self.steps_per_epoch} steps, global batch {self.global_batch}, "
                   f"lr {self.lr:.3g}, {self.info.world_size} process(es) on {self.info.device}"
-                  + (", DeepSpeed" if self.engine else ""), flush=True)
+                  + (", DeepSpeed" if self.engine else "")
+                  + (f"; {len(self.locked)} parameter tensors locked (train.module_lr 0)" if self.locked else ""),
+                  flush=True)
         stats: dict = {}
         t0 = time.time()
         for epoch in range(self.start_epoch, t.epochs):
