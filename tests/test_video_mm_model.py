@@ -123,6 +123,28 @@ def test_keep_temporal_pools_per_frame_and_images_skip_temporal_positions():
             enc(x, torch.zeros(2, 17, dtype=torch.bool), keep_temporal=True)
 
 
+def test_itm_score_is_half_the_log_odds_of_a_match_before_and_after_training():
+    """A new ITM head starts with opposite rows, so the raw class-1 logit (the official re-ranking score) is half
+    the log-odds of "matched"; AdamW with weight decay keeps it so (the loss never sees the rows' sum)."""
+    model, _ = small_model(losses=("vtc", "vtm"))
+    w, b = model.itm_head.weight, model.itm_head.bias
+    assert torch.equal(w[0], -w[1]) and torch.equal(b[0], -b[1]) and w[1].abs().max() > 0
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05)
+    vt, th = torch.randn(4, 8, 64), torch.randn(4, 6, 64)
+    tm = torch.ones(4, 6, dtype=torch.long)
+    for _ in range(3):
+        loss = model._vtm(vt, th, tm, torch.randn(4, 32), torch.randn(4, 32), torch.arange(4))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (w[0] + w[1]).abs().max() < 1e-6 * (w[1] - w[0]).abs().max()
+    model.eval()
+    with torch.no_grad():
+        p = F.softmax(model.itm_head(model.fuse(vt, th, tm)), dim=-1).double()
+        want = 0.5 * torch.log(p[:, 1] / p[:, 0])   # by hand: half the log-odds
+        assert torch.allclose(model.itm_scores(vt, th, tm).double(), want, atol=1e-5)
+
+
 def test_vtm_loss_equals_a_direct_computation():
     model, _ = small_model(losses=("vtc", "vtm"))
     model.eval()

@@ -112,6 +112,22 @@ class VideoTextVisionEncoder(VideoMambaPretrain):
         return out, feats
 
 
+def antisymmetric_(head: nn.Linear) -> nn.Linear:
+    """Make a two-class head's class-0 row minus its class-1 row (weights and bias), keeping their difference.
+
+    The cross-entropy sees only ``logit1 - logit0``: the sum of the rows gets no gradient (AdamW's updates of the
+    two rows are exact opposites), so under the default init it stays random for ever, and the raw class-1 logit
+    that the official re-ranking reads is half the log-odds of a match plus that untrained projection (on the
+    embedded pipeline's heads: as large as the trained half). Started at zero the sum stays there, the class-1
+    logit is half the log-odds, and training is unchanged (the difference, all the loss sees, keeps the default
+    init's distribution). Loaded checkpoints bring their own heads."""
+    with torch.no_grad():
+        for p in (head.weight, head.bias):
+            half = (p[1] - p[0]) / 2
+            p.copy_(torch.stack([-half, half]))
+    return head
+
+
 class VideoMambaText(nn.Module):
     """See the module doc. ``token_ids``: ``{"pad", "cls", "mask"}`` ids of the tokenizer (for MLM);
     ``masks``: ``{"video": (type, ratio), "image": (type, ratio)}`` of UTA (official: attention 0.8 / 0.5);
@@ -139,6 +155,7 @@ class VideoMambaText(nn.Module):
         self.vision_proj = nn.Linear(vision_width, embed_dim)
         self.text_proj = nn.Linear(text_width, embed_dim)
         self.itm_head = nn.Linear(text_width, 2)
+        antisymmetric_(self.itm_head)
         self.temp = nn.Parameter(torch.tensor(float(temp)))
         self.clip_teacher = clip_teacher
         self.token_ids = dict(token_ids or {})
