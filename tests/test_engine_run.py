@@ -113,17 +113,23 @@ def test_a_validation_loader_needs_the_tasks_evaluation(tmp_path):
         TrainingRun(config(tmp_path), DistInfo(), Toy(), data(), None, None, None)
 
 
+def two_layer_run(tmp_path, module_lr):
+    """A one-step run of a two-layer net under ``module_lr``: (config, net, its weights before, the run)."""
+    torch.manual_seed(0)
+    cfg = config(tmp_path)
+    cfg.train.epochs = 1
+    cfg.train.module_lr = module_lr
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    before = [p.detach().clone() for p in net.parameters()]
+    return cfg, net, before, TrainingRun(cfg, DistInfo(), net, data()[:1], None, None, loss_fn)
+
+
 def test_module_lr_is_the_step_the_optimiser_takes(tmp_path):
     """train.module_lr through the run: AdamW's first step moves every weight by about its lr (m/sqrt(v) is the
     gradient's sign), so one step shows which lr each module trained at: 0.1 for the first layer, 0.01 for the
     one named."""
-    torch.manual_seed(0)
-    cfg = config(tmp_path)
-    cfg.train.epochs = 1
-    cfg.train.module_lr = {"1": 0.01}
-    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
-    before = [p.detach().clone() for p in net.parameters()]
-    TrainingRun(cfg, DistInfo(), net, data()[:1], None, None, loss_fn).fit()
+    cfg, net, before, run = two_layer_run(tmp_path, {"1": 0.01})
+    run.fit()
     moved = [(p.detach() - b).abs() for p, b in zip(net.parameters(), before)]
     for step, lr in zip(moved, (0.1, 0.1, 0.01, 0.01)):
         nonzero = step[step > 0]
@@ -133,13 +139,7 @@ def test_module_lr_is_the_step_the_optimiser_takes(tmp_path):
 def test_module_lr_zero_locks_the_module(tmp_path):
     """A module at lr 0 is locked: no gradient reaches its weights (the backward skips it) and the step leaves
     them bit for bit; the other module still trains at the run's lr."""
-    torch.manual_seed(0)
-    cfg = config(tmp_path)
-    cfg.train.epochs = 1
-    cfg.train.module_lr = {"0": 0.0}
-    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
-    before = [p.detach().clone() for p in net.parameters()]
-    run = TrainingRun(cfg, DistInfo(), net, data()[:1], None, None, loss_fn)
+    cfg, net, before, run = two_layer_run(tmp_path, {"0": 0.0})
     assert run.locked == ["0.weight", "0.bias"]
     run.fit()
     after = list(net.parameters())
