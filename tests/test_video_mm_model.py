@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from videomamba.data.text import default_text_encoder_dir, load_tokenizer
 from videomamba.models.clip_teacher import CLIPTeacher, build_clip_vit
 from videomamba.models.pretrain import VideoMambaPretrain
-from videomamba.models.text_bert import build_text_encoder, text_config_dict, text_encoder_from_config
+from videomamba.models.text_bert import additive_mask, build_text_encoder, text_config_dict, text_encoder_from_config
 from videomamba.models.video_text import VideoTextVisionEncoder, build_video_text_model
 from videomamba.models.vision_mamba import VisionMamba
 
@@ -69,6 +69,29 @@ def test_fusion_layers_cross_attend_and_multimodal_is_text_then_fusion():
     with pytest.raises(ValueError, match="fusion_layer"):
         text_encoder_from_config(SMALL_BERT, fusion_layer=3, encoder_width=48)
     assert text_config_dict(enc)["hidden_size"] == 64
+
+
+def test_cross_attention_equals_transformers_and_gathers_vision_rows_by_index():
+    """Our cross-attention (keys and values projected once per vision row, then gathered) against transformers'
+    own BertAttention on the same weights, fed the gathered vision rows; with a vision padding mask."""
+    torch.manual_seed(0)
+    enc = text_encoder_from_config(SMALL_BERT, fusion_layer=2, encoder_width=48).eval()
+    layer = enc.bert.encoder.layer[2]
+    hidden, vision = torch.randn(5, 7, 64), torch.randn(3, 9, 48)
+    index = torch.tensor([0, 2, 1, 2, 0])
+    keep = torch.ones(3, 9)
+    keep[1, 6:] = 0                                   # row 1 has 3 padded vision tokens
+    add = additive_mask(keep, hidden.dtype)
+    with torch.no_grad():
+        want, _ = layer.crossattention(hidden, None, vision[index], add[index])
+        assert torch.allclose(layer.cross_attend(hidden, vision, add, index), want, atol=1e-5)
+        assert torch.allclose(layer.cross_attend(hidden[:3], vision, add), layer.crossattention(
+            hidden[:3], None, vision, add)[0], atol=1e-5)
+        # the whole fusion pass: an index is the same as repeating the vision rows
+        text = enc(torch.randint(1000, 2000, (5, 7)), torch.ones(5, 7, dtype=torch.long), mode="text")
+        by_rows = enc(mode="fusion", hidden_states=text, encoder_hidden_states=vision[index])
+        assert torch.allclose(enc(mode="fusion", hidden_states=text, encoder_hidden_states=vision,
+                                  encoder_index=index), by_rows, atol=1e-5)
 
 
 def test_mlm_head_is_tied_to_the_word_embeddings():

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..utils.checkpoint_io import CheckpointError
 
@@ -82,12 +83,32 @@ class FusionLayer(nn.Module):
         self.intermediate = bert.BertIntermediate(config)
         self.output = bert.BertOutput(config)
 
-    def forward(self, hidden, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None):
+    def forward(self, hidden, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+                encoder_index=None):
+        """``encoder_index`` (optional, ``(B,)``): text row ``i`` attends to the vision tokens of row
+        ``encoder_index[i]`` of ``encoder_hidden_states``, whose keys and values are then computed once per
+        vision row rather than once per text row (the matching loss pairs each video with three texts)."""
         hidden, _ = self.attention(hidden, attention_mask)
         if encoder_hidden_states is None:
             raise ValueError("a fusion layer needs the vision tokens (encoder_hidden_states)")
-        hidden, _ = self.crossattention(hidden, None, encoder_hidden_states, encoder_attention_mask)
+        hidden = self.cross_attend(hidden, encoder_hidden_states, encoder_attention_mask, encoder_index)
         return self.output(self.intermediate(hidden), hidden)
+
+    def cross_attend(self, hidden, vision, vision_mask=None, vision_index=None):
+        """transformers' ``BertAttention`` (cross) on the same weights, with the keys and values gathered by
+        ``vision_index`` after their projection."""
+        attn, out = self.crossattention.self, self.crossattention.output
+        B, L, _ = hidden.shape
+        heads = (B, -1, attn.num_attention_heads, attn.attention_head_size)
+        k, v = attn.key(vision), attn.value(vision)
+        if vision_index is not None:   # index_select: its backward (index_add_) is deterministic on CPU
+            k, v = k.index_select(0, vision_index), v.index_select(0, vision_index)
+            vision_mask = vision_mask.index_select(0, vision_index) if vision_mask is not None else None
+        q = attn.query(hidden).view(heads).transpose(1, 2)
+        context = F.scaled_dot_product_attention(
+            q, k.view(heads).transpose(1, 2), v.view(heads).transpose(1, 2), attn_mask=vision_mask,
+            dropout_p=attn.dropout.p if self.training else 0.0, scale=attn.scaling)
+        return out(context.transpose(1, 2).reshape(B, L, -1), hidden)
 
 
 class _Encoder(nn.Module):   # only to give the layers the official key path `encoder.layer.{i}`
@@ -112,9 +133,11 @@ class BertFusionModel(nn.Module):
                                  else FusionLayer(config, encoder_width, layer_idx=i) for i in range(n)])
 
     def forward(self, input_ids=None, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
-                mode: str = "multimodal", hidden_states=None) -> torch.Tensor:
+                mode: str = "multimodal", hidden_states=None, encoder_index=None) -> torch.Tensor:
         """Last hidden states ``(B, L, hidden)``. ``mode="fusion"`` starts from ``hidden_states`` (the output
-        of a ``"text"`` pass); ``encoder_attention_mask`` defaults to all vision tokens visible."""
+        of a ``"text"`` pass); ``encoder_attention_mask`` defaults to all vision tokens visible;
+        ``encoder_index`` maps each text row to its row of ``encoder_hidden_states`` (see
+        :meth:`FusionLayer.forward`; default: row ``i`` to row ``i``)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         layers = self.encoder.layer
@@ -129,7 +152,7 @@ class BertFusionModel(nn.Module):
         enc_mask = additive_mask(encoder_attention_mask, h.dtype)
         for layer in todo:
             if isinstance(layer, FusionLayer):
-                h = layer(h, mask, encoder_hidden_states, enc_mask)
+                h = layer(h, mask, encoder_hidden_states, enc_mask, encoder_index)
             else:
                 h = layer(h, mask)
                 h = h[0] if isinstance(h, tuple) else h

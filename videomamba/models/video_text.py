@@ -200,10 +200,11 @@ class VideoMambaText(nn.Module):
     def text_features(self, text_cls: torch.Tensor) -> torch.Tensor:
         return self.text_proj(text_cls)
 
-    def fuse(self, vision_tokens, text_hidden, text_mask) -> torch.Tensor:
-        """The pooled fusion output ``(B, H)`` (CLS, officially) of text hidden states attending to vision tokens."""
+    def fuse(self, vision_tokens, text_hidden, text_mask, vision_index=None) -> torch.Tensor:
+        """The pooled fusion output ``(B, H)`` (CLS, officially) of text hidden states attending to vision tokens
+        (text row ``i`` to vision row ``vision_index[i]`` when given, else to row ``i``)."""
         out = self.text_encoder(mode="fusion", hidden_states=text_hidden, attention_mask=text_mask,
-                                encoder_hidden_states=vision_tokens)
+                                encoder_hidden_states=vision_tokens, encoder_index=vision_index)
         return self.pool_text(out, text_mask)
 
     def itm_scores(self, vision_tokens, text_hidden, text_mask) -> torch.Tensor:
@@ -249,10 +250,12 @@ class VideoMambaText(nn.Module):
         with torch.no_grad():
             sim = similarity(vision_feat, text_feat) / self.temp
             neg_text, neg_video = sample_hard_negatives(sim, idx)
-        vision_all = torch.cat([vision_tokens, vision_tokens[neg_video], vision_tokens])
+        # each video's tokens are used three times: their keys and values are projected once (vision_index)
+        rows = torch.arange(B, device=vision_tokens.device)
+        vision_index = torch.cat([rows, neg_video.to(rows.device), rows])
         text_all = torch.cat([text_hidden, text_hidden, text_hidden[neg_text]])
         mask_all = torch.cat([text_mask, text_mask, text_mask[neg_text]])
-        logits = self.itm_head(self.fuse(vision_all, text_all, mask_all))
+        logits = self.itm_head(self.fuse(vision_tokens, text_all, mask_all, vision_index))
         labels = torch.cat([torch.ones(B), torch.zeros(2 * B)]).long().to(logits.device)
         return F.cross_entropy(logits.float(), labels)
 
