@@ -9,7 +9,7 @@ from videomamba.data.text import default_text_encoder_dir, load_tokenizer
 from videomamba.models.clip_teacher import CLIPTeacher, build_clip_vit
 from videomamba.models.pretrain import VideoMambaPretrain
 from videomamba.models.text_bert import additive_mask, build_text_encoder, text_config_dict, text_encoder_from_config
-from videomamba.models.video_text import VideoTextVisionEncoder, build_video_text_model
+from videomamba.models.video_text import VideoTextVisionEncoder, build_video_text_model, video_text_from_meta
 from videomamba.models.vision_mamba import VisionMamba
 
 VISION = dict(num_frames=4, img_size=32, patch_size=16, depth=3, embed_dim=64, clip_output_dim=32,
@@ -144,6 +144,31 @@ def test_keep_temporal_pools_per_frame_and_images_skip_temporal_positions():
         assert pooled_img.shape == (2, 1, 64)
         with pytest.raises(ValueError, match="keep_temporal"):
             enc(x, torch.zeros(2, 17, dtype=torch.bool), keep_temporal=True)
+
+
+def test_fusion_tokens_add_the_cls_to_every_patch_when_asked_and_travel_in_the_config():
+    torch.manual_seed(0)
+    enc = VideoTextVisionEncoder(**VISION, fusion_tokens="patches+cls").eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    mask = torch.zeros(2, 17, dtype=torch.bool)
+    mask[:, 2::3] = True
+    with torch.no_grad():
+        out = enc.forward_blocks(enc.embed_media(x))
+        tokens, _, _ = enc(x, return_clip=False)
+        assert torch.allclose(tokens, out[:, 1:] + out[:, :1], atol=1e-6)
+        visible = enc.forward_blocks(enc.embed_media(x)[~mask].reshape(2, -1, 64))
+        tokens, _, _ = enc(x, mask, return_clip=False)
+        assert tokens.shape == (2, 16 - 5, 64)
+        assert torch.allclose(tokens, visible[:, 1:] + visible[:, :1], atol=1e-6)
+        official = VideoTextVisionEncoder(**VISION).eval()
+        official.load_state_dict(enc.state_dict())
+        assert torch.allclose(official(x, return_clip=False)[0], out[:, 1:], atol=1e-6)   # default: patches only
+    spec = {"vision": {"variant": "videomamba_tiny", "kwargs": {**VISION, "fusion_tokens": "patches+cls"}},
+            "text": {"config": SMALL_BERT, "fusion_layer": 2}}
+    _, meta = build_video_text_model(spec, losses=("vtc", "vtm"))
+    assert video_text_from_meta(meta).vision_encoder.config.fusion_tokens == "patches+cls"
+    with pytest.raises(ValueError, match="fusion_tokens must be one of"):
+        VideoTextVisionEncoder(**VISION, fusion_tokens="cls")
 
 
 def test_itm_score_is_half_the_log_odds_of_a_match_before_and_after_training():

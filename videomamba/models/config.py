@@ -149,6 +149,20 @@ class VideoTextVisionConfig(MaskedStudentConfig):
     model_type: ClassVar[str] = "videomamba_video_text_vision"
 
     add_pool_norm: bool = True
+    fusion_tokens: str = "patches"              # what the fusion layers attend to: see FUSION_TOKENS
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.fusion_tokens not in FUSION_TOKENS:
+            raise ValueError(f"fusion_tokens must be one of {sorted(FUSION_TOKENS)}, got {self.fusion_tokens!r}")
+
+
+# The vision tokens the text's fusion layers cross-attend to (VTM, MLM, re-ranking):
+FUSION_TOKENS = {
+    "patches": "the final-norm patch tokens, the CLS left out (official)",
+    "patches+cls": "each patch token plus the CLS token: what the clip holds as a whole (a shallow encoder "
+                   "keeps its motion in the CLS, which reads the sequence end to end) in every token",
+}
 
 
 @dataclass

@@ -67,7 +67,9 @@ class VideoTextVisionEncoder(VideoMambaPretrain):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, keep_temporal: bool = False,
                 return_clip: bool = True):
-        """``(patch tokens (B, visible, D), pooled (B, 1|T, D), clip features (K, B, 1+visible, C) or None)``."""
+        """``(fusion tokens (B, visible, D), pooled (B, 1|T, D), clip features (K, B, 1+visible, C) or None)``;
+        the fusion tokens are the patch tokens, or with ``config.fusion_tokens="patches+cls"`` each plus the
+        CLS."""
         if x.dim() == 4:
             x = x.unsqueeze(2)
         T = x.shape[2] // self.tubelet_size
@@ -88,13 +90,14 @@ class VideoTextVisionEncoder(VideoMambaPretrain):
             pooled = self.pool_norm(cls + patches.reshape(B, T, -1, D).mean(dim=2))
         else:
             pooled = self.pool_norm(cls + patches.mean(dim=1, keepdim=True))
+        tokens = patches + cls if self.config.fusion_tokens == "patches+cls" else patches
         clip = None
         if feats is not None:
             pos = self.clip_pos_embed[:, :L].expand(B, -1, -1)   # the fixed table; an image uses its first rows
             if mask is not None:
                 pos = pos[~mask].reshape(B, -1, D)
             clip = torch.stack([dec(f + pos.to(f.dtype)) for dec, f in zip(self.clip_decoder, feats)])
-        return patches, pooled, clip
+        return tokens, pooled, clip
 
     def _blocks_with_returns(self, tokens: torch.Tensor):
         """All blocks and the final norm, collecting the aligned features on the way (official order: for the

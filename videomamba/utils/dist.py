@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -125,7 +126,11 @@ def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
         return t
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(t), dim=0)
+    # torch 2.x calls it deprecated in favour of a private module (_functional_collectives); it works, and
+    # the warning would print once per rank in every run
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
+        return torch.cat(all_gather(t), dim=0)
 
 
 def all_gather_object(obj) -> list:
