@@ -81,3 +81,20 @@ def test_unwrap_and_weights_only_file_error(tmp_path):
     torch.save(model.state_dict(), tmp_path / "weights.pth")
     with pytest.raises(KeyError, match="not a training checkpoint"):
         load_training_state(tmp_path / "weights.pth", model)
+
+
+def test_resume_refuses_an_optimizer_state_of_other_parameter_groups(tmp_path):
+    """A run saved with the first layer locked (out of the optimizer) cannot resume with it trained, or with the
+    same number of tensors in another arrangement: one line naming the file, not a failure inside a step."""
+    model, _ = make()
+    locked = torch.optim.AdamW(model[2].parameters(), lr=1e-2)           # layer 0 locked when it was saved
+    train_steps(model, locked, 1)
+    save_training_state(tmp_path / LATEST, model, locked, epoch=1, step=1)
+    model2, opt2 = make()                                                  # now every layer trains
+    with pytest.raises(ValueError, match=rf"{LATEST}: its optimizer state does not fit this run .*module_lr"):
+        load_training_state(tmp_path / LATEST, model2, opt2)
+    # the same group sizes, other tensors: layer 0's (8, 4) weight where layer 2's (2, 8) was
+    swapped = torch.optim.AdamW([model2[0].weight, model2[0].bias], lr=1e-2)
+    with pytest.raises(ValueError, match=r"optimizer group 0 holds 'exp_avg' of shape \(2, 8\) for a parameter "
+                                         r"of shape \(8, 4\)"):
+        load_training_state(tmp_path / LATEST, model2, swapped)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils.checkpoint_io import CheckpointError
 from ..utils.files import atomic_write
 from ..utils.tensors import unwrap  # noqa: F401  (re-exported: its old home)
 
@@ -75,7 +76,7 @@ def load_training_state(path: str | Path, model, optimizer=None, scaler=None, em
                        "use videomamba.load_checkpoint for weights-only files")
     unwrap(model).load_state_dict(state["model"])
     if optimizer is not None and "optimizer" in state:
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"], path)
     if scaler is not None and "scaler" in state:
         scaler.load_state_dict(state["scaler"])
     if ema is not None and "model_ema" in state:
@@ -83,3 +84,22 @@ def load_training_state(path: str | Path, model, optimizer=None, scaler=None, em
     if restore_random and "rng" in state:
         restore_rng(state["rng"])
     return {k: state.get(k) for k in ("epoch", "step", "best_metric", "extra")}
+
+
+def load_optimizer_state(optimizer, saved: dict, path: str | Path):
+    """``optimizer.load_state_dict`` that refuses a state saved for other parameter groups with a
+    :class:`CheckpointError` (one line naming the file; the commands print it without a traceback). torch's
+    own check compares only the group sizes; a tensor of the wrong shape would fail later, inside a step."""
+    hint = ("was the set of trained parameters changed since (train.module_lr, a module locked at lr 0 or "
+            "unlocked, frozen layers)? Resume with the old settings, or start a new output_dir from these "
+            "weights")
+    try:
+        optimizer.load_state_dict(saved)
+    except ValueError as err:
+        raise CheckpointError(path, f"its optimizer state does not fit this run ({err}); {hint}") from None
+    for g, group in enumerate(optimizer.param_groups):
+        for p in group["params"]:
+            for name, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.dim() and value.shape != p.shape:
+                    raise CheckpointError(path, f"optimizer group {g} holds {name!r} of shape "
+                                                f"{tuple(value.shape)} for a parameter of shape {tuple(p.shape)}; {hint}")
