@@ -7,6 +7,7 @@ import torch
 
 from videomamba.engine.train_state import (BEST, LATEST, find_resume, load_training_state, save_training_state,
                                            unwrap)
+from videomamba.utils.checkpoint_io import CheckpointError
 
 
 def make():
@@ -91,10 +92,10 @@ def test_resume_refuses_an_optimizer_state_of_other_parameter_groups(tmp_path):
     train_steps(model, locked, 1)
     save_training_state(tmp_path / LATEST, model, locked, epoch=1, step=1)
     model2, opt2 = make()                                                  # now every layer trains
-    with pytest.raises(ValueError, match=rf"{LATEST}: its optimizer state does not fit this run .*module_lr"):
+    with pytest.raises(CheckpointError, match=rf"{LATEST}: its optimizer state does not fit this run .*module_lr"):
         load_training_state(tmp_path / LATEST, model2, opt2)
     # the same group sizes, other tensors: layer 0's (8, 4) weight where layer 2's (2, 8) was
     swapped = torch.optim.AdamW([model2[0].weight, model2[0].bias], lr=1e-2)
-    with pytest.raises(ValueError, match=r"optimizer group 0 holds 'exp_avg' of shape \(2, 8\) for a parameter "
+    with pytest.raises(CheckpointError, match=r"optimizer group 0 holds 'exp_avg' of shape \(2, 8\) for a parameter "
                                          r"of shape \(8, 4\)"):
         load_training_state(tmp_path / LATEST, model2, swapped)

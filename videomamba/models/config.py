@@ -142,6 +142,14 @@ class MaskedStudentConfig(VideoMambaConfig):
         self.num_classes = 0   # a student has no head, whatever a config file says
 
 
+# The vision tokens the text's fusion layers cross-attend to (VTM, MLM, re-ranking):
+FUSION_TOKENS = {
+    "patches": "the final-norm patch tokens, the CLS left out (official)",
+    "patches+cls": "each patch token plus the CLS token: what the clip holds as a whole (a shallow encoder "
+                   "keeps its motion in the CLS, which reads the sequence end to end) in every token",
+}
+
+
 @dataclass
 class VideoTextVisionConfig(MaskedStudentConfig):
     """The vision encoder of the video-text model: the student plus ``pool_norm``."""
@@ -155,14 +163,6 @@ class VideoTextVisionConfig(MaskedStudentConfig):
         super().__post_init__()
         if self.fusion_tokens not in FUSION_TOKENS:
             raise ValueError(f"fusion_tokens must be one of {sorted(FUSION_TOKENS)}, got {self.fusion_tokens!r}")
-
-
-# The vision tokens the text's fusion layers cross-attend to (VTM, MLM, re-ranking):
-FUSION_TOKENS = {
-    "patches": "the final-norm patch tokens, the CLS left out (official)",
-    "patches+cls": "each patch token plus the CLS token: what the clip holds as a whole (a shallow encoder "
-                   "keeps its motion in the CLS, which reads the sequence end to end) in every token",
-}
 
 
 @dataclass

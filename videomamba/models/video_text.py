@@ -116,7 +116,8 @@ class VideoTextVisionEncoder(VideoMambaPretrain):
 
 
 def antisymmetric_(head: nn.Linear) -> nn.Linear:
-    """Make a two-class head's class-0 row minus its class-1 row (weights and bias), keeping their difference.
+    """Make a two-class head's class-0 row the negative of its class-1 row (weights and bias), keeping the
+    difference of the two rows.
 
     The cross-entropy sees only ``logit1 - logit0``: the sum of the rows gets no gradient (AdamW's updates of the
     two rows are exact opposites), so under the default init it stays random for ever, and the raw class-1 logit
