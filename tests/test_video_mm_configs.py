@@ -284,3 +284,52 @@ def test_zero_shot_and_pretrain_launchers(fake_python, tmp_path):
     r = _run("pretrain.sh", ["c.yaml", "4", "--opts", "a=1"], exe, tmp_path)
     assert r.returncode == 0, r.stderr
     assert log.read_text().splitlines()[-1].endswith("--nproc_per_node=4 -m video_mm.pretrain --config c.yaml --opts a=1")
+
+
+def test_embedded_pipeline_runs_the_variant_only_when_asked_and_the_video_text_stages_on_both_cores(tmp_path):
+    log = tmp_path / "calls.txt"
+    exe = tmp_path / "python"   # logs "<processes asked for> <OMP threads> <arguments>", finishes every stage
+    exe.write_text(f"""#!/usr/bin/env bash
+echo "${{VIDEOMAMBA_CPU_PROCESSES:-none}} ${{OMP_NUM_THREADS:-unset}} $*" >> {log}
+for a in "$@"; do case "$a" in output_dir=*) d=${{a#output_dir=}}; mkdir -p "$d"; touch "$d/checkpoint-latest.pth" "$d/checkpoint-best.pth";; esac; done
+""")
+    exe.chmod(0o755)
+    env = {"OUTPUTS": str(tmp_path / "out")}
+
+    def stages(*args):
+        log.unlink(missing_ok=True)
+        r = _run("moving_digits.sh", list(args), exe, tmp_path, **env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return [line.split(" ", 2) for line in log.read_text().splitlines()]
+
+    calls = stages()
+    pretrain = [c for c in calls if "-m video_mm.pretrain" in c[2]]
+    assert [c[2].split("--config ")[1].split()[0] for c in pretrain] == [
+        "configs/video_mm/moving_digits_masked.yaml", "configs/video_mm/moving_digits_unmasked.yaml"]
+    assert all(c[0] == "2" and c[1] == "unset" for c in pretrain)       # one process per core
+    assert not any("no_masked" in c[2] for c in calls)                 # the variant only with --with-variant
+    assert any("--random-init" in c[2] for c in calls)
+    calls = stages("--with-variant")
+    variant = [c for c in calls if "moving_digits_no_masked" in c[2] and "-m video_mm.pretrain" in c[2]]
+    assert len(variant) == 2 and all(c[0] == "2" for c in variant)
+    r = _run("moving_digits.sh", ["--variant"], exe, tmp_path, **env)
+    assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_checkpoint_output_options_fill_defaults_and_change_only_what_differs():
+    from videomamba.engine.config import Config
+    from videomamba.tasks.video_text.recipe import adopt_checkpoint_options, effective_options
+
+    assert effective_options({}) == {"fusion_tokens": "patches", "pool": "cls", "itm_pool": "cls", "keep_temporal": True}
+    assert effective_options({"text": {"pool": "mean", "itm_pool": None}})["itm_pool"] == "mean"   # as pool
+    said = []
+    cfg = Config({"model": {"text": {"pool": "mean"}, "vision": {}}})
+    saved = {"text": {"pool": "mean", "itm_pool": "mean"}, "vision": {"kwargs": {"fusion_tokens": "patches"}},
+             "keep_temporal": True}
+    assert adopt_checkpoint_options(cfg, saved, "ck.pth", said.append) is cfg and said == []   # the same outputs
+    saved = {**saved, "keep_temporal": False, "vision": {"kwargs": {"fusion_tokens": "patches+cls"}}}
+    adopt_checkpoint_options(cfg, saved, "ck.pth", said.append)
+    assert cfg["model"]["vision"]["kwargs"]["fusion_tokens"] == "patches+cls" and cfg["model"]["keep_temporal"] is False
+    assert said == ["model.vision.kwargs.fusion_tokens = patches+cls from ck.pth (the config says patches)",
+                    "model.keep_temporal = False from ck.pth (the config says True)"]
+    assert adopt_checkpoint_options(cfg, None, "official.pth", said.append) is cfg   # official files: no description

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from videomamba.data.text import default_text_encoder_dir, load_tokenizer
 from videomamba.models.clip_teacher import CLIPTeacher, build_clip_vit
 from videomamba.models.pretrain import VideoMambaPretrain
-from videomamba.models.text_bert import additive_mask, build_text_encoder, text_config_dict, text_encoder_from_config
+from videomamba.models.text_bert import (additive_mask, build_text_encoder, init_cross_attention_, text_config_dict,
+                                         text_encoder_from_config)
 from videomamba.models.video_text import VideoTextVisionEncoder, build_video_text_model, video_text_from_meta
 from videomamba.models.vision_mamba import VisionMamba
 
@@ -25,11 +26,11 @@ def tokenizer():
     return load_tokenizer()
 
 
-def small_model(losses=("vtc", "vtm", "mlm", "uta"), tokenizer=None, text_pool="cls", seed=0):
+def small_model(losses=("vtc", "vtm", "mlm", "uta"), tokenizer=None, text_pool="cls", seed=0, itm_pool=None):
     torch.manual_seed(seed)
     teacher = CLIPTeacher(build_clip_vit(img_size=32, patch_size=16, width=64, layers=2, heads=2), torch.randn(64, 32))
     spec = {"vision": {"variant": "videomamba_tiny", "kwargs": VISION},
-            "text": {"config": SMALL_BERT, "fusion_layer": 2, "pool": text_pool}}
+            "text": {"config": SMALL_BERT, "fusion_layer": 2, "pool": text_pool, "itm_pool": itm_pool}}
     ids = {"pad": 0, "cls": 101, "mask": 103}
     model, meta = build_video_text_model(spec, ids, teacher if "uta" in losses else None, losses,
                                          masks={"video": ("random", 0.5), "image": ("random", 0.5)})
@@ -266,6 +267,56 @@ def test_mean_text_pooling_uses_only_real_tokens():
     m = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     got = model.pool_text(h, m)
     assert torch.allclose(got[0], h[0, :3].mean(0)) and torch.allclose(got[1], h[1].mean(0))
+
+
+def test_itm_pool_reads_the_fusion_cls_while_the_vtc_text_feature_stays_the_mean():
+    model, meta = small_model(losses=("vtc", "vtm"), text_pool="mean", itm_pool="cls")
+    model.eval()
+    vt, th = torch.randn(2, 8, 64), torch.randn(2, 5, 64)
+    m = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        out = model.text_encoder(mode="fusion", hidden_states=th, attention_mask=m, encoder_hidden_states=vt)
+        assert torch.allclose(model.fuse(vt, th, m), out[:, 0])                      # the fusion CLS
+        assert torch.allclose(model.itm_scores(vt, th, m), model.itm_head(out[:, 0])[:, 1])
+        h, pooled = model.encode_text(torch.tensor([[101, 7, 8, 0, 0], [101, 7, 8, 9, 102]]), m)
+        assert torch.allclose(pooled[0], h[0, :3].mean(0)) and torch.allclose(pooled[1], h[1].mean(0))
+    assert meta["text"]["itm_pool"] == "cls" and video_text_from_meta(meta).itm_pool == "cls"
+    old = {**meta, "text": {k: v for k, v in meta["text"].items() if k != "itm_pool"}}   # saved before the option
+    assert video_text_from_meta(old).itm_pool == "mean"                                  # follows pool, as it did
+    with pytest.raises(ValueError, match="itm_pool must be one of"):
+        small_model(losses=("vtc",), itm_pool="max")
+
+
+def test_cross_init_xavier_draws_only_the_new_cross_attention_queries_and_keys():
+    def spread(w):   # (std, max |w|) by hand
+        return w.double().std().item(), w.abs().max().item()
+
+    torch.manual_seed(0)
+    text = text_encoder_from_config(SMALL_BERT, 1, 32, mlm=False)
+    before = {k: v.clone() for k, v in text.state_dict().items()}
+    init_cross_attention_(text, "xavier")
+    for i in (1, 2):
+        ca = text.bert.encoder.layer[i].crossattention.self
+        for lin, fan_in in ((ca.query, 64), (ca.key, 32)):
+            bound = (6 / (fan_in + 64)) ** 0.5          # xavier-uniform: U(-b, b), b = sqrt(6 / (fan_in + fan_out))
+            std, top = spread(lin.weight)
+            assert top <= bound and std == pytest.approx(bound / 3 ** 0.5, rel=0.1)
+        assert spread(ca.value.weight)[0] == pytest.approx(0.02, rel=0.1)   # values keep BERT's init
+    changed = {k for k, v in text.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {f"bert.encoder.layer.{i}.crossattention.self.{n}.weight" for i in (1, 2) for n in ("query", "key")}
+    # on the real MiniLM folder: the pretrained weights load over the init, the new queries stay xavier
+    from safetensors.torch import load_file
+
+    real = build_text_encoder(None, 4, 128, mlm=False, cross_init="xavier", log=lambda s: None)
+    weights = load_file(str(default_text_encoder_dir() / "model.safetensors"))
+    key = next(k for k in weights if k.endswith("layer.4.attention.self.query.weight"))
+    assert torch.equal(real.bert.encoder.layer[4].attention.self.query.weight, weights[key])
+    q = real.bert.encoder.layer[4].crossattention.self.query.weight
+    assert spread(q)[0] == pytest.approx((2 / (384 + 384)) ** 0.5, rel=0.1)
+    official = build_text_encoder(None, 4, 128, mlm=False, log=lambda s: None)
+    assert spread(official.bert.encoder.layer[4].crossattention.self.query.weight)[0] == pytest.approx(0.02, rel=0.1)
+    with pytest.raises(ValueError, match="cross_init must be one of"):
+        init_cross_attention_(text, "kaiming")
 
 
 def test_bad_configurations_raise():

@@ -89,6 +89,27 @@ def test_zero_shot_from_the_checkpoint_reproduces_the_final_evaluation(tmp_path,
             assert got[kind][k] == pytest.approx(v, abs=1e-9), (kind, k)
 
 
+def test_zero_shot_takes_the_output_options_from_the_checkpoint(tmp_path, teacher_file, trained, capsys):
+    """The run trained with fusion_tokens patches+cls and the ITM on the mean fusion output (the config's);
+    evaluated under a config saying otherwise, the checkpoint's options win (with a line saying so) and the
+    numbers are the training run's own."""
+    from video_mm.retrieval import main
+
+    ck = torch.load(trained / "checkpoint-latest.pth", map_location="cpu", weights_only=False)
+    meta = ck["extra"]["video_text_model"]
+    assert meta["vision"]["kwargs"]["fusion_tokens"] == "patches+cls" and meta["text"]["itm_pool"] == "mean"
+    out = tmp_path / "zs"
+    main(["--config", str(CONFIG), "--zero-shot", "--no-progress", "--checkpoint", str(trained / "checkpoint-latest.pth"),
+          "--opts", *tiny_opts(out, teacher_file), "loss.uta=0", "model.vision.kwargs.fusion_tokens=patches",
+          "model.text.itm_pool=cls"])
+    said = capsys.readouterr().out
+    assert "model.vision.kwargs.fusion_tokens = patches+cls from " in said and "(the config says patches)" in said
+    assert "model.text.itm_pool = mean from " in said and "(the config says cls)" in said
+    got = json.loads((out / "results.json").read_text())["digits_val"]["itm"]
+    want = json.loads((trained / "results.json").read_text())["digits_val"]["itm"]
+    assert got == pytest.approx(want, abs=1e-9)
+
+
 def _torchrun(args, port, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",

@@ -233,7 +233,7 @@ def convert_video_text_state_dict(sd: Mapping[str, torch.Tensor], model: torch.n
 
 # ---------------------------------------------------------------------------------------------- loading
 def load_video_text_checkpoint(model: torch.nn.Module, path_or_state_dict: str | os.PathLike | Mapping,
-                               strict: bool = True, log=print) -> VideoTextLoadReport:
+                               strict: bool = True, log=print, source: str | None = None) -> VideoTextLoadReport:
     """Load an official UMT_VIDEOMAMBA checkpoint, or one of our training checkpoints, into a
     :class:`~videomamba.models.video_text.VideoMambaText` and return (and ``log``) the report.
 
@@ -241,9 +241,9 @@ def load_video_text_checkpoint(model: torch.nn.Module, path_or_state_dict: str |
     the model; with ``strict`` (a :class:`CheckpointMismatchError`, ``.report`` attached) when a model
     tensor is missing, a shape does not fit or a checkpoint key has no place in the model. Keys the model
     lacks by construction (teacher, MLM head) are skipped, never an error. The model is untouched when it
-    raises."""
+    raises. ``source`` names an already-read checkpoint (a mapping) in errors."""
     if isinstance(path_or_state_dict, Mapping):
-        source, obj = "state_dict", path_or_state_dict
+        source, obj = source or "state_dict", path_or_state_dict
     else:
         source = str(path_or_state_dict)
         obj = read_checkpoint(path_or_state_dict)

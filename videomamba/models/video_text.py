@@ -136,13 +136,14 @@ class VideoMambaText(nn.Module):
     """See the module doc. ``token_ids``: ``{"pad", "cls", "mask"}`` ids of the tokenizer (for MLM);
     ``masks``: ``{"video": (type, ratio), "image": (type, ratio)}`` of UTA (official: attention 0.8 / 0.5);
     ``keep_temporal``: per-frame VTC features where no mask is used (official: True); ``mlm_prob`` 0.5;
-    ``losses``: which losses ``forward`` computes (the ones with a weight); ``text_pool``: see :meth:`pool_text`."""
+    ``losses``: which losses ``forward`` computes (the ones with a weight); ``text_pool``: see :meth:`pool_text`;
+    ``itm_pool``: the same choice for the fusion output that VTM and re-ranking read (None: ``text_pool``)."""
 
     def __init__(self, vision_encoder: VideoTextVisionEncoder, text_encoder: BertFusionForMaskedLM,
                  embed_dim: int = _DEFAULTS.embed_dim, temp: float = _DEFAULTS.temp,
                  clip_teacher: nn.Module | None = None, token_ids: dict | None = None, masks: dict | None = None,
                  keep_temporal: bool = _DEFAULTS.keep_temporal, mlm_prob: float = _DEFAULTS.mlm_prob, losses=LOSSES,
-                 text_pool: str = "cls"):
+                 text_pool: str = "cls", itm_pool: str | None = None):
         super().__init__()
         unknown = set(losses) - set(LOSSES)
         if unknown:
@@ -165,9 +166,11 @@ class VideoMambaText(nn.Module):
         self.token_ids = dict(token_ids or {})
         self.masks = {"video": ("attention", 0.8), "image": ("attention", 0.5), **(masks or {})}
         self.keep_temporal, self.mlm_prob, self.losses = keep_temporal, float(mlm_prob), tuple(losses)
-        if text_pool not in TEXT_POOLS:
-            raise ValueError(f"text_pool must be one of {TEXT_POOLS}, got {text_pool!r}")
-        self.text_pool = text_pool
+        itm_pool = text_pool if itm_pool is None else itm_pool
+        for name, value in (("text_pool", text_pool), ("itm_pool", itm_pool)):
+            if value not in TEXT_POOLS:
+                raise ValueError(f"{name} must be one of {TEXT_POOLS}, got {value!r}")
+        self.text_pool, self.itm_pool = text_pool, itm_pool
 
     def no_weight_decay(self):
         # as officially: only 1-D parameters and biases are excluded (pos / cls embeddings are decayed)
@@ -183,10 +186,11 @@ class VideoMambaText(nn.Module):
         return self.vision_encoder(media, mask, keep_temporal=self.keep_temporal and mask is None,
                                    return_clip=return_clip)
 
-    def pool_text(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def pool_text(self, hidden: torch.Tensor, attention_mask: torch.Tensor, pool: str | None = None) -> torch.Tensor:
         """The CLS state (official) or, with ``text_pool="mean"``, the mean over the real tokens (for BERTs
-        trained as sentence encoders with mean pooling, whose CLS state is the same for every sentence)."""
-        if self.text_pool == "cls":
+        trained as sentence encoders with mean pooling, whose CLS state is the same for every sentence);
+        ``pool`` overrides ``text_pool``."""
+        if (pool or self.text_pool) == "cls":
             return hidden[:, 0]
         m = attention_mask[..., None].to(hidden.dtype)
         return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp_min(1)
@@ -209,7 +213,7 @@ class VideoMambaText(nn.Module):
         (text row ``i`` to vision row ``vision_index[i]`` when given, else to row ``i``)."""
         out = self.text_encoder(mode="fusion", hidden_states=text_hidden, attention_mask=text_mask,
                                 encoder_hidden_states=vision_tokens, encoder_index=vision_index)
-        return self.pool_text(out, text_mask)
+        return self.pool_text(out, text_mask, self.itm_pool)
 
     def itm_scores(self, vision_tokens, text_hidden, text_mask) -> torch.Tensor:
         """The raw ``itm_head`` logit of "matched" (what the official re-ranking uses)."""
@@ -299,7 +303,9 @@ def build_video_text_model(spec: dict, token_ids: dict | None = None, teacher: n
     plain-data description saved in checkpoints (:func:`video_text_from_meta` rebuilds the model from it).
 
     ``spec``: ``vision`` {variant, kwargs}, ``text`` {path (a local BERT folder; null = the offline MiniLM
-    default), fusion_layer, pool (cls | mean), freeze_layers (embeddings + the first N layers fixed)}, ``embed_dim``, ``temp``, ``keep_temporal``, ``mlm_prob``."""
+    default), fusion_layer, pool (cls | mean; the VTC text feature), itm_pool (cls | mean; the fusion output VTM
+    reads; default: pool), freeze_layers (embeddings + the first N layers fixed), cross_init (bert |
+    xavier: the new cross-attention's queries and keys)}, ``embed_dim``, ``temp``, ``keep_temporal``, ``mlm_prob``."""
     from .text_bert import build_text_encoder, text_config_dict, text_encoder_from_config
 
     vkw = vision_kwargs(spec.get("vision") or {})
@@ -310,7 +316,8 @@ def build_video_text_model(spec: dict, token_ids: dict | None = None, teacher: n
         text = text_encoder_from_config(text_spec["config"], text_spec["fusion_layer"], vision.embed_dim, mlm=mlm)
     else:
         text = build_text_encoder(text_spec.get("path"), text_spec.get("fusion_layer"), vision.embed_dim, mlm=mlm,
-                                  pretrained=text_pretrained and text_spec.get("pretrained", True), log=log)
+                                  pretrained=text_pretrained and text_spec.get("pretrained", True),
+                                  cross_init=text_spec.get("cross_init", "bert"), log=log)
     freeze = int(text_spec.get("freeze_layers") or 0)
     if freeze:   # embeddings + the first `freeze` layers fixed (a locked pretrained text tower: faster, fewer
         # parameters to fit on small data); they must be text-only layers
@@ -325,11 +332,11 @@ def build_video_text_model(spec: dict, token_ids: dict | None = None, teacher: n
                            temp=float(spec.get("temp", defaults.temp)), clip_teacher=teacher, token_ids=token_ids,
                            masks=masks, keep_temporal=bool(spec.get("keep_temporal", defaults.keep_temporal)),
                            mlm_prob=float(spec.get("mlm_prob", defaults.mlm_prob)), losses=losses,
-                           text_pool=text_spec.get("pool", "cls"))
+                           text_pool=text_spec.get("pool", "cls"), itm_pool=text_spec.get("itm_pool"))
     meta = {"vision": {"variant": (spec.get("vision") or {}).get("variant", "videomamba_middle"), "kwargs": vkw},
             "text": {"config": text_config_dict(text), "fusion_layer": text.bert.fusion_layer,
                      "tokenizer": str(text_spec["path"]) if text_spec.get("path") else None,
-                     "pool": model.text_pool},
+                     "pool": model.text_pool, "itm_pool": model.itm_pool, "cross_init": text_spec.get("cross_init", "bert")},
             "embed_dim": model.vision_proj.out_features, "temp": float(spec.get("temp", defaults.temp)),
             "keep_temporal": model.keep_temporal, "mlm_prob": model.mlm_prob}
     model.config = VideoTextConfig.from_dict(meta)

@@ -40,6 +40,46 @@ def build_teacher(cfg, vkw: dict, log=print):
     return teacher
 
 
+# Model options without parameters of their own: a checkpoint loads under any value of them without a
+# complaint, and scores differently. (name, where in a config's `model` section, the value when absent)
+OUTPUT_OPTIONS = (("fusion_tokens", ("vision", "kwargs"), "patches"), ("pool", ("text",), "cls"),
+                  ("itm_pool", ("text",), None), ("keep_temporal", (), True))
+
+
+def effective_options(model: dict) -> dict:
+    """The :data:`OUTPUT_OPTIONS` a ``model`` config section (or a checkpoint's saved description) sets, with the
+    defaults filled in."""
+    out = {}
+    for name, path, default in OUTPUT_OPTIONS:
+        section = model
+        for key in path:
+            section = section.get(key) or {}
+        out[name] = section.get(name, default)
+    if out["itm_pool"] is None:
+        out["itm_pool"] = out["pool"]
+    return out
+
+
+def adopt_checkpoint_options(cfg, meta: dict | None, source: str, log=print):
+    """``cfg`` with the model's :data:`OUTPUT_OPTIONS` taken from a checkpoint's saved description ``meta``
+    (``extra.video_text_model``; None, as in official files: ``cfg`` unchanged), each change logged: a
+    checkpoint is evaluated as it was trained."""
+    if not meta:
+        return cfg
+    want, have = effective_options(meta), effective_options(cfg.model)
+    for name, path, _ in OUTPUT_OPTIONS:
+        if want[name] == have[name]:
+            continue
+        section = cfg.model
+        for key in path:
+            if section.get(key) is None:
+                section[key] = {}
+            section = section[key]
+        section[name] = want[name]
+        log(f"model.{'.'.join((*path, name))} = {want[name]} from {source} (the config says {have[name]})")
+    return cfg
+
+
 def build(cfg, losses=None, load_weights: bool = True, log=print, text_pretrained: bool = True):
     """``(model, tokenizer, meta)``; ``meta`` goes into checkpoints (it rebuilds the model)."""
     m = cfg.model

@@ -12,10 +12,11 @@ from ...engine import save_config
 from ...engine.runner import TrainingRun
 from ...engine.task import log, resolve_checkpoint, seed_everything
 from ...engine.train_state import BEST
+from ...utils.checkpoint_io import read_checkpoint
 from .evaluate import evaluate_sets
 from .loaders import test_loader, train_loader
 from .loss import VideoTextLoss
-from .recipe import build
+from .recipe import adopt_checkpoint_options, build
 
 
 def prepare(cfg, info):
@@ -63,19 +64,25 @@ def train(cfg, info, progress: bool = True):
 
 def evaluate_checkpoint(cfg, info, weights: str | None, progress: bool = True, random_init: bool = False) -> dict:
     """Retrieval of ``weights`` (a video-text checkpoint; None: the config's own ``model.pretrained``) on the
-    config's test sets; writes ``results.json``. ``random_init``: the model as built, every weight random
+    config's test sets; writes ``results.json``. Options that change the outputs without parameters of their
+    own (``fusion_tokens``, the poolings) come from the checkpoint's saved description where it has one. ``random_init``: the model as built, every weight random
     (the chance baseline)."""
     sets, loaders = prepare(cfg, info)
     if not sets:
         raise ValueError("no test set to evaluate: data.test is empty")
+    checkpoint = None
+    if weights is not None and not random_init:
+        checkpoint = read_checkpoint(weights)
+        meta = (checkpoint.get("extra") or {}).get("video_text_model") if isinstance(checkpoint, dict) else None
+        cfg = adopt_checkpoint_options(cfg, meta, weights, log)
     seed_everything(cfg.seed)
     model, tokenizer, _ = build(cfg, losses=("vtc", "vtm"), load_weights=weights is None and not random_init,
                                 log=log, text_pretrained=False)
     if random_init:
         weights = None
         log("evaluating a randomly initialised model (no weights loaded)")
-    if weights is not None and not random_init:
-        report = load_video_text_checkpoint(model, weights, strict=False, log=None)
+    if checkpoint is not None:
+        report = load_video_text_checkpoint(model, checkpoint, strict=False, log=None, source=str(weights))
         log(f"weights {weights}:\n{report}")
     run = TrainingRun(cfg, info, model, None, loaders, evaluate_fn=_evaluation(cfg, sets, tokenizer), metric="r_mean",
                       progress=progress)
