@@ -131,8 +131,8 @@ rows = [("masked + unmasked stages", "moving_digits_zs_pretrained"),
 # the variant's row only where it ran (--with-variant, now or in an earlier run of the same OUTPUTS)
 rows = [(name, d) for name, d in rows if (out / d / "results.json").is_file()]
 summary = {}
-print(f"pipeline done: the pretrained model's retrieval in {seconds} s" + (f", everything in {total} s" if total != seconds else "")
-      + "; zero-shot retrieval on the test split (ITM re-ranked; ITC in results.json):")
+done = f"the pretrained model's retrieval in {seconds} s" + (f", everything in {total} s" if total != seconds else "")
+print(f"pipeline done: {done}; zero-shot retrieval on the test split (ITM re-ranked; ITC in results.json):")
 print(f"{'model':46s} {'T2V R@1/5/10':>18s} {'MdR':>5s}   {'V2T R@1/5/10':>18s} {'MdR':>5s}")
 for name, d in rows:
     r = json.loads((out / d / "results.json").read_text())["digits_test"]["itm"]

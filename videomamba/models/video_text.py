@@ -336,7 +336,8 @@ def build_video_text_model(spec: dict, token_ids: dict | None = None, teacher: n
     meta = {"vision": {"variant": (spec.get("vision") or {}).get("variant", "videomamba_middle"), "kwargs": vkw},
             "text": {"config": text_config_dict(text), "fusion_layer": text.bert.fusion_layer,
                      "tokenizer": str(text_spec["path"]) if text_spec.get("path") else None,
-                     "pool": model.text_pool, "itm_pool": model.itm_pool, "cross_init": text_spec.get("cross_init", "bert")},
+                     "pool": model.text_pool, "itm_pool": model.itm_pool,
+                     "cross_init": text_spec.get("cross_init", "bert")},
             "embed_dim": model.vision_proj.out_features, "temp": float(spec.get("temp", defaults.temp)),
             "keep_temporal": model.keep_temporal, "mlm_prob": model.mlm_prob}
     model.config = VideoTextConfig.from_dict(meta)

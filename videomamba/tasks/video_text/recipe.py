@@ -61,9 +61,10 @@ def effective_options(model: dict) -> dict:
 
 
 def adopt_checkpoint_options(cfg, meta: dict | None, source: str, log=print):
-    """``cfg`` with the model's :data:`OUTPUT_OPTIONS` taken from a checkpoint's saved description ``meta``
-    (``extra.video_text_model``; None, as in official files: ``cfg`` unchanged), each change logged: a
-    checkpoint is evaluated as it was trained."""
+    """``cfg``, changed in place, with the model's :data:`OUTPUT_OPTIONS` taken from a checkpoint's saved
+    description ``meta`` (``extra.video_text_model``; None, as in official files: ``cfg`` unchanged), each
+    change logged: a checkpoint is evaluated as it was trained. Training from ``model.pretrained`` does not
+    call it: there the config may change an option on purpose."""
     if not meta:
         return cfg
     want, have = effective_options(meta), effective_options(cfg.model)

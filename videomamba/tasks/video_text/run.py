@@ -65,7 +65,8 @@ def train(cfg, info, progress: bool = True):
 def evaluate_checkpoint(cfg, info, weights: str | None, progress: bool = True, random_init: bool = False) -> dict:
     """Retrieval of ``weights`` (a video-text checkpoint; None: the config's own ``model.pretrained``) on the
     config's test sets; writes ``results.json``. Options that change the outputs without parameters of their
-    own (``fusion_tokens``, the poolings) come from the checkpoint's saved description where it has one. ``random_init``: the model as built, every weight random
+    own (``fusion_tokens``, the poolings) come from the checkpoint's saved description where it has one
+    (:func:`~.recipe.adopt_checkpoint_options`). ``random_init``: the model as built, every weight random
     (the chance baseline)."""
     sets, loaders = prepare(cfg, info)
     if not sets:
