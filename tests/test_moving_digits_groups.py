@@ -32,3 +32,18 @@ def test_the_registered_source_reads_the_groups(tmp_path):
     assert len(names) == cfg.model.num_classes == 80
     assert files["test"].read_text() == (make_group_variant() / "test.csv").read_text()
     assert Path(cfg.data.prefix) == default_root() / "videos"
+
+
+def test_the_class_factors_are_each_groups_digit_and_motion():
+    import json
+
+    from videomamba.data.moving_digits import MOTIONS
+
+    groups = make_group_variant()
+    names = (groups / "classes.txt").read_text().splitlines()
+    factors = json.loads((groups / "class_factors.json").read_text())
+    assert set(factors) == {"digit", "motion"}
+    for c, name in enumerate(names):
+        word, motion = name.split(" ", 1)
+        assert DIGIT_WORDS[factors["digit"][c]] == word and MOTIONS[factors["motion"][c]] == motion, name
+    assert sorted(set(factors["digit"])) == list(range(10)) and sorted(set(factors["motion"])) == list(range(8))

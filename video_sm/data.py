@@ -21,6 +21,11 @@ def resolve_files(cfg) -> tuple[dict[str, Path], list[str] | None]:
     return _vc.resolve_files(cfg)
 
 
+def resolve_class_factors(cfg) -> dict[str, list[int]] | None:
+    """``model.head_factors``: each class's label per factor for a factored head, or None."""
+    return _vc.resolve_class_factors(cfg)
+
+
 def build_dataset(cfg, split: str, file: Path, test_views: bool = False) -> VideoClipDataset:
     """``split='train'`` -> augmented clips; otherwise evaluation views: the validation clip, or with
     ``test_views`` the ``test.num_views x test.num_crops`` protocol."""

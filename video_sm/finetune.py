@@ -25,7 +25,7 @@ from videomamba.tasks.classification import build_loss, evaluate_multiview, regr
 from videomamba.tasks.classification.video_test import run_test
 from videomamba.utils.tensors import unwrap
 
-from .data import build_dataset, resolve_files
+from .data import build_dataset, resolve_class_factors, resolve_files
 
 
 def model_shape(cfg) -> dict:
@@ -41,7 +41,8 @@ def main(argv=None):
     seed_everything(cfg.seed)            # the same initial weights on every rank ...
     files, names = resolve_files(cfg)
     weights = eval_weights(cfg, args.checkpoint, log) if args.eval else None
-    model = build_model(cfg, load_finetune=weights is None, log=log, **input_shape(cfg))
+    factors = None if regression else resolve_class_factors(cfg)
+    model = build_model(cfg, load_finetune=weights is None, log=log, head_factors=factors, **input_shape(cfg))
     seed_everything(cfg.seed + info.rank)   # ... and different augmentation / drop-path draws per rank
     test_split = cfg.test.get("split", "test")
     test_set = build_dataset(cfg, test_split, files[test_split], test_views=True)

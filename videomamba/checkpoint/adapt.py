@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..modules.factored_head import fold_factored_head
 from .report import LoadReport
 
 # Tried in this order; 'vision_encoder.' marks a UMT (video-text) checkpoint.
@@ -93,6 +94,9 @@ def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: torch.nn.Module
     report = report or LoadReport()
     target = model.state_dict()
     sd = strip_prefixes(dict(state_dict), set(target), report)
+    if "head.weight" in target and "head.base.weight" not in target and fold_factored_head(sd):
+        report.notes.append("head: the factored training head (head.base + head.factors.*) folded into one "
+                            "linear head of the same logits")
 
     # The masked-pretraining student (and the video-text vision encoder) names its final norm `norm`, the
     # backbone `norm_f`: either way round, the final norm loads.

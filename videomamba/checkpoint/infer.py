@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..modules.factored_head import fold_factored_head
 from .adapt import strip_prefixes
 from ..utils.checkpoint_io import CheckpointError, extract_state_dict
 from .report import LoadReport
@@ -55,7 +56,9 @@ def normalise_state_dict(state_dict: Any, source: str = "state_dict") -> dict[st
     sd = state_dict
     if not (isinstance(sd, Mapping) and sd and all(torch.is_tensor(v) for v in sd.values())):
         sd = extract_state_dict(sd, source=source)
-    return strip_prefixes(dict(sd), set(), LoadReport(source=source))
+    sd = strip_prefixes(dict(sd), set(), LoadReport(source=source))
+    fold_factored_head(sd)   # a factored training head reads as the plain head it computes
+    return sd
 
 
 def _fmt(shape) -> str:

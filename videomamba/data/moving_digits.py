@@ -322,7 +322,8 @@ def make_video_text_variant(root: str | os.PathLike | None = None, captions_per_
 def make_group_variant(root: str | os.PathLike | None = None) -> Path:
     """The captions' content as video classes: ``root/video_groups/{train,val,test}.csv`` label each video of
     the video-text splits with its (digit, motion) group, one of the 80 in ``classes.txt`` (sorted names such
-    as "seven move left"); paths are relative to ``root/videos``, as in the motion variant. The video-text
+    as "seven move left") and ``class_factors.json`` gives each group's digit and motion (for a factored head);
+    paths are relative to ``root/videos``, as in the motion variant. The video-text
     pipeline trains its vision encoder on these before the video-text stages (a supervised video start, as
     the paper's encoders start from Kinetics). Made from :func:`make_video_text_variant`'s files. Idempotent."""
     root = Path(root) if root is not None else default_root()
@@ -330,7 +331,7 @@ def make_group_variant(root: str | os.PathLike | None = None) -> Path:
     out = root / "video_groups"
     entries = {s: json.loads((captions / f"{s}_video.json").read_text()) for s in SPLITS}
     names = sorted({f"{d} {m}" for d in DIGIT_WORDS for m in MOTIONS})
-    stamp = {"source": json.loads((captions / "settings.json").read_text()), "classes": len(names)}
+    stamp = {"source": json.loads((captions / "settings.json").read_text()), "classes": len(names), "factors": 1}
     if (out / "settings.json").is_file() and json.loads((out / "settings.json").read_text()) == stamp:
         return out
     index = {n: i for i, n in enumerate(names)}
@@ -339,5 +340,9 @@ def make_group_variant(root: str | os.PathLike | None = None) -> Path:
     for split, rows in entries.items():
         (tmp / f"{split}.csv").write_text("".join(f"{e['video']},{index[e['group']]}\n" for e in rows))
     (tmp / "classes.txt").write_text("\n".join(names) + "\n")
+    # each group's digit and motion (model.head_factors: data): "seven move left" -> digit 7, motion 0
+    factors = {"digit": [DIGIT_WORDS.index(n.split(" ", 1)[0]) for n in names],
+               "motion": [MOTIONS.index(n.split(" ", 1)[1]) for n in names]}
+    (tmp / "class_factors.json").write_text(json.dumps(factors))
     _publish(tmp, out, stamp)
     return out

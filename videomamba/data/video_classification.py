@@ -100,8 +100,11 @@ def checked_class_names(cfg, names: list[str] | None) -> list[str] | None:
 
 
 class VideoClassificationSource(DataSource):
-    """``files``: split -> annotation file (every split of :data:`SPLITS`); ``class_names``: a list or None.
+    """``files``: split -> annotation file (every split of :data:`SPLITS`); ``class_names``: a list or None;
+    ``factors_file``: the data set's class factors (:func:`read_class_factors`), or None.
     ``build(split, file=None, test_views=False)``: :func:`clip_dataset` of that split's file."""
+
+    factors_file: Path | None = None
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -143,6 +146,7 @@ class MovingDigitsGroups(VideoClassificationSource):
         with main_process_first():
             groups = moving_digits.make_group_variant(d.get("root"))
         moving_digits_videos(d)   # the videos themselves (already made) and data.prefix
+        self.factors_file = groups / "class_factors.json"   # each group's digit and motion
         return {s: groups / f"{s}.csv" for s in SPLITS}, (groups / "classes.txt").read_text().splitlines()
 
 
@@ -158,6 +162,48 @@ class CsvVideos(VideoClassificationSource):
                 raise ValueError(f"data.name=csv needs data.data_path (with {s}.csv) or data.{s}_file")
             files[s] = f
         return files, None
+
+
+def read_class_factors(path: str | Path, num_classes: int) -> dict[str, list[int]]:
+    """A class-factors file: JSON ``{"factor name": [the label of class 0, of class 1, ...], ...}``, one list of
+    ``num_classes`` labels (ints >= 0) per factor, e.g. ``{"verb": [...], "noun": [...]}`` for (verb, noun)
+    actions. Read for ``model.head_factors`` (:class:`videomamba.modules.factored_head.FactoredHead`)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: class-factors file not found (model.head_factors)")
+    try:
+        factors = json.loads(path.read_text())
+    except ValueError as err:
+        raise DataError(f"{path}: not JSON ({err}); expected {{\"factor\": [label of each class, ...]}}") from None
+    if not isinstance(factors, dict) or not factors:
+        raise DataError(f"{path}: expected a JSON object {{\"factor\": [label of each class, ...]}}")
+    for name, labels in factors.items():
+        if not isinstance(labels, list) or len(labels) != num_classes:
+            got = f"{len(labels)} labels" if isinstance(labels, list) else type(labels).__name__
+            raise DataError(f"{path}: factor {name!r}: expected a list of {num_classes} labels "
+                            f"(model.num_classes), got {got}")
+        bad = next((v for v in labels if not isinstance(v, int) or isinstance(v, bool) or v < 0), None)
+        if bad is not None:
+            raise DataError(f"{path}: factor {name!r}: labels must be ints >= 0, got {bad!r}")
+    return factors
+
+
+def resolve_class_factors(cfg) -> dict[str, list[int]] | None:
+    """``model.head_factors``: None (a plain head), ``data`` (the data set's own class factors, e.g. the
+    (digit, motion) of ``moving_digits_groups``) or the path of a class-factors file (:func:`read_class_factors`)."""
+    spec = cfg.model.get("head_factors")
+    if not spec:
+        return None
+    if spec == "data":
+        path = getattr(data_source(cfg, TASK), "factors_file", None)
+        if path is None:
+            raise DataError(f"model.head_factors=data: data.name={cfg.data.name} has no class factors; give "
+                            "the path of a JSON file {\"factor\": [label of each class, ...]} instead")
+    else:
+        path = Path(spec)
+    return read_class_factors(path, int(cfg.model.num_classes))
 
 
 def resolve_files(cfg) -> tuple[dict[str, Path], list[str] | None]:

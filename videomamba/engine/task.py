@@ -66,10 +66,13 @@ def resolve_checkpoint(path: str) -> str:
     return str(fetch_checkpoint(path))
 
 
-def build_model(cfg, load_finetune: bool = True, log=print, **shape) -> torch.nn.Module:
+def build_model(cfg, load_finetune: bool = True, log=print, head_factors=None, **shape) -> torch.nn.Module:
     """Build ``cfg.model`` for inputs of ``shape`` and load ``model.finetune`` through the checkpoint
     loader (2D->3D inflation, position-embedding resizing, a head of another label set dropped).
-    ``model.delete_head: true`` keeps the new head at its initialisation even when the shapes match."""
+    ``model.delete_head: true`` keeps the new head at its initialisation even when the shapes match.
+    ``head_factors`` (factor name -> each class's label): the head, once loaded, becomes a
+    :class:`~videomamba.modules.factored_head.FactoredHead` over them (a training-time parameterisation that
+    checkpoint loading folds back into a plain head)."""
     from ..checkpoint import load_checkpoint
     from ..factory import create_model
 
@@ -84,6 +87,11 @@ def build_model(cfg, load_finetune: bool = True, log=print, **shape) -> torch.nn
             model.load_state_dict(head, strict=False)
             report.notes.append("head kept at its initialisation (model.delete_head)")
         log(f"finetune from {m.finetune}:\n{report}")
+    if head_factors:
+        from ..modules.factored_head import FactoredHead
+
+        model.head = FactoredHead(model.head, head_factors)
+        log("head: factored over " + ", ".join(f"{k} ({max(v) + 1} labels)" for k, v in head_factors.items()))
     if m.get("grad_checkpointing"):
         model.set_grad_checkpointing(True)
     return model
