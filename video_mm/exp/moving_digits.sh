@@ -9,7 +9,8 @@
 #      random-initialisation baseline,
 #   1b. the video stage: the image model trained on the training videos to name each one's (digit, motion)
 #      group, the content its captions describe (video_sm.finetune, configs/video_sm/moving_digits_groups.yaml,
-#      80 classes; skipped when its checkpoint exists), on both cores (one process per core),
+#      80 classes with a head factored over each group's digit and motion, design decision D12; skipped when its
+#      checkpoint exists), on both cores (one process per core),
 #   2. video-text pretraining, masked stage (VTC + VTM + MLM + UTA with attention masks), from the video stage,
 #   3. video-text pretraining, unmasked stage (all tokens, no teacher),
 #   4. with --with-variant, after the rest: the masked-pretraining-free variant, the same two stages without

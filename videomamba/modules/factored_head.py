@@ -6,8 +6,8 @@ a (digit, motion) group), and the logits share one linear head per factor.
 ``f_k(c)`` is class ``c``'s label in factor ``k``. It computes the same function class as one ``nn.Linear``
 (:meth:`FactoredHead.fold` gives that linear head exactly), but a factor's rows learn from every class that
 shares the label: with 80 (digit, motion) classes of ~30 training videos each, a motion row learns from ~300.
-Measured on the Moving Digits groups (video_mm/README.md): 78% val top-1 after 6 epochs against 55% for a plain
-head, and the four translations recognised at 67% instead of 38%.
+Measured on the Moving Digits groups (video_mm/README.md): 61% and 78% val top-1 after 6 epochs in two runs,
+against 55% for a plain head, the four translations recognised at 46% and 77% instead of 38%.
 
 It is a training-time parameterisation: checkpoints keep its layout (``head.base.*``, ``head.factors.<name>.*``
 with each factor's class -> label index as a buffer) for an exact resume, and the checkpoint loader folds that
