@@ -134,3 +134,17 @@ def test_a_video_run_trains_the_factored_head_and_its_best_checkpoint_is_a_plain
     plain = videomamba.create_model("videomamba_tiny", depth=2, embed_dim=32, num_classes=80, img_size=64,
                                     patch_size=16, num_frames=8, dt_init="mamba", global_pool="token")
     load_checkpoint(plain, run / "checkpoint-best.pth", strict=True, verbose=False)
+
+
+def test_an_incomplete_factored_head_is_a_one_line_checkpoint_error(tmp_path):
+    from videomamba.checkpoint import load_checkpoint
+    from videomamba.utils.checkpoint_io import CheckpointError
+
+    trained = _model()
+    trained.head = FactoredHead(trained.head, FACTORS)
+    state = trained.state_dict()
+    del state["head.factors.motion.index"]   # e.g. saved by code that kept the index out of the state dict
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": state}, path)
+    with pytest.raises(CheckpointError, match=f"^{path}: a factored head without head.factors.motion.index$"):
+        load_checkpoint(_model(), path, verbose=False)

@@ -86,6 +86,16 @@ def _fmt(shape) -> str:
 TRAINING_ONLY_PREFIXES = ("distill_head.", "clip_decoder.")
 
 
+def _fold_head(sd: dict[str, torch.Tensor], report: LoadReport) -> bool:
+    """:func:`fold_factored_head` with an incomplete layout said as a one-line checkpoint error."""
+    from ..utils.checkpoint_io import CheckpointError
+
+    try:
+        return bool(fold_factored_head(sd))
+    except ValueError as err:
+        raise CheckpointError(report.source, str(err), report=report) from None
+
+
 def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: torch.nn.Module, inflate: str = "center",
                      report: LoadReport | None = None) -> AdaptResult:
     """Return a state dict that ``model.load_state_dict(..., strict=False)`` accepts, plus a report."""
@@ -94,7 +104,7 @@ def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: torch.nn.Module
     report = report or LoadReport()
     target = model.state_dict()
     sd = strip_prefixes(dict(state_dict), set(target), report)
-    if "head.weight" in target and "head.base.weight" not in target and fold_factored_head(sd):
+    if "head.weight" in target and "head.base.weight" not in target and _fold_head(sd, report):
         report.notes.append("head: the factored training head (head.base + head.factors.*) folded into one "
                             "linear head of the same logits")
 

@@ -67,7 +67,7 @@ class FactoredHead(nn.Module):
         """The plain linear head computing the same logits."""
         w, b = _folded(self.base.weight, self.base.bias,
                        [(r.weight, r.bias, r.index) for r in self.factors.values()])
-        linear = nn.Linear(self.base.in_features, self.base.out_features).to(w.dtype)
+        linear = nn.Linear(self.base.in_features, self.base.out_features).to(device=w.device, dtype=w.dtype)
         linear.weight.copy_(w)
         linear.bias.copy_(b)
         return linear
@@ -84,7 +84,7 @@ def _folded(weight, bias, factors):
 def fold_factored_head(state_dict: dict[str, torch.Tensor], prefix: str = "head.") -> list[str]:
     """In place: a :class:`FactoredHead` layout under ``prefix`` (``base.weight/bias``, ``factors.<name>.
     weight/bias/index``) becomes the plain ``weight`` / ``bias`` of the same logits. Returns the folded keys
-    (empty when the state dict has no factored head)."""
+    (empty when the state dict has no factored head). An incomplete layout raises ``ValueError``."""
     base_w, base_b = state_dict.get(prefix + "base.weight"), state_dict.get(prefix + "base.bias")
     if base_w is None or base_b is None:
         return []
@@ -94,7 +94,7 @@ def fold_factored_head(state_dict: dict[str, torch.Tensor], prefix: str = "head.
                                                              for p in ("weight", "bias", "index")]
     missing = [k for k in keys if k not in state_dict]
     if missing:
-        raise KeyError(f"a factored head needs {', '.join(missing)}")
+        raise ValueError(f"a factored head without {', '.join(missing)}")
     w, b = _folded(base_w, base_b, [(state_dict[f"{lead}{n}.weight"], state_dict[f"{lead}{n}.bias"],
                                      state_dict[f"{lead}{n}.index"]) for n in names])
     for k in keys:
