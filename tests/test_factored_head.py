@@ -148,3 +148,8 @@ def test_an_incomplete_factored_head_is_a_one_line_checkpoint_error(tmp_path):
     torch.save({"model": state}, path)
     with pytest.raises(CheckpointError, match=f"^{path}: a factored head without head.factors.motion.index$"):
         load_checkpoint(_model(), path, verbose=False)
+    # the reader of model folders and `predict` (no model to load into) says the same
+    from videomamba.checkpoint.infer import normalise_state_dict
+
+    with pytest.raises(CheckpointError, match=f"^{path}: a factored head without head.factors.motion.index$"):
+        normalise_state_dict(state, source=str(path))

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modules.factored_head import fold_factored_head
+from ..utils.checkpoint_io import CheckpointError
 from .report import LoadReport
 
 # Tried in this order; 'vision_encoder.' marks a UMT (video-text) checkpoint.
@@ -86,10 +87,9 @@ def _fmt(shape) -> str:
 TRAINING_ONLY_PREFIXES = ("distill_head.", "clip_decoder.")
 
 
-def _fold_head(sd: dict[str, torch.Tensor], report: LoadReport) -> bool:
-    """:func:`fold_factored_head` with an incomplete layout said as a one-line checkpoint error."""
-    from ..utils.checkpoint_io import CheckpointError
-
+def fold_training_head(sd: dict[str, torch.Tensor], report: LoadReport) -> bool:
+    """:func:`fold_factored_head` in place, an incomplete layout said as a one-line checkpoint error naming
+    ``report.source``; True when a factored head was folded."""
     try:
         return bool(fold_factored_head(sd))
     except ValueError as err:
@@ -104,7 +104,7 @@ def adapt_state_dict(state_dict: dict[str, torch.Tensor], model: torch.nn.Module
     report = report or LoadReport()
     target = model.state_dict()
     sd = strip_prefixes(dict(state_dict), set(target), report)
-    if "head.weight" in target and "head.base.weight" not in target and _fold_head(sd, report):
+    if "head.weight" in target and "head.base.weight" not in target and fold_training_head(sd, report):
         report.notes.append("head: the factored training head (head.base + head.factors.*) folded into one "
                             "linear head of the same logits")
 

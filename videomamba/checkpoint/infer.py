@@ -13,8 +13,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..modules.factored_head import fold_factored_head
-from .adapt import strip_prefixes
+from .adapt import fold_training_head, strip_prefixes
 from ..utils.checkpoint_io import CheckpointError, extract_state_dict
 from .report import LoadReport
 
@@ -56,8 +55,9 @@ def normalise_state_dict(state_dict: Any, source: str = "state_dict") -> dict[st
     sd = state_dict
     if not (isinstance(sd, Mapping) and sd and all(torch.is_tensor(v) for v in sd.values())):
         sd = extract_state_dict(sd, source=source)
-    sd = strip_prefixes(dict(sd), set(), LoadReport(source=source))
-    fold_factored_head(sd)   # a factored training head reads as the plain head it computes
+    report = LoadReport(source=source)
+    sd = strip_prefixes(dict(sd), set(), report)
+    fold_training_head(sd, report)   # a factored training head reads as the plain head it computes
     return sd
 
 
