@@ -19,12 +19,12 @@
 // between barriers, so one sequence at batch 1 uses every core.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <thread>
 #include <vector>
 
-#include "scan_steps.h"
 #include "simd_math.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -47,6 +47,7 @@ struct Direction {
 
 struct Shape {
     int64_t batch, Di, Lx, lo, n, K, R, N, NP, S, Sp;
+    int64_t Dp;   // Di rounded up to the vector width: the scan's channel blocks (lanes past Di stay zero)
 };
 
 // A barrier for the threads of one team (a few threads that spin briefly between the phases of a sub-chunk).
@@ -75,19 +76,56 @@ inline void share(int64_t total, int m, int size, int64_t& begin, int64_t& end) 
     end = total * (m + 1) / size;
 }
 
-// Team-shared buffers of one work item: the sub-chunk's conv output (Di rows of Sp), x_dbl (R + 2N rows of
-// Sp), B and C time-major (Sp rows of NP, zero beyond N), and the carried state (Di rows of NP).
+// Team-shared buffers of one work item: the sub-chunk's conv output (Dp rows of Sp; the rows past Di stay
+// zero), x_dbl (R + 2N rows of Sp), B and C time-major (Sp rows of NP, zero beyond N), and the carried state
+// in blocks of W channels, state-major within a block (Dp / W blocks of NP rows of W lanes).
 struct ItemBuffers {
     float *xc, *x_dbl, *Bt, *Ct, *state;
     static int64_t floats(const Shape& s) {
-        return s.Di * s.Sp + (s.R + 2 * s.N) * s.Sp + 2 * s.Sp * s.NP + s.Di * s.NP;
+        return s.Dp * s.Sp + (s.R + 2 * s.N) * s.Sp + 2 * s.Sp * s.NP + s.Dp * s.NP;
     }
     ItemBuffers(float* base, const Shape& s) {
         xc = base;
-        x_dbl = xc + s.Di * s.Sp;
+        x_dbl = xc + s.Dp * s.Sp;
         Bt = x_dbl + (s.R + 2 * s.N) * s.Sp;
         Ct = Bt + s.Sp * s.NP;
         state = Ct + s.Sp * s.NP;
+    }
+};
+
+// Positions per tile of the lane-major scan: its u, dt and y tiles (and B, C rows) stay in L1.
+constexpr int64_t kScanTile = 64;
+
+// Per-thread buffers: the conv's zero-padded input, and for the scan of one channel block the lane-major
+// (position rows of W channels) u, dt and y, y transposed back to channel rows, and the direction's
+// parameters in lanes (dt_proj transposed, the dt bias, A2 = -exp(A_log) * log2(e) as NP rows per block).
+struct ThreadBuffers {
+    float *pad, *uT, *dtT, *yT, *yrows, *dtpT, *biasT, *A2T;
+    static int64_t floats(const Shape& s) {
+        return (s.Sp + 2 * s.K + W) + 4 * kScanTile * W + s.R * s.Dp + s.Dp + s.Dp * s.NP;
+    }
+    ThreadBuffers(float* base, const Shape& s) {
+        pad = base;
+        uT = pad + s.Sp + 2 * s.K + W;
+        dtT = uT + kScanTile * W;
+        yT = dtT + kScanTile * W;
+        yrows = yT + kScanTile * W;
+        dtpT = yrows + W * kScanTile;
+        biasT = dtpT + s.R * s.Dp;
+        A2T = biasT + s.Dp;
+    }
+    // The direction's parameters in lanes, zero (A2: -log2(e)) for the padding channels and states.
+    void load_direction(const Shape& s, const Direction& dir) {
+        for (int64_t r = 0; r < s.R; ++r)
+            for (int64_t d = 0; d < s.Dp; ++d) dtpT[r * s.Dp + d] = d < s.Di ? dir.dt_proj[d * s.R + r] : 0.0f;
+        for (int64_t d = 0; d < s.Dp; ++d) biasT[d] = d < s.Di ? dir.dt_bias[d] : 0.0f;
+        for (int64_t b = 0; b < s.Dp / W; ++b)
+            for (int64_t n = 0; n < s.NP; ++n)
+                for (int l = 0; l < W; ++l) {
+                    const int64_t d = b * W + l;
+                    A2T[(b * s.NP + n) * W + l] = d < s.Di && n < s.N ? -std::exp(dir.A_log[d * s.N + n]) * kLog2e
+                                                                       : -kLog2e;
+                }
     }
 };
 
@@ -163,113 +201,132 @@ inline void project_x(const Shape& s, const Direction& dir, const float* xc, int
     }
 }
 
-// Channels per block of the dt product, and position vectors per register block (4 x 4 sums with 32 vector
-// registers, 4 x 2 with 16).
-constexpr int kDtChannels = 4;
-constexpr int kDtVecs = W >= 16 ? 4 : 2;
+// Positions per register block of the lane-major dt product.
+constexpr int kDtPositions = 8;
 
-// dt rows of channels [d, d + kDtChannels) (those < d1): softplus(dt_proj @ dt_raw + bias) over the first
-// `cols` positions (a multiple of W; the padding columns compute harmless values) into dt (row stride Sp).
-// A block of channels at a time, so each dt_raw vector loaded serves kDtChannels channels: one channel at a
-// time, the R rows of dt_raw were streamed from L2 once per channel.
-inline void dt_block(const Shape& s, const Direction& dir, const float* x_dbl, int64_t d, int64_t d1,
-                     int64_t cols, float* dt) {
-    constexpr int CB = kDtChannels;
-    const int64_t Sp = s.Sp, R = s.R;
-    const float* wrow[CB];
-    float bias[CB];
-    for (int c = 0; c < CB; ++c) {
-        const int64_t dc = d + c < d1 ? d + c : d1 - 1;   // past d1: repeat a valid channel, not stored
-        wrow[c] = dir.dt_proj + dc * R;
-        bias[c] = dir.dt_bias[dc];
-    }
-    const int rows = static_cast<int>(std::min<int64_t>(CB, d1 - d));
-    auto block = [&](int64_t t, auto nvecs) {
-        constexpr int V = decltype(nvecs)::value;
-        vf acc[CB][V];
-        for (int c = 0; c < CB; ++c)
-            for (int v = 0; v < V; ++v) acc[c][v] = splat(bias[c]);
+// dtT[t] (W channels in lanes) = softplus(bias + sum_r dt_raw[r][t] * dt_proj[channels][r]) for t < m: per
+// dt_raw row one vector of dt_proj (transposed: dtpT, row stride Dp) and a broadcast per position.
+inline void dt_lanes(const Shape& s, const float* x_dbl, const float* dtpT, vf bias, int64_t m, float* dtT) {
+    const int64_t R = s.R, Sp = s.Sp, Dp = s.Dp;
+    auto block = [&](int64_t t, auto npos) {
+        constexpr int P = decltype(npos)::value;
+        vf acc[P];
+        for (int p = 0; p < P; ++p) acc[p] = bias;
         for (int64_t r = 0; r < R; ++r) {
+            const vf w = load(dtpT + r * Dp);
             const float* row = x_dbl + r * Sp + t;
-            vf a[V];
-            for (int v = 0; v < V; ++v) a[v] = load(row + v * W);
-#pragma GCC unroll 4
-            for (int c = 0; c < CB; ++c) {
-                const vf w = splat(wrow[c][r]);
-                for (int v = 0; v < V; ++v) acc[c][v] += w * a[v];
-            }
+            for (int p = 0; p < P; ++p) acc[p] += w * row[p];
         }
-        for (int c = 0; c < rows; ++c)
-            for (int v = 0; v < V; ++v) store(dt + c * Sp + t + v * W, vsoftplus(acc[c][v]));
+        for (int p = 0; p < P; ++p) store(dtT + (t + p) * W, vsoftplus(acc[p]));
     };
     int64_t t = 0;
-    for (; t + kDtVecs * W <= cols; t += kDtVecs * W) block(t, std::integral_constant<int, kDtVecs>{});
-    for (; t < cols; t += W) block(t, std::integral_constant<int, 1>{});
+    for (; t + kDtPositions <= m; t += kDtPositions) block(t, std::integral_constant<int, kDtPositions>{});
+    for (; t < m; ++t) block(t, std::integral_constant<int, 1>{});
 }
 
-// dt, the scan and D*u for channels [d0, d1) over one sub-chunk of m positions; y rows go to dst (row stride
-// dst_stride, position c0 of the window at column c0), gated when `gate`: (y + add) * silu(z) * scale.
-template <int NV, bool REV>
-inline void scan_channels(const Shape& s, const Direction& dir, const ItemBuffers& buf, int64_t d0, int64_t d1,
-                          int64_t m, float* dt, float* y, float* dst_row0, int64_t dst_stride, const float* z_row0,
-                          const float* add_row0, int64_t zstride, bool gate, float scale) {
-    const int64_t NP = s.NP, nv = NV > 0 ? NV : NP / W, Sp = s.Sp;
-    const int64_t cols = (m + W - 1) / W * W;
-    for (int64_t d = d0; d < d1; ++d) {
-        const int64_t in_block = (d - d0) % kDtChannels;
-        if (in_block == 0) dt_block(s, dir, buf.x_dbl, d, d1, cols, dt);
-        const float* dtr = dt + in_block * Sp;
-        const float* u = buf.xc + d * Sp;
-        vf A2[NV > 0 ? NV : kMaxNV], h[NV > 0 ? NV : kMaxNV];
-        float* state = buf.state + d * NP;
-        for (int64_t k = 0; k < nv; ++k) {
-            // A = -exp(A_log), from the parameter itself (nothing cached between calls can go stale); lanes past
-            // N get a finite value, and their B = C = 0 keep their states at 0
-            const int64_t n_left = s.N - k * W;
-            const vf a_log = load_n(dir.A_log + d * s.N + k * W, n_left < W ? (n_left > 0 ? n_left : 0) : W);
-            A2[k] = -vexp(a_log) * kLog2e;
-            h[k] = load(state + k * W);
+// The recurrence of W channels (lanes) for the states [n0, n0 + W) over m positions (REV: m-1..0): per state
+// h = exp2(dt*A2) * h + dt*u*B_t[n], y_t += C_t[n] * h (B_t[n], C_t[n] broadcast). y is added to yT, or
+// written when `first`. The states of one group are W independent chains of one multiply-add per step, and
+// nothing is reduced across lanes (with the states in lanes, y needed a horizontal sum per position).
+template <bool REV>
+inline void scan_group(int64_t m, int64_t NP, const float* Bt, const float* Ct, const float* uT, const float* dtT,
+                       const float* A2T, float* hT, float* yT, bool first) {
+    constexpr int G = W;
+    vf h[G];
+    for (int k = 0; k < G; ++k) h[k] = load(hT + k * W);
+    for (int64_t i = 0; i < m; ++i) {
+        const int64_t t = REV ? m - 1 - i : i;
+        const vf dt = load(dtT + t * W), dtu = dt * load(uT + t * W);
+        const float* b = Bt + t * NP;
+        const float* c = Ct + t * NP;
+        vf y0 = first ? splat(0.0f) : load(yT + t * W), y1 = splat(0.0f);   // two sums: half the add chain
+#pragma GCC unroll 16
+        for (int k = 0; k < G; ++k) {
+            const vf decay = vexp2_nonpos(load(A2T + k * W) * dt);   // dt >= 0, A < 0
+            h[k] = decay * h[k] + dtu * b[k];
+            if (k % 2) y1 += h[k] * c[k];
+            else y0 += h[k] * c[k];
         }
-        scan_steps<NV, REV, true>(m, NP, buf.Bt, buf.Ct, u, dtr, A2, h, y, nullptr, nullptr);   // dt >= 0, A < 0
-        for (int64_t k = 0; k < nv; ++k) store(state + k * W, h[k]);
-        const float Dd = dir.D ? dir.D[d] : 0.0f;
-        float* o = dst_row0 + d * dst_stride;
-        const float* zr = z_row0 ? z_row0 + d * zstride : nullptr;
-        const float* ar = add_row0 ? add_row0 + d * zstride : nullptr;
-        for_blocks(m, [&](int64_t t, int64_t nn) {
-            vf v = load_n(y + t, nn) + load_n(u + t, nn) * Dd;
-            if (gate) {
-                if (ar) v += load_n(ar + t, nn);
-                if (zr) {
-                    const vf zz = load_n(zr + t, nn);
-                    v *= zz * vsigmoid(zz);
-                }
-                v *= scale;
+        store(yT + t * W, y0 + y1);
+    }
+    for (int k = 0; k < G; ++k) store(hT + k * W, h[k]);
+}
+
+// y + D*u of channel d into its output row, gated when `gate`: (y + D*u + add) * silu(z) * scale.
+inline void finish_row(const Direction& dir, int64_t d, int64_t m, const float* y, const float* u, float* dst_row0,
+                       int64_t dst_stride, const float* z_row0, const float* add_row0, int64_t zstride, bool gate,
+                       float scale) {
+    const float Dd = dir.D ? dir.D[d] : 0.0f;
+    float* o = dst_row0 + d * dst_stride;
+    const float* zr = z_row0 ? z_row0 + d * zstride : nullptr;
+    const float* ar = add_row0 ? add_row0 + d * zstride : nullptr;
+    for_blocks(m, [&](int64_t t, int64_t nn) {
+        vf v = load_n(y + t, nn) + load_n(u + t, nn) * Dd;
+        if (gate) {
+            if (ar) v += load_n(ar + t, nn);
+            if (zr) {
+                const vf zz = load_n(zr + t, nn);
+                v *= zz * vsigmoid(zz);
             }
-            store_n(o + t, v, nn);
-        });
+            v *= scale;
+        }
+        store_n(o + t, v, nn);
+    });
+}
+
+// dt, the scan and D*u for the channel blocks [blk0, blk1) over one sub-chunk of m positions, with W channels
+// in the lanes, a tile of positions at a time (in scan order): u is transposed into lanes, dt computed there,
+// the states scanned in groups of W, and y transposed back to channel rows for the output, which goes to dst
+// (row stride dst_stride, position c0 of the window at column c0), gated when `gate`: (y + add) * silu(z) *
+// scale.
+template <bool REV>
+inline void scan_blocks(const Shape& s, const Direction& dir, const ItemBuffers& buf, const ThreadBuffers& tb,
+                        int64_t blk0, int64_t blk1, int64_t m, float* dst_row0, int64_t dst_stride,
+                        const float* z_row0, const float* add_row0, int64_t zstride, bool gate, float scale) {
+    const int64_t NP = s.NP, Sp = s.Sp, tiles = (m + kScanTile - 1) / kScanTile;
+    for (int64_t blk = blk0; blk < blk1; ++blk) {
+        const int64_t cb = blk * W;
+        float* hT = buf.state + cb * NP;
+        const float* A2T = tb.A2T + cb * NP;
+        for (int64_t i = 0; i < tiles; ++i) {
+            const int64_t p0 = (REV ? tiles - 1 - i : i) * kScanTile, tm = std::min(kScanTile, m - p0);
+            const int64_t tw = (tm + W - 1) / W * W;
+            for (int64_t t = 0; t < tw; t += W) transpose_block(buf.xc + cb * Sp + p0 + t, Sp, tb.uT + t * W, W);
+            dt_lanes(s, buf.x_dbl + p0, tb.dtpT + cb, load(tb.biasT + cb), tm, tb.dtT);
+            for (int64_t n0 = 0; n0 < NP; n0 += W)
+                scan_group<REV>(tm, NP, buf.Bt + p0 * NP + n0, buf.Ct + p0 * NP + n0, tb.uT, tb.dtT, A2T + n0 * W,
+                                hT + n0 * W, tb.yT, n0 == 0);
+            for (int64_t t = 0; t < tw; t += W) transpose_block(tb.yT + t * W, W, tb.yrows + t, kScanTile);
+            for (int l = 0; l < W && cb + l < s.Di; ++l)
+                finish_row(dir, cb + l, tm, tb.yrows + l * kScanTile, buf.xc + (cb + l) * Sp + p0, dst_row0 + p0,
+                           dst_stride, z_row0 ? z_row0 + p0 : nullptr, add_row0 ? add_row0 + p0 : nullptr, zstride,
+                           gate, scale);
+        }
     }
 }
 
 // One work item (batch row bi, one direction) by a team of `size` threads (this one is member `member`).
-template <int NV>
 void run_item(const Shape& s, const Direction& dir, const float* x, int64_t bi, const ItemBuffers& buf,
-              TeamBarrier& bar, int member, int size, float* pad, float* dt, float* y, float* dst,
-              const float* z, const float* add, bool gate, float scale) {
-    const int64_t Di = s.Di, NP = s.NP, rows = s.R + 2 * s.N;
-    int64_t d0, d1, jblocks0, jblocks1;
+              ThreadBuffers& tb, TeamBarrier& bar, int member, int size, float* dst, const float* z,
+              const float* add, bool gate, float scale) {
+    const int64_t Di = s.Di, NP = s.NP, rows = s.R + 2 * s.N, blocks = s.Dp / W;
+    int64_t d0, d1, jblocks0, jblocks1, b0, b1;
     share(Di, member, size, d0, d1);
     share((rows + kProjRows - 1) / kProjRows, member, size, jblocks0, jblocks1);
+    share(blocks, member, size, b0, b1);
     const int64_t j0 = jblocks0 * kProjRows, j1 = std::min<int64_t>(jblocks1 * kProjRows, rows);
-    for (int64_t d = d0; d < d1; ++d) {   // the entering state
-        const float* h0 = dir.h0 ? dir.h0 + (bi * Di + d) * NP : nullptr;
-        for (int64_t k = 0; k < NP; ++k) buf.state[d * NP + k] = h0 ? h0[k] : 0.0f;
-    }
+    tb.load_direction(s, dir);
+    for (int64_t blk = b0; blk < b1; ++blk)   // the entering state, into lanes
+        for (int64_t n = 0; n < NP; ++n)
+            for (int l = 0; l < W; ++l) {
+                const int64_t d = blk * W + l;
+                buf.state[(blk * NP + n) * W + l] = dir.h0 && d < Di ? dir.h0[(bi * Di + d) * NP + n] : 0.0f;
+            }
     const int64_t chunks = (s.n + s.S - 1) / s.S;
     for (int64_t i = 0; i < chunks; ++i) {
         const int64_t c = dir.reverse ? chunks - 1 - i : i;
         const int64_t c0 = c * s.S, m = std::min(s.S, s.n - c0);
-        conv_silu(s, dir, x, bi, d0, d1, c0, m, pad, buf.xc);
+        conv_silu(s, dir, x, bi, d0, d1, c0, m, tb.pad, buf.xc);
         bar.wait();
         project_x(s, dir, buf.xc, j0, j1, m, buf.x_dbl, buf.Bt, buf.Ct);
         bar.wait();
@@ -277,14 +334,16 @@ void run_item(const Shape& s, const Direction& dir, const float* x, int64_t bi, 
         const float* zr = z ? z + row0 : nullptr;
         const float* ar = add ? add + row0 : nullptr;
         if (dir.reverse)
-            scan_channels<NV, true>(s, dir, buf, d0, d1, m, dt, y, dst + row0, s.n, zr, ar, s.n, gate, scale);
+            scan_blocks<true>(s, dir, buf, tb, b0, b1, m, dst + row0, s.n, zr, ar, s.n, gate, scale);
         else
-            scan_channels<NV, false>(s, dir, buf, d0, d1, m, dt, y, dst + row0, s.n, zr, ar, s.n, gate, scale);
+            scan_blocks<false>(s, dir, buf, tb, b0, b1, m, dst + row0, s.n, zr, ar, s.n, gate, scale);
         bar.wait();   // xc / x_dbl are rewritten by the next sub-chunk
     }
     if (dir.h_last)
-        for (int64_t d = d0; d < d1; ++d)
-            std::memcpy(dir.h_last + (bi * Di + d) * NP, buf.state + d * NP, NP * sizeof(float));
+        for (int64_t blk = b0; blk < b1; ++blk)
+            for (int64_t n = 0; n < NP; ++n)
+                for (int l = 0; l < W && blk * W + l < Di; ++l)
+                    dir.h_last[(bi * Di + blk * W + l) * NP + n] = buf.state[(blk * NP + n) * W + l];
 }
 
 Direction direction(const float* const* p, bool reverse) {
@@ -317,7 +376,7 @@ int vm_fused_mixer_fwd(const float* x, int64_t batch, int64_t Di, int64_t Lx, in
     if (fwd && bwd && !scratch) return 3;
     if (n == 0) return 0;
     const int64_t S = std::min(sub, n), Sp = (S + 2 * W - 1) / (2 * W) * (2 * W);
-    const Shape s{batch, Di, Lx, lo, n, K, R, N, NP, S, Sp};
+    const Shape s{batch, Di, Lx, lo, n, K, R, N, NP, S, Sp, (Di + W - 1) / W * W};
     Direction dirs[2];
     int ndir = 0;
     if (fwd) dirs[ndir++] = direction(fwd, false);
@@ -329,14 +388,13 @@ int vm_fused_mixer_fwd(const float* x, int64_t batch, int64_t Di, int64_t Lx, in
     const int64_t teams = std::min<int64_t>(nt, items);
     std::vector<float> shared(static_cast<size_t>(teams * ItemBuffers::floats(s)), 0.0f);
     std::vector<TeamBarrier> barriers(teams);
-    return dispatch_nv(NP, [&](auto nvc) {
-        constexpr int NV = decltype(nvc)::value;
+    if (NP % W) return 2;
 #pragma omp parallel num_threads(nt)
         {
             FlushDenormals ftz;
             const int tid = omp_get_thread_num(), used = omp_get_num_threads();
-            std::vector<float> priv(static_cast<size_t>((2 + kDtChannels) * Sp + 2 * K + W), 0.0f);
-            float *pad = priv.data(), *dt = pad + Sp + 2 * K, *y = dt + kDtChannels * Sp;
+            std::vector<float> priv(static_cast<size_t>(ThreadBuffers::floats(s)), 0.0f);
+            ThreadBuffers tb(priv.data(), s);
             // the OpenMP runtime may give fewer threads than asked: teams follow the threads that came
             const int64_t my_teams = std::min<int64_t>(used, items);
             const int my_size = used > items ? static_cast<int>(used / items) : 1;
@@ -351,8 +409,7 @@ int vm_fused_mixer_fwd(const float* x, int64_t batch, int64_t Di, int64_t Lx, in
                     const int64_t bi = it / ndir;
                     // both directions: the backward one goes to scratch, summed and gated below
                     float* dst = both && dir.reverse ? scratch : out;
-                    run_item<NV>(s, dir, x, bi, buf, barriers[team], member, my_size, pad, dt, y, dst, z, add,
-                                 !both, scale);
+                    run_item(s, dir, x, bi, buf, tb, barriers[team], member, my_size, dst, z, add, !both, scale);
                 }
             }
             if (both) {
@@ -375,7 +432,7 @@ int vm_fused_mixer_fwd(const float* x, int64_t batch, int64_t Di, int64_t Lx, in
                 }
             }
         }
-    });
+    return 0;
 }
 
 }  // extern "C"
