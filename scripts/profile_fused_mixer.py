@@ -34,7 +34,7 @@ PATCHES = [
      "        {TIC(1) project_x(s, dir, buf.xc, j0, j1, m, buf.x_dbl, buf.Bt, buf.Ct); TOC(1)}"),
     ("            for (int64_t t = 0; t < tw; t += W) transpose_block(buf.xc",
      "            TIC(2) for (int64_t t = 0; t < tw; t += W) transpose_block(buf.xc"),
-    ("            for (int64_t n0 = 0; n0 < NP; n0 += W)\n", "            TOC(2) TIC(3)\n            for (int64_t n0 = 0; n0 < NP; n0 += W)\n"),
+    ("            for (int64_t n0 = 0; n0 < NP; n0 += W) {\n", "            TOC(2) TIC(3)\n            for (int64_t n0 = 0; n0 < NP; n0 += W) {\n"),
     ("            for (int64_t t = 0; t < tw; t += W) transpose_block(tb.yT",
      "            TOC(3) TIC(4)\n            for (int64_t t = 0; t < tw; t += W) transpose_block(tb.yT"),
     ("                           gate, scale);\n        }\n    }\n}",

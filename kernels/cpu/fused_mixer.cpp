@@ -100,9 +100,9 @@ constexpr int64_t kScanTile = 64;
 // (position rows of W channels) u, dt and y, y transposed back to channel rows, and the direction's
 // parameters in lanes (dt_proj transposed, the dt bias, A2 = -exp(A_log) * log2(e) as NP rows per block).
 struct ThreadBuffers {
-    float *pad, *uT, *dtT, *yT, *yrows, *dtpT, *biasT, *A2T;
+    float *pad, *uT, *dtT, *yT, *yrows, *dtpT, *biasT, *A2T, *limT;
     static int64_t floats(const Shape& s) {
-        return (s.Sp + 2 * s.K + W) + 4 * kScanTile * W + s.R * s.Dp + s.Dp + s.Dp * s.NP;
+        return (s.Sp + 2 * s.K + W) + 4 * kScanTile * W + s.R * s.Dp + s.Dp + s.Dp * s.NP + s.Dp;
     }
     ThreadBuffers(float* base, const Shape& s) {
         pad = base;
@@ -113,6 +113,7 @@ struct ThreadBuffers {
         dtpT = yrows + W * kScanTile;
         biasT = dtpT + s.R * s.Dp;
         A2T = biasT + s.Dp;
+        limT = A2T + s.Dp * s.NP;
     }
     // The direction's parameters in lanes, zero (A2: -log2(e)) for the padding channels and states.
     void load_direction(const Shape& s, const Direction& dir) {
@@ -126,6 +127,12 @@ struct ThreadBuffers {
                     A2T[(b * s.NP + n) * W + l] = d < s.Di && n < s.N ? -std::exp(dir.A_log[d * s.N + n]) * kLog2e
                                                                        : -kLog2e;
                 }
+        // the largest dt for which every decay exponent dt * A2 of a channel stays >= -125
+        for (int64_t d = 0; d < s.Dp; ++d) {
+            float most = 0.0f;
+            for (int64_t n = 0; n < s.NP; ++n) most = std::max(most, -A2T[((d / W) * s.NP + n) * W + d % W]);
+            limT[d] = 125.0f / most;
+        }
     }
 };
 
@@ -205,9 +212,12 @@ inline void project_x(const Shape& s, const Direction& dir, const float* xc, int
 constexpr int kDtPositions = 8;
 
 // dtT[t] (W channels in lanes) = softplus(bias + sum_r dt_raw[r][t] * dt_proj[channels][r]) for t < m: per
-// dt_raw row one vector of dt_proj (transposed: dtpT, row stride Dp) and a broadcast per position.
-inline void dt_lanes(const Shape& s, const float* x_dbl, const float* dtpT, vf bias, int64_t m, float* dtT) {
+// dt_raw row one vector of dt_proj (transposed: dtpT, row stride Dp) and a broadcast per position. Returns
+// whether every dt is <= its channel's limit `lim` (so the decays may take vexp2_product_bounded; false for NaN).
+inline bool dt_lanes(const Shape& s, const float* x_dbl, const float* dtpT, vf bias, vf lim, int64_t m,
+                     float* dtT) {
     const int64_t R = s.R, Sp = s.Sp, Dp = s.Dp;
+    vi over = vi{};
     auto block = [&](int64_t t, auto npos) {
         constexpr int P = decltype(npos)::value;
         vf acc[P];
@@ -217,18 +227,25 @@ inline void dt_lanes(const Shape& s, const float* x_dbl, const float* dtpT, vf b
             const float* row = x_dbl + r * Sp + t;
             for (int p = 0; p < P; ++p) acc[p] += w * row[p];
         }
-        for (int p = 0; p < P; ++p) store(dtT + (t + p) * W, vsoftplus(acc[p]));
+        for (int p = 0; p < P; ++p) {
+            const vf dt = vsoftplus(acc[p]);
+            over |= ~(dt <= lim);
+            store(dtT + (t + p) * W, dt);
+        }
     };
     int64_t t = 0;
     for (; t + kDtPositions <= m; t += kDtPositions) block(t, std::integral_constant<int, kDtPositions>{});
     for (; t < m; ++t) block(t, std::integral_constant<int, 1>{});
+    for (int l = 0; l < W; ++l)
+        if (over[l]) return false;
+    return true;
 }
 
 // The recurrence of W channels (lanes) for the states [n0, n0 + W) over m positions (REV: m-1..0): per state
 // h = exp2(dt*A2) * h + dt*u*B_t[n], y_t += C_t[n] * h (B_t[n], C_t[n] broadcast). y is added to yT, or
 // written when `first`. The states of one group are W independent chains of one multiply-add per step, and
 // nothing is reduced across lanes (with the states in lanes, y needed a horizontal sum per position).
-template <bool REV>
+template <bool REV, bool BOUNDED>
 inline void scan_group(int64_t m, int64_t NP, const float* Bt, const float* Ct, const float* uT, const float* dtT,
                        const float* A2T, float* hT, float* yT, bool first) {
     constexpr int G = W;
@@ -242,7 +259,8 @@ inline void scan_group(int64_t m, int64_t NP, const float* Bt, const float* Ct, 
         vf y0 = first ? splat(0.0f) : load(yT + t * W), y1 = splat(0.0f);   // two sums: half the add chain
 #pragma GCC unroll 16
         for (int k = 0; k < G; ++k) {
-            const vf decay = vexp2_nonpos(load(A2T + k * W) * dt);   // dt >= 0, A < 0
+            // dt >= 0, A < 0; BOUNDED: dt * A2 >= -125 (checked by dt_lanes)
+            const vf decay = BOUNDED ? vexp2_product_bounded(load(A2T + k * W), dt) : vexp2_nonpos(load(A2T + k * W) * dt);
             h[k] = decay * h[k] + dtu * b[k];
             if (k % 2) y1 += h[k] * c[k];
             else y0 += h[k] * c[k];
@@ -292,10 +310,15 @@ inline void scan_blocks(const Shape& s, const Direction& dir, const ItemBuffers&
             const int64_t p0 = (REV ? tiles - 1 - i : i) * kScanTile, tm = std::min(kScanTile, m - p0);
             const int64_t tw = (tm + W - 1) / W * W;
             for (int64_t t = 0; t < tw; t += W) transpose_block(buf.xc + cb * Sp + p0 + t, Sp, tb.uT + t * W, W);
-            dt_lanes(s, buf.x_dbl + p0, tb.dtpT + cb, load(tb.biasT + cb), tm, tb.dtT);
-            for (int64_t n0 = 0; n0 < NP; n0 += W)
-                scan_group<REV>(tm, NP, buf.Bt + p0 * NP + n0, buf.Ct + p0 * NP + n0, tb.uT, tb.dtT, A2T + n0 * W,
-                                hT + n0 * W, tb.yT, n0 == 0);
+            const bool bounded = dt_lanes(s, buf.x_dbl + p0, tb.dtpT + cb, load(tb.biasT + cb), load(tb.limT + cb),
+                                          tm, tb.dtT);
+            for (int64_t n0 = 0; n0 < NP; n0 += W) {
+                const float *Bt = buf.Bt + p0 * NP + n0, *Ct = buf.Ct + p0 * NP + n0;
+                if (bounded)
+                    scan_group<REV, true>(tm, NP, Bt, Ct, tb.uT, tb.dtT, A2T + n0 * W, hT + n0 * W, tb.yT, n0 == 0);
+                else
+                    scan_group<REV, false>(tm, NP, Bt, Ct, tb.uT, tb.dtT, A2T + n0 * W, hT + n0 * W, tb.yT, n0 == 0);
+            }
             for (int64_t t = 0; t < tw; t += W) transpose_block(tb.yT + t * W, W, tb.yrows + t, kScanTile);
             for (int l = 0; l < W && cb + l < s.Di; ++l)
                 finish_row(dir, cb + l, tm, tb.yrows + l * kScanTile, buf.xc + (cb + l) * Sp + p0, dst_row0 + p0,
