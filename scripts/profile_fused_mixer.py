@@ -13,6 +13,7 @@ the wall time. The shares come from the counters, the total from the wall clock 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def build(work: Path, arch: str) -> Path:
     (work / "fused_mixer_profiled.cpp").write_text(instrumented_source())
     (work / "driver.cpp").write_text(DRIVER)
     exe = work / f"profile-{arch}"
-    cmd = ["g++", "-O3", "-fopenmp", "-std=c++17", f"-march={arch}", "-o", str(exe),
+    cmd = ["g++", "-O3", "-fopenmp", "-std=c++17", f"-march={arch}", *os.environ.get("EXTRA_FLAGS", "").split(), "-o", str(exe),
            str(work / "fused_mixer_profiled.cpp"), str(work / "driver.cpp")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

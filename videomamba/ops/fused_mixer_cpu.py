@@ -21,17 +21,19 @@ _i64 = ctypes.c_int64
 _PTRS = ctypes.c_void_p * 9
 
 # Positions per sub-chunk. Longer sub-chunks pay the per-row costs (the strided start of each channel's conv
-# input, the state load and the A setup of each scan row) less often: on the 2-core Xeon 512 positions ran
-# the kernel 1.3x faster than 64 (VideoMamba-Ti, 3137 tokens). The working set (conv outputs Di x sub, x_dbl,
-# B/C) is kept near 1 MB, half of that machine's L2, so wider models take shorter sub-chunks.
+# input, the state load of each channel block) less often: on a 2-core Xeon 512 positions ran the kernel 1.3x
+# faster than 64 (VideoMamba-Ti, 3137 tokens). Since the scan runs in 64-position tiles (kernels/cpu/
+# fused_mixer.cpp), 128 to 512 measure the same on a 2-core EPYC (Zen 4, 1 MB of L2 per core), so the working
+# set (conv outputs Di x sub, x_dbl, B/C) is kept near half a MB, which also fits CPUs with smaller caches; wider
+# models take shorter sub-chunks.
 MAX_SUB = 512
-_SUB_BUDGET_FLOATS = 1 << 18
+_SUB_BUDGET_FLOATS = 1 << 17
 
 
 def default_sub(d_inner: int, d_state: int = 16, dt_rank: int = 24) -> int:
-    """Positions per sub-chunk for ``d_inner`` channels: 512 for VideoMamba-Ti, fewer for wider models."""
+    """Positions per sub-chunk for ``d_inner`` channels: 256 for VideoMamba-Ti, fewer for wider models."""
     per_position = d_inner + dt_rank + 4 * d_state
-    return max(64, min(MAX_SUB, _SUB_BUDGET_FLOATS // per_position // 64 * 64))
+    return max(128, min(MAX_SUB, _SUB_BUDGET_FLOATS // per_position // 64 * 64))
 
 
 class FusedDirection(NamedTuple):
