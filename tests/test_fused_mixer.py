@@ -77,7 +77,8 @@ def close(actual, expected, what):
     torch.testing.assert_close(actual.double(), expected, rtol=2e-5, atol=2e-5 * scale, msg=what)
 
 
-@pytest.mark.parametrize("L,sub", [(1, 64), (3, 64), (37, 64), (37, 8), (130, 16), (130, 5), (200, 64)])
+@pytest.mark.parametrize("L,sub", [(1, 64), (3, 64), (37, 64), (37, 8), (130, 16), (130, 5), (200, 64), (300, 256),
+                                   (150, 512)])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_both_directions_match_the_fp64_oracle(kernel_target, L, sub, threads):
     Di, N, R, K, b = 24, 16, 3, 4, 2
@@ -94,6 +95,34 @@ def test_both_directions_match_the_fp64_oracle(kernel_target, L, sub, threads):
     close(out, expected, f"output, L={L} sub={sub} threads={threads}")
     close(lf, ef, "forward direction's last state")
     close(lb, eb, "backward direction's last state (after position 0)")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_decays_beyond_the_bounded_range_match_the_oracle(kernel_target, threads):
+    """Where dt * A passes 125 / log2(e) (large A and large dt: the decay underflows to 0) a tile of the scan takes
+    the clamped exp instead of the bounded one; channels and positions on both sides of that line, both
+    directions, several tiles (sub-chunks of 256 positions, tiles of 64)."""
+    Di, N, R, K, L = 20, 16, 3, 4, 170
+    fwd, bwd = direction(Di, N, R, K, 8), direction(Di, N, R, K, 9)
+    A_log, bias = fwd.A_log.clone(), fwd.dt_proj_bias.clone()
+    A_log[:6] += 4.0        # A from 27 to 136 in channels 0-5
+    bias[:3] = 4.0          # dt about 4 in channels 0-2: dt * A from 100 to 550
+    A_log[6:9] = torch.linspace(5.0, -0.7, N)   # channels 6-8: A from 148 down to 0.5 across the states,
+    bias[6:9] = 1.5                             # dt about 1.7: only the first states pass the line
+    fwd = fwd._replace(A_log=A_log, dt_proj_bias=bias)
+    bwd = bwd._replace(A_log=A_log.flip(0), dt_proj_bias=bias.flip(0))
+    g = torch.Generator().manual_seed(11)
+    x, z = torch.randn(1, Di, L, generator=g), torch.randn(1, Di, L, generator=g)
+    x[..., 100:120] *= 6.0  # dt spikes in a few positions of the other channels
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = mixer_fwd(x, fwd, bwd, z=z, sub=256)
+    finally:
+        torch.set_num_threads(old)
+    expected = oracle(x, fwd, bwd, z=z)[0]
+    assert torch.isfinite(out).all()
+    close(out, expected, "output with decays beyond the bounded range")
 
 
 @pytest.mark.parametrize("N", [1, 5, 16, 17])
@@ -235,6 +264,68 @@ def test_parameters_changed_through_data_are_seen():
         after = m(h)
     assert not torch.allclose(after, before)
     torch.testing.assert_close(after, m(h).detach(), rtol=1e-5, atol=1e-5)   # the unfused path, gradients on
+
+
+def _small_model():
+    from videomamba.models import VisionMamba
+
+    torch.manual_seed(0)
+    m = VisionMamba(img_size=32, depth=2, embed_dim=32, num_classes=5, num_frames=2, drop_path_rate=0.0).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+def test_the_packed_parameters_follow_replaced_and_moved_parameters(monkeypatch):
+    """The whole-sequence path packs a mixer's parameters once (mixer_chunked._fused_pair): a parameter replaced
+    by a new object, storage moved through ``.data``, and an in-place update must all reach the next call, which
+    equals the unfused path (gradients on) each time; a copy of the model packs anew."""
+    import copy
+
+    m = _small_model()
+    x = torch.randn(1, 3, 2, 32, 32)
+    calls = []
+    real = fused_mixer_cpu.mixer_fwd_packed
+    monkeypatch.setattr(fused_mixer_cpu, "mixer_fwd_packed", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def check(what):
+        with torch.no_grad():
+            fast = m(x)
+        torch.testing.assert_close(fast, m(x).detach(), rtol=1e-5, atol=1e-5, msg=what)
+        return fast
+
+    first = check("first call")
+    assert calls, "the no-grad forward did not take the packed fused kernel"
+    mixer = m.layers[0].mixer
+    mixer.A_log = torch.nn.Parameter(mixer.A_log.detach() + 0.5)            # a new parameter object
+    second = check("after replacing A_log")
+    assert not torch.allclose(second, first)
+    mixer.x_proj_b.weight.data = mixer.x_proj_b.weight.data * -1.0          # new storage through .data
+    third = check("after moving x_proj_b's storage")
+    assert not torch.allclose(third, second)
+    m.layers[1].mixer.dt_proj.bias.data.add_(1.0)                            # in place
+    assert not torch.allclose(check("after an in-place update"), third)
+    clone = copy.deepcopy(m)
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), m(x))
+
+
+def test_the_packed_path_follows_the_scan_backend_variable(monkeypatch):
+    """``VIDEOMAMBA_SCAN_BACKEND=reference`` set between calls takes the reference scan, not the packed kernel."""
+    m = _small_model()
+    x = torch.randn(1, 3, 2, 32, 32)
+    with torch.no_grad():
+        m(x)
+        calls = []
+        real = fused_mixer_cpu.mixer_fwd_packed
+        monkeypatch.setattr(fused_mixer_cpu, "mixer_fwd_packed", lambda *a, **k: calls.append(1) or real(*a, **k))
+        monkeypatch.setenv("VIDEOMAMBA_SCAN_BACKEND", "reference")
+        out = m(x)
+        assert not calls
+        monkeypatch.delenv("VIDEOMAMBA_SCAN_BACKEND")
+        torch.testing.assert_close(m(x), out, rtol=1e-5, atol=1e-5)
+        assert calls
 
 
 def test_recomputing_training_with_the_fused_forward_matches_plain_autograd(kernel_target):

@@ -10,6 +10,13 @@
 // buffers that stay in cache; only x, z, add and out have the window's length. The unfused reference is
 // videomamba/modules/mixer_math.py (conv, matmuls, the scan kernel in selective_scan.cpp, the gate).
 //
+// Layouts: conv and x_proj work on channel rows (positions in the vector lanes). dt and the scan work on blocks
+// of W channels in the lanes, a tile of 64 positions at a time: u is transposed into lanes, dt computed there,
+// and each state of the block is one vector whose recurrence needs no horizontal sum (with the states in the
+// lanes, as in selective_scan.cpp, every position ended in one); B_t[n] and C_t[n] are broadcast. y goes back
+// to channel rows by a transpose. The 16 decays per channel and position are most of the work: the scan is
+// bound by the multiply pipes, so their exp is a table-driven 2^x with few multiplies (simd_math.h).
+//
 // Window: x is (batch, Di, Lx) and the outputs are its positions [lo, lo + n); the convolutions read x around
 // them (K-1 positions before for the causal one, after for the anti-causal one) and treat positions outside
 // [0, Lx) as zeros. A chunked caller passes x with the halo it has and the state entering the window.

@@ -298,17 +298,12 @@ VM_INLINE vf vexp2(vf x) {
 }
 constexpr float kLog2e = 1.44269504088896341f;
 
-// p * 2^k for the integer k = shifted - 1.5*2^23 in [-126, 0] and p in [0.7, 1.42] (the exp functions for
-// x <= 0 below): with AVX-512 one vscalefps; otherwise k is added to p's exponent field as an integer (the low
-// bits of `shifted` are 1.5*2^23 + k, and shifted left by 23 only k << 23 remains), which keeps the result a
-// normal number or, at k = -126, a denormal that the flushed-denormal mode reads as 0: 2 operations instead of
-// building 2^k and multiplying by it.
-VM_INLINE vf times_pow2_nonpos(vf p, vf k, vf shifted) {
-#if defined(__AVX512F__)
-    (void)shifted;
-    return (vf)_mm512_mask_scalef_ps((__m512)p, 0xFFFF, (__m512)p, (__m512)k);
-#else
-    (void)k;
+// p * 2^k for the integer k = shifted - 1.5*2^23 in [-126, 0] and p in [0.7, 1.42] (vexp2_nonpos where the ISA
+// has no lane permute): k is added to p's exponent field as an integer (the low bits of `shifted` are
+// 1.5*2^23 + k, and shifted left by 23 only k << 23 remains), which keeps the result a normal number or, at
+// k = -126, a denormal that the flushed-denormal mode reads as 0: 2 operations instead of building 2^k and
+// multiplying by it.
+VM_INLINE vf times_pow2_nonpos(vf p, vf shifted) {
     vi kbits, pbits;
     std::memcpy(&kbits, &shifted, sizeof(kbits));
     std::memcpy(&pbits, &p, sizeof(pbits));
@@ -316,7 +311,6 @@ VM_INLINE vf times_pow2_nonpos(vf p, vf k, vf shifted) {
     vf out;
     std::memcpy(&out, &pbits, sizeof(out));
     return out;
-#endif
 }
 
 // 2^x for x <= 0 (or NaN), the scan's decays (dt >= 0, A < 0): 16 of them per channel and position, the
@@ -369,7 +363,7 @@ VM_INLINE vf vexp2_nonpos(vf x) {
     x = vmax(-126.0f, x);
     vf shifted, k;
     const vf p = exp2_fraction(x, shifted, k);
-    return times_pow2_nonpos(p, k, shifted);
+    return times_pow2_nonpos(p, shifted);
 }
 #endif
 
@@ -419,23 +413,10 @@ VM_INLINE vf vexp2_product_bounded(vf a, vf b) {
 VM_INLINE vf vexp2_product_bounded(vf a, vf b) { return vexp2_nonpos(a * b); }
 #endif
 
-// exp(x) for x <= 0 (or NaN): vexp's reduction and polynomial, with k = round(x*log2e) by the 1.5*2^23 trick
-// (round half to even instead of half away, the same accuracy) and times_pow2_nonpos; about a quarter fewer
-// operations than vexp (no upper clamp, no compare-and-select rounding, no int round trip).
-VM_INLINE vf vexp_nonpos(vf x) {
-    x = vmax(-87.3f, x);
-    const vf shifted = x * kLog2e + 12582912.0f;
-    const vf k = shifted - 12582912.0f;
-    const vf r = x - k * 0.693359375f + k * 2.12194440e-4f;
-    const vf p = horner(r, 1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f,
-                        1.6666665459e-1f, 5.0000001201e-1f);
-    return times_pow2_nonpos(p * r * r + r + 1.0f, k, shifted);
-}
-
-// softplus = max(x, 0) + log1p(u), u = exp(-|x|) in (0, 1]: no cancellation for very negative x (where it is
-// ~exp(x)). log1p(u) = u * Q(u) with Q a degree-8 polynomial fitted to log1p(u)/u on [0, 1] (Chebyshev
-// least squares; relative error <= 2.5e-7 over all x, as the log-based form), which is about twice as fast as
-// log1p through a log and a division (this form has no division and a short dependency chain): softplus is a third of the fused mixer's per-element cost.
+// softplus = max(x, 0) + log1p(u), u = exp(-|x|) in (0, 1] (the table-driven vexp2_nonpos): no cancellation for
+// very negative x (where it is ~exp(x)). log1p(u) = u * Q(u) with Q a degree-8 polynomial fitted to
+// log1p(u)/u on [0, 1] (Chebyshev least squares; relative error <= 2.5e-7 over all x, as the log-based form),
+// about twice as fast as log1p through a log and a division.
 VM_INLINE vf vsoftplus(vf x) {
     const vf ax = x < 0.0f ? -x : x;
     const vf u = vexp2_nonpos(ax * -kLog2e);

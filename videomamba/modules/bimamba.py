@@ -79,6 +79,12 @@ class BiMamba(nn.Module):
             dt_proj.bias.copy_(inv_dt)
         dt_proj.bias._no_reinit = True
 
+    def __getstate__(self):
+        # the fused kernel's packed parameters (mixer_chunked._fused_pair) hold ctypes pointers: a copy packs anew
+        state = dict(super().__getstate__())
+        state.pop("_fused_pair_cache", None)
+        return state
+
     # ------------------------------------------------------------------ math on tensors
     def direction_params(self, reverse: bool) -> "DirectionParams":
         if reverse:

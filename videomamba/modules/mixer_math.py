@@ -34,12 +34,12 @@ def project_in(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None)
     return x, z
 
 
-def project_in_half(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, half: int,
+def project_in_half(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, half: int | None,
                     out: torch.Tensor | None = None) -> torch.Tensor:
-    """One half of :func:`project_in` alone: x (``half=0``) or z (``half=1``), written into ``out`` when given
-    (a contiguous ``(b, Di, L)`` tensor)."""
+    """One half of :func:`project_in` alone: x (``half=0``) or z (``half=1``), or both as one ``(b, 2Di, L)``
+    product (``half=None``), written into ``out`` when given (a contiguous tensor of that shape)."""
     d_inner = weight.shape[0] // 2
-    rows = slice(half * d_inner, (half + 1) * d_inner)
+    rows = slice(0, 2 * d_inner) if half is None else slice(half * d_inner, (half + 1) * d_inner)
     x = _weight_matmul(weight[rows], h.transpose(1, 2), out=out)
     if bias is None:
         return x

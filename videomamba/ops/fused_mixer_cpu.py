@@ -50,6 +50,7 @@ class FusedDirection(NamedTuple):
 
 
 _typed: dict = {}   # -march level -> the loaded library with its argument types set (a dict lookup per call)
+_raw: dict = {}     # -march level -> the same entry point taking every pointer as a plain int (PackedPair calls)
 
 
 def _lib():
@@ -65,6 +66,24 @@ def _lib():
             lib.vm_fused_mixer_lanes.restype = ctypes.c_int
             _typed[arch] = lib
     return lib
+
+
+def _raw_entry():
+    """The kernel's entry point with every pointer argument a ``c_void_p``, so that callers pass ``data_ptr()``
+    ints (no ctypes pointer objects built per call)."""
+    arch = cpu_arch()
+    fn = _raw.get(arch)
+    if fn is None:
+        lib = _lib()
+        if lib is None:
+            raise RuntimeError("the fused mixer kernel is not available (see the warning about kernels/cpu)")
+        fn = lib["vm_fused_mixer_fwd"]   # a second function object: its own argument types
+        vp = ctypes.c_void_p
+        fn.argtypes = [vp, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _i64, vp, vp, vp, vp, ctypes.c_float,
+                       vp, vp, _i64, ctypes.c_int]
+        fn.restype = ctypes.c_int
+        _raw[arch] = fn
+    return fn
 
 
 def available() -> bool:
@@ -159,3 +178,62 @@ def mixer_fwd(x: torch.Tensor, forward: FusedDirection | None, backward: FusedDi
     if not return_last_state:
         return out
     return out, tuple(None if p is None else p.last_state() for p in packed)
+
+
+class PackedPair:
+    """Both directions of a mixer packed once for repeated whole-sequence calls without entering or leaving
+    states (:func:`mixer_fwd_packed`): at an image's 197 tokens packing per call (checks, conversions, ctypes
+    arrays) cost about a tenth of the kernel. It points at the parameters themselves, never at copies (see
+    :func:`pack_pair`), so an in-place update reaches the next call; :meth:`matches` tells whether the given
+    tensors are still the ones it points at (a replaced parameter or moved storage is not)."""
+
+    def __init__(self, tensors, forward: FusedDirection, backward: FusedDirection):
+        self.tensors = tuple(tensors)
+        self.pointers = tuple(None if t is None else t.data_ptr() for t in self.tensors)
+        lanes = _lib().vm_fused_mixer_lanes()
+        self.N = forward.A_log.shape[1]
+        self.NP = -(-self.N // lanes) * lanes
+        self.packed = (_Packed(forward, 1, self.NP, False), _Packed(backward, 1, self.NP, False))
+        self.K, self.R = self.packed[0].K, self.packed[0].R
+        self.Di = forward.A_log.shape[0]
+        self.copied = any(a is not None and a.data_ptr() not in self.pointers
+                          for p in self.packed for a in p.tensors)
+
+    def matches(self, tensors) -> bool:
+        return len(tensors) == len(self.tensors) and all(
+            a is b and (a is None or a.data_ptr() == p) for a, b, p in zip(tensors, self.tensors, self.pointers))
+
+
+def pack_pair(tensors, forward: FusedDirection, backward: FusedDirection) -> PackedPair | None:
+    """``forward`` / ``backward`` (no initial states) packed once; ``tensors``: every tensor the two directions
+    are made of (what :meth:`PackedPair.matches` compares). None when a tensor is not fp32 and contiguous (the
+    kernel would read a copy, which an update of the parameter would leave stale)."""
+    if forward.initial_state is not None or backward.initial_state is not None:
+        raise ValueError("pack_pair: a packed pair carries no initial states")
+    pair = PackedPair(tensors, forward, backward)
+    return None if pair.copied else pair
+
+
+def mixer_fwd_packed(pair: PackedPair, x: torch.Tensor, z: torch.Tensor, out: torch.Tensor,
+                     scratch: torch.Tensor, scale: float = 1.0, sub: int | None = None) -> torch.Tensor:
+    """:func:`mixer_fwd` of both directions over the whole of ``x (b, Di, L)`` with a :class:`PackedPair`:
+    ``out (b, Di, L) = (y_fwd + y_bwd) * silu(z) * scale``. x, z, out: fp32 and contiguous; scratch: a contiguous
+    fp32 buffer of ``>= b * Di * L`` elements."""
+    b, Di, L = x.shape
+    for name, t in (("x", x), ("z", z), ("out", out)):
+        if t.dtype != torch.float32 or not t.is_contiguous() or t.shape != x.shape:
+            raise ValueError(f"mixer_fwd_packed: {name} must be a contiguous fp32 tensor of shape {tuple(x.shape)}")
+    if Di != pair.Di:
+        raise ValueError(f"mixer_fwd_packed: x has {Di} channels, the packed pair {pair.Di}")
+    if scratch.dtype != torch.float32 or scratch.numel() < b * Di * L or not scratch.is_contiguous():
+        raise ValueError(f"mixer_fwd_packed: scratch must be a contiguous fp32 buffer of >= {b * Di * L} elements")
+    if L == 0:
+        return out
+    sub = default_sub(Di, pair.N, pair.R) if sub is None else sub
+    rc = _raw_entry()(x.data_ptr(), b, Di, L, 0, L, pair.K, pair.R, pair.N, pair.NP,
+                      ctypes.addressof(pair.packed[0].array), ctypes.addressof(pair.packed[1].array),
+                      z.data_ptr(), None, float(scale), out.data_ptr(), scratch.data_ptr(), int(sub),
+                      torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"fused mixer CPU kernel failed (code {rc})")
+    return out
