@@ -7,13 +7,16 @@ phases of a sub-chunk; the shipped kernel is not touched) with a small C++ drive
 the wall time. The shares come from the counters, the total from the wall clock (median of ``--repeats``).
 
     python scripts/profile_fused_mixer.py --arch native x86-64-v3 --length 3137 --sub 64 512
+    python scripts/profile_fused_mixer.py --length 3137 197 --sub 256 --against 97bc17f   # before / after
 
-3137 tokens = 16 frames at 224 px (1569 = 8 frames, 197 = an image). Run it on a quiet machine.
+3137 tokens = 16 frames at 224 px (1569 = 8 frames, 197 = an image). Run it on a quiet machine. With
+``--against REV`` it also builds the kernel of git revision REV (instrumented by this script as it was at REV)
+and runs the two alternately, ``--rounds`` times, printing the median of the rounds for each: a before/after
+comparison that a drifting machine skews less than two separate runs.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -111,12 +114,68 @@ def build(work: Path, arch: str) -> Path:
     (work / "fused_mixer_profiled.cpp").write_text(instrumented_source())
     (work / "driver.cpp").write_text(DRIVER)
     exe = work / f"profile-{arch}"
-    cmd = ["g++", "-O3", "-fopenmp", "-std=c++17", f"-march={arch}", *os.environ.get("EXTRA_FLAGS", "").split(), "-o", str(exe),
+    cmd = ["g++", "-O3", "-fopenmp", "-std=c++17", f"-march={arch}", "-o", str(exe),
            str(work / "fused_mixer_profiled.cpp"), str(work / "driver.cpp")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"building the profiled kernel for -march={arch} failed:\n{proc.stderr[:2000]}")
     return exe
+
+
+def at_revision(rev: str, work: Path):
+    """This script as it was at git revision ``rev``, pointed at that revision's kernel sources (copied to work)."""
+    import importlib.util
+
+    def show(path):
+        proc = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"--against {rev}: git show {rev}:{path} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    listing = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", rev, "kernels/cpu/"],
+                             capture_output=True, text=True).stdout.split()
+    kernels = work / "kernels" / "cpu"
+    kernels.mkdir(parents=True)
+    for path in listing:
+        if path.endswith((".cpp", ".h")):
+            (kernels / Path(path).name).write_text(show(path))
+    script = work / "profile_fused_mixer_at_rev.py"
+    script.write_text(show("scripts/profile_fused_mixer.py"))
+    spec = importlib.util.spec_from_file_location("profile_fused_mixer_at_rev", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.KERNEL = kernels / "fused_mixer.cpp"
+    return module
+
+
+def run(exe: Path, length: int, sub: int, repeats: int) -> list[float]:
+    out = subprocess.run([str(exe), str(length), str(sub), str(repeats)], check=True, capture_output=True,
+                         text=True).stdout.split()
+    return [float(v) for v in out]
+
+
+def compare(args) -> None:
+    """--against: both kernels per build, alternately, the median of --rounds rounds."""
+    import statistics
+
+    with tempfile.TemporaryDirectory() as tmp:
+        old = at_revision(args.against, Path(tmp) / "rev")
+        exes = {}
+        for arch in args.arch:
+            for tag, module in ((args.against, old), ("now", sys.modules[__name__])):
+                work = Path(tmp) / f"{tag}-{arch}"
+                work.mkdir()
+                exes[(arch, tag)] = module.build(work, arch)
+        for length in args.length:
+            for sub in args.sub:
+                results = {key: [] for key in exes}
+                for _ in range(args.rounds):
+                    for key, exe in exes.items():
+                        results[key].append(run(exe, length, sub, args.repeats))
+                for (arch, tag), rows in results.items():
+                    total, *parts = (statistics.median(col) for col in zip(*rows))
+                    print(f"{arch:>10s} {tag:>9s} {length:6d} {sub:5d} {total:7.2f} "
+                          + " ".join(f"{v:7.2f}" for v in parts))
 
 
 def main(argv=None) -> None:
@@ -125,8 +184,15 @@ def main(argv=None) -> None:
     ap.add_argument("--length", type=int, nargs="+", default=[3137], help="tokens (3137 = 16 frames at 224)")
     ap.add_argument("--sub", type=int, nargs="+", default=[512], help="positions per sub-chunk")
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--against", metavar="REV", help="also the kernel of this git revision, run alternately")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds with --against")
     args = ap.parse_args(argv)
     print("fused mixer, one direction, one thread, d_inner 384, d_state 16: ns per channel and position")
+    if args.against:
+        print(f"{'build':>10s} {'kernel':>9s} {'tokens':>6s} {'sub':>5s} {'total':>7s} "
+              + " ".join(f"{p:>7s}" for p in PHASES))
+        compare(args)
+        return
     print(f"{'build':>10s} {'tokens':>6s} {'sub':>5s} {'total':>7s} " + " ".join(f"{p:>7s}" for p in PHASES))
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.arch:
