@@ -71,7 +71,8 @@ MUTATIONS = [
      "const int64_t shift = reverse ? 0 : L_in - L_out + (L_in > L_out ? 1 : 0);"),
     # issue 24: the fused mixer
     ("fused mixer: the conv ignores the halo the caller passes", "cpu/fused_mixer.cpp",
-     "pad[j] = (q >= 0 && q < s.Lx) ? xr[q] : 0.0f;", "pad[j] = (q >= s.lo && q < s.lo + s.n) ? xr[q] : 0.0f;"),
+     "std::clamp<int64_t>(-first, 0, span), e = std::clamp<int64_t>(s.Lx - first, 0, span);",
+     "std::clamp<int64_t>(s.lo - first, 0, span), e = std::clamp<int64_t>(s.lo + s.n - first, 0, span);"),
     ("fused mixer: the state is not carried from one tile or sub-chunk to the next", "cpu/fused_mixer.cpp",
      "for (int k = 0; k < G; ++k) store(hT + k * W, h[k]);", ""),
     ("fused mixer: the backward direction visits its sub-chunks first to last", "cpu/fused_mixer.cpp",

@@ -158,11 +158,12 @@ inline void conv_silu(const Shape& s, const Direction& dir, const float* x, int6
     for (int64_t d = d0; d < d1; ++d) {
         const float* xr = x + (bi * s.Di + d) * s.Lx;
         const float* in = xr + first;
-        if (!inside) {
-            for (int64_t j = 0; j < span; ++j) {
-                const int64_t q = first + j;
-                pad[j] = (q >= 0 && q < s.Lx) ? xr[q] : 0.0f;
-            }
+        if (!inside) {   // pad[j] = x[first + j] inside [0, Lx), zeros outside (a copy, not an element loop:
+                         // at an image's 197 tokens every row takes this path)
+            const int64_t a = std::clamp<int64_t>(-first, 0, span), e = std::clamp<int64_t>(s.Lx - first, 0, span);
+            std::fill(pad, pad + a, 0.0f);
+            if (e > a) std::memcpy(pad + a, xr + first + a, static_cast<size_t>(e - a) * sizeof(float));
+            std::fill(pad + std::max(a, e), pad + span, 0.0f);
             in = pad;
         }
         const float* w = dir.conv_w + d * K;

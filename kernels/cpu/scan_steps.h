@@ -1,5 +1,5 @@
-// The selective-scan recurrence of one channel row, shared by the scan kernel (selective_scan.cpp) and the
-// fused mixer (fused_mixer.cpp): per step h = exp(dt*A) * h + dt*u*B_t, y_t = <C_t, h>.
+// The selective-scan recurrence of one channel row, for the scan kernel (selective_scan.cpp; the fused mixer
+// scans blocks of channels in the lanes instead): per step h = exp(dt*A) * h + dt*u*B_t, y_t = <C_t, h>.
 // B and C are time-major (L, NP) so that B_t is one contiguous vector; the state lives in NV registers.
 #pragma once
 #include <cstdint>

@@ -19,10 +19,13 @@ path's up to float rounding (the gate is applied to the sum instead of to each d
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
 from ..ops import fused_mixer_cpu, norm_forward, norm_into
+from ..ops.selective_scan import ENV_VAR as SCAN_BACKEND_VAR
 from .mixer_math import (_weight_matmul, fused_applies, fused_direction, gated_scan_sum, project_in_half,
                          project_out, scan_backend_for, scan_direction)
 from .workspace import Workspace
@@ -240,16 +243,12 @@ def _fused_pair(mixer, x: torch.Tensor):
     PackedPair`), kept on the mixer and packed again when a parameter was replaced or moved; None where the
     fused kernel does not apply. Whether it applies depends on the parameters and on per-call conditions (the
     scan backend variable, gradients, x's dtype and device), which are compared with the cached ones."""
-    import os
-
-    from ..ops.selective_scan import ENV_VAR
-
     if not _eager(x):
         return None
     tensors = _direction_tensors(mixer)
     if tensors is None:
         return None
-    conditions = (os.environ.get(ENV_VAR), torch.is_grad_enabled(), x.dtype, x.device.type)
+    conditions = (os.environ.get(SCAN_BACKEND_VAR), torch.is_grad_enabled(), x.dtype, x.device.type)
     cached = mixer.__dict__.get("_fused_pair_cache")
     if cached is not None and cached[0] == conditions and (cached[1] is None or cached[1].matches(tensors)) \
             and cached[2] == tuple(map(id, tensors)):
