@@ -108,6 +108,8 @@ constexpr int64_t kScanTile = 64;
 // parameters in lanes (dt_proj transposed, the dt bias, A2 = -exp(A_log) * log2(e) as NP rows per block).
 struct ThreadBuffers {
     float *pad, *uT, *dtT, *yT, *yrows, *dtpT, *biasT, *A2T, *limT, *flat;
+    const Direction* loaded = nullptr;   // whose parameters the lane buffers hold (a thread runs one direction
+                                         // for every batch row: they are derived once per call, not per row)
     static int64_t floats(const Shape& s) {
         return (s.Sp + 2 * s.K + W) + 4 * kScanTile * W + s.R * s.Dp + s.Dp + s.Dp * s.NP + s.Dp + s.Di * s.N;
     }
@@ -123,10 +125,12 @@ struct ThreadBuffers {
         limT = A2T + s.Dp * s.NP;
         flat = limT + s.Dp;
     }
-    // The direction's parameters in lanes, zero (A2: -log2(e)) for the padding channels and states.
-    // `flat`: Di * N floats of scratch (A2 is computed over the contiguous A_log with vector exps, then
-    // scattered into lanes: at an image's 197 tokens one scalar exp per (channel, state) cost 5% of the call).
-    void load_direction(const Shape& s, const Direction& dir, float* flat) {
+    // The direction's parameters in lanes, zero (A2: -log2(e)) for the padding channels and states. A2 is
+    // computed over the contiguous A_log with vector exps into `flat`, then scattered into lanes (at an
+    // image's 197 tokens one scalar exp per (channel, state) cost 5% of the call).
+    void load_direction(const Shape& s, const Direction& dir) {
+        if (loaded == &dir) return;
+        loaded = &dir;
         for (int64_t r = 0; r < s.R; ++r)
             for (int64_t d = 0; d < s.Dp; ++d) dtpT[r * s.Dp + d] = d < s.Di ? dir.dt_proj[d * s.R + r] : 0.0f;
         for (int64_t d = 0; d < s.Dp; ++d) biasT[d] = d < s.Di ? dir.dt_bias[d] : 0.0f;
@@ -351,7 +355,7 @@ void run_item(const Shape& s, const Direction& dir, const float* x, int64_t bi, 
     share((rows + kProjRows - 1) / kProjRows, member, size, jblocks0, jblocks1);
     share(blocks, member, size, b0, b1);
     const int64_t j0 = jblocks0 * kProjRows, j1 = std::min<int64_t>(jblocks1 * kProjRows, rows);
-    tb.load_direction(s, dir, tb.flat);
+    tb.load_direction(s, dir);
     for (int64_t blk = b0; blk < b1; ++blk)   // the entering state, into lanes
         for (int64_t n = 0; n < NP; ++n)
             for (int l = 0; l < W; ++l) {

@@ -320,13 +320,21 @@ VM_INLINE vf times_pow2_nonpos(vf p, vf shifted) {
 // multiply by the table value instead of six multiply-adds (the scan is bound by the multiply-add pipes).
 // The rounding trick adds 1.5 * 2^(23 - log2 T), so the low bits of `shifted` hold the integer T*k + j and
 // the permute reads j from them. Elsewhere: vexp2 without the upper clamp, with times_pow2_nonpos.
+// 2^r for the remainder r of the table-driven exps below, |r| <= 1/16 (AVX2's 8-entry table) or 1/32
+// (AVX-512's 16): degree 3, minimax for the relative error on that interval.
+#if defined(__AVX512F__)
+VM_INLINE vf exp2_remainder(vf r) { return horner(r, 5.550389364e-2f, 2.402342558e-1f, 6.931471825e-1f, 1.0f); }
+#elif defined(__AVX2__) && defined(__FMA__)
+VM_INLINE vf exp2_remainder(vf r) { return horner(r, 5.550323054e-2f, 2.402575314e-1f, 6.931471825e-1f, 1.0f); }
+#endif
+
 #if defined(__AVX512F__)
 VM_INLINE vf vexp2_nonpos(vf x) {
     x = vmax(-150.0f, x);
     const vf shifted = x + 786432.0f;   // 1.5 * 2^19: x rounded to a multiple of 1/16
     const vf kj = shifted - 786432.0f;  // k + j/16
     const vf r = x - kj;                // [-1/32, 1/32]
-    const vf p = horner(r, 5.550389364e-2f, 2.402342558e-1f, 6.931471825e-1f, 1.0f);
+    const vf p = exp2_remainder(r);
     const __m512 table = _mm512_setr_ps(
         1.000000000e+00f, 1.044273734e+00f, 1.090507746e+00f, 1.138788581e+00f, 1.189207077e+00f,
         1.241857767e+00f, 1.296839595e+00f, 1.354255557e+00f, 1.414213538e+00f, 1.476826191e+00f,
@@ -342,7 +350,7 @@ VM_INLINE vf vexp2_nonpos(vf x) {
     x = vmax(-126.0f, x);
     const vf shifted = x + 1572864.0f;  // 1.5 * 2^20: x rounded to a multiple of 1/8
     const vf r = x - (shifted - 1572864.0f);   // [-1/16, 1/16]
-    const vf p = horner(r, 5.550323054e-2f, 2.402575314e-1f, 6.931471825e-1f, 1.0f);
+    const vf p = exp2_remainder(r);
     const __m256 table = _mm256_setr_ps(1.000000000e+00f, 1.090507746e+00f, 1.189207077e+00f, 1.296839595e+00f,
                                         1.414213538e+00f, 1.542210817e+00f, 1.681792855e+00f, 1.834008098e+00f);
     const vf t = (vf)_mm256_permutevar8x32_ps(table, (__m256i)shifted);   // 2^(j/8): j = the low 3 bits
@@ -383,24 +391,20 @@ VM_INLINE vf vexp2_product_bounded(vf a, vf b) {
                                             0x3f76f532, 0x3f75fed7, 0x3f75583f, 0x3f7504f3, 0x3f7508a4,
                                             0x3f75672a, 0x3f76248c, 0x3f7744fd, 0x3f78ccdf, 0x3f7ac0c7,
                                             0x3f7d257d);
-    vf x = a * b;
-    asm("" : "+v"(x));   // x stays one multiply: contracting both uses into multiply-adds would make two
-    const vf shifted = x + kRound;
-    const vf r = x - (shifted - kRound);
-    const vf p = horner(r, 5.550389364e-2f, 2.402342558e-1f, 6.931471825e-1f, 1.0f);
-    const __m512i t = _mm512_mask_permutexvar_epi32(table, 0xFFFF, (__m512i)shifted, table);
+    auto lookup = [&](vf shifted) { return _mm512_mask_permutexvar_epi32(table, 0xFFFF, (__m512i)shifted, table); };
 #else
     constexpr float kRound = 1572864.0f;   // 1.5 * 2^20: x rounded to a multiple of 1/8
     constexpr int kShift = 20;
     const __m256i table = _mm256_setr_epi32(0x3f800000, 0x3f7b95c2, 0x3f7837f0, 0x3f75fed7, 0x3f7504f3,
                                             0x3f75672a, 0x3f7744fd, 0x3f7ac0c7);
+    auto lookup = [&](vf shifted) { return _mm256_permutevar8x32_epi32(table, (__m256i)shifted); };
+#endif
     vf x = a * b;
     asm("" : "+v"(x));   // x stays one multiply: contracting both uses into multiply-adds would make two
     const vf shifted = x + kRound;
     const vf r = x - (shifted - kRound);
-    const vf p = horner(r, 5.550323054e-2f, 2.402575314e-1f, 6.931471825e-1f, 1.0f);
-    const __m256i t = _mm256_permutevar8x32_epi32(table, (__m256i)shifted);
-#endif
+    const vf p = exp2_remainder(r);
+    const auto t = lookup(shifted);
     vi tbits, kbits;
     std::memcpy(&tbits, &t, sizeof(tbits));
     std::memcpy(&kbits, &shifted, sizeof(kbits));

@@ -94,6 +94,21 @@ class BiMamba(nn.Module):
         return DirectionParams(self.conv1d.weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
                                self.dt_proj.bias, self.A_log, self.D)
 
+    def direction_tensors(self) -> tuple | None:
+        """The tensors of both directions' :meth:`direction_params`, in that order, read from the parameter dicts:
+        the whole-sequence path checks them per block and call, where ``nn.Module`` attribute lookups cost about a
+        microsecond each. None when a submodule keeps its weights elsewhere (a wrapped or quantised layer)."""
+        try:
+            out = []
+            for conv, x_proj, dt_proj, A_log, D in (("conv1d", "x_proj", "dt_proj", "A_log", "D"),
+                                                    ("conv1d_b", "x_proj_b", "dt_proj_b", "A_b_log", "D_b")):
+                c, d = self._modules[conv]._parameters, self._modules[dt_proj]._parameters
+                out += [c["weight"], c.get("bias"), self._modules[x_proj]._parameters["weight"], d["weight"],
+                        d["bias"], self._parameters[A_log], self._parameters[D]]
+            return tuple(out)
+        except (KeyError, AttributeError, TypeError):
+            return None
+
     def project_in(self, h: torch.Tensor, weight=None, bias=None):
         """``h (b, L, D) -> x, z (b, Di, L)``, each contiguous."""
         return project_in(h, self.in_proj.weight if weight is None else weight,

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..ops import fused_mixer_cpu, norm_forward, norm_into
 from ..ops.selective_scan import ENV_VAR as SCAN_BACKEND_VAR
+from . import mixer_math
 from .mixer_math import (_weight_matmul, fused_applies, fused_direction, gated_scan_sum, project_in_half,
                          project_out, scan_backend_for, scan_direction)
 from .workspace import Workspace
@@ -222,42 +223,28 @@ def _write(out, s, e, o, accumulate):
         out[:, s:e] = o
 
 
-def _direction_tensors(mixer) -> tuple | None:
-    """Every tensor of the two directions' fused pass, read from the parameter dicts (``nn.Module`` attribute
-    lookups cost about a microsecond each, per block and call); None for a module laid out otherwise."""
-    try:
-        P, M = mixer._parameters, mixer._modules
-        out = []
-        for conv, x_proj, dt_proj, A_log, D in (("conv1d", "x_proj", "dt_proj", "A_log", "D"),
-                                                ("conv1d_b", "x_proj_b", "dt_proj_b", "A_b_log", "D_b")):
-            c, d = M[conv]._parameters, M[dt_proj]._parameters
-            out += [c["weight"], c.get("bias"), M[x_proj]._parameters["weight"], d["weight"], d["bias"], P[A_log],
-                    P[D]]
-        return tuple(out)
-    except (KeyError, AttributeError, TypeError):
-        return None
-
-
 def _fused_pair(mixer, x: torch.Tensor):
     """The mixer's two directions packed for the fused kernel (:class:`~videomamba.ops.fused_mixer_cpu.
-    PackedPair`), kept on the mixer and packed again when a parameter was replaced or moved; None where the
-    fused kernel does not apply. Whether it applies depends on the parameters and on per-call conditions (the
-    scan backend variable, gradients, x's dtype and device), which are compared with the cached ones."""
+    PackedPair`), kept on the mixer; None where the fused kernel does not apply. The cache holds while every
+    parameter has the same address, dtype and shape, and the per-call conditions (kernel build, scan backend
+    variable, fused-kernel switch, gradients, x's dtype and device) are unchanged; in-place updates need no
+    re-packing (the kernel reads the parameters' memory)."""
     if not _eager(x):
         return None
-    tensors = _direction_tensors(mixer)
+    tensors = mixer.direction_tensors() if hasattr(mixer, "direction_tensors") else None
     if tensors is None:
         return None
-    conditions = (os.environ.get(SCAN_BACKEND_VAR), torch.is_grad_enabled(), x.dtype, x.device.type)
+    signature = (fused_mixer_cpu.cpu_arch(), os.environ.get(SCAN_BACKEND_VAR), mixer_math.FUSED_ENABLED,
+                 torch.is_grad_enabled(), x.dtype, x.device.type,
+                 tuple(None if t is None else (t.data_ptr(), t.dtype, t.shape) for t in tensors))
     cached = mixer.__dict__.get("_fused_pair_cache")
-    if cached is not None and cached[0] == conditions and (cached[1] is None or cached[1].matches(tensors)) \
-            and cached[2] == tuple(map(id, tensors)):
+    if cached is not None and cached[0] == signature:
         return cached[1]
     params = (mixer.direction_params(False), mixer.direction_params(True))
     pair = None
     if fused_applies(x, params[0]):
-        pair = fused_mixer_cpu.pack_pair(tensors, fused_direction(params[0]), fused_direction(params[1]))
-    mixer.__dict__["_fused_pair_cache"] = (conditions, pair, tuple(map(id, tensors)))
+        pair = fused_mixer_cpu.pack_pair(fused_direction(params[0]), fused_direction(params[1]))
+    mixer.__dict__["_fused_pair_cache"] = (signature, pair)
     return pair
 
 

@@ -183,34 +183,27 @@ def mixer_fwd(x: torch.Tensor, forward: FusedDirection | None, backward: FusedDi
 class PackedPair:
     """Both directions of a mixer packed once for repeated whole-sequence calls without entering or leaving
     states (:func:`mixer_fwd_packed`): at an image's 197 tokens packing per call (checks, conversions, ctypes
-    arrays) cost about a tenth of the kernel. It points at the parameters themselves, never at copies (see
-    :func:`pack_pair`), so an in-place update reaches the next call; :meth:`matches` tells whether the given
-    tensors are still the ones it points at (a replaced parameter or moved storage is not)."""
+    arrays) cost about a tenth of the kernel. Built by :func:`pack_pair`, which refuses parameters it would have
+    to copy, so it points at the parameters' own memory and an in-place update reaches the next call; the caller
+    decides when to pack again (a replaced parameter, moved storage)."""
 
-    def __init__(self, tensors, forward: FusedDirection, backward: FusedDirection):
-        self.tensors = tuple(tensors)
-        self.pointers = tuple(None if t is None else t.data_ptr() for t in self.tensors)
+    def __init__(self, forward: FusedDirection, backward: FusedDirection):
         lanes = _lib().vm_fused_mixer_lanes()
         self.N = forward.A_log.shape[1]
         self.NP = -(-self.N // lanes) * lanes
         self.packed = (_Packed(forward, 1, self.NP, False), _Packed(backward, 1, self.NP, False))
         self.K, self.R = self.packed[0].K, self.packed[0].R
         self.Di = forward.A_log.shape[0]
-        self.copied = any(a is not None and a.data_ptr() not in self.pointers
-                          for p in self.packed for a in p.tensors)
-
-    def matches(self, tensors) -> bool:
-        return len(tensors) == len(self.tensors) and all(
-            a is b and (a is None or a.data_ptr() == p) for a, b, p in zip(tensors, self.tensors, self.pointers))
+        given = {t.data_ptr() for d in (forward, backward) for t in d[:7] if t is not None}
+        self.copied = any(t is not None and t.data_ptr() not in given for p in self.packed for t in p.tensors)
 
 
-def pack_pair(tensors, forward: FusedDirection, backward: FusedDirection) -> PackedPair | None:
-    """``forward`` / ``backward`` (no initial states) packed once; ``tensors``: every tensor the two directions
-    are made of (what :meth:`PackedPair.matches` compares). None when a tensor is not fp32 and contiguous (the
-    kernel would read a copy, which an update of the parameter would leave stale)."""
+def pack_pair(forward: FusedDirection, backward: FusedDirection) -> PackedPair | None:
+    """``forward`` / ``backward`` (no initial states) packed once, or None when a tensor is not fp32 and
+    contiguous (the kernel would read a copy, which an update of the parameter would leave stale)."""
     if forward.initial_state is not None or backward.initial_state is not None:
         raise ValueError("pack_pair: a packed pair carries no initial states")
-    pair = PackedPair(tensors, forward, backward)
+    pair = PackedPair(forward, backward)
     return None if pair.copied else pair
 
 
