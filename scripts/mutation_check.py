@@ -70,6 +70,20 @@ MUTATIONS = [
      "const int64_t shift = reverse ? 0 : L_in - L_out;",
      "const int64_t shift = reverse ? 0 : L_in - L_out + (L_in > L_out ? 1 : 0);"),
     # issue 24: the fused mixer
+    # the token-major sum and the block loop's add + norm
+    ("fused mixer tokens: rows of the sum written a channel row apart", "cpu/fused_mixer.cpp",
+     "float* dst = out_tokens + (bi * n + t) * Di + c0;", "float* dst = out_tokens + (bi * n + t) * Di + c0 * n;"),
+    ("fused mixer tokens: a partial channel block drops its last channel", "cpu/fused_mixer.cpp",
+     "for (int64_t l = 0; l < rows; ++l) dst[p * Di + l] = tile[l];",
+     "for (int64_t l = 0; l + 1 < rows; ++l) dst[p * Di + l] = tile[l];"),
+    ("fused mixer tokens: the backward direction left out of the sum", "cpu/fused_mixer.cpp",
+     "vf a = load_n(y_fwd + off, nn) + load_n(y_bwd + off, nn);", "vf a = load_n(y_fwd + off, nn);"),
+    ("rms norm: the addend is not kept in the stream", "cpu/rms_norm.cpp",
+     "            store(s + i, v0);\n", ""),
+    ("rms norm: the mean of squares over cols - 1", "cpu/rms_norm.cpp",
+     "hsum(sq0 + sq1) / static_cast<float>(cols)", "hsum(sq0 + sq1) / static_cast<float>(cols - 1)"),
+    ("rms norm: the weight of the tail ignored", "cpu/rms_norm.cpp",
+     "load_n(s + t, n) * scale * load_n(w + t, n)", "load_n(s + t, n) * scale * (n == W ? load(w + t) : splat(1.0f))"),
     ("fused mixer: the conv ignores the halo the caller passes", "cpu/fused_mixer.cpp",
      "std::clamp<int64_t>(-first, 0, span), e = std::clamp<int64_t>(s.Lx - first, 0, span);",
      "std::clamp<int64_t>(s.lo - first, 0, span), e = std::clamp<int64_t>(s.lo + s.n - first, 0, span);"),
@@ -307,7 +321,7 @@ MUTATIONS += [
      "hits = [p for p in prefixes if name.startswith(p)]", _OPT),
 ]
 
-TESTS = ["tests/test_kernels_cpu.py", "tests/test_fused_mixer.py", "tests/test_lean.py"]
+TESTS = ["tests/test_kernels_cpu.py", "tests/test_fused_mixer.py", "tests/test_lean.py", "tests/test_rms_norm_cpu.py"]
 TRITON_TESTS = {TRITON_SCAN: ["tests/test_triton_scan.py"], TRITON_CONV: ["tests/test_conv_triton.py"]}
 
 

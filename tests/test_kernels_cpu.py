@@ -49,7 +49,7 @@ def kernel_target(request, monkeypatch):
     """Build (strictly: a failed build fails the test) and select the kernels for one -march level."""
     arch, isa = request.param
     monkeypatch.setenv(ARCH_ENV, arch)
-    for src in ("cpu/selective_scan.cpp", "cpu/causal_conv1d.cpp", "cpu/fused_mixer.cpp"):
+    for src in ("cpu/selective_scan.cpp", "cpu/causal_conv1d.cpp", "cpu/fused_mixer.cpp", "cpu/rms_norm.cpp"):
         assert load_native(src, arch=arch, strict=True) is not None
     if isa is not None:
         assert selective_scan_cpu.target() == f"{isa}, {LANES[isa]} lanes"

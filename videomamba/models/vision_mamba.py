@@ -19,7 +19,7 @@ import torch.nn as nn
 from timm.layers import DropPath, trunc_normal_
 
 from ..modules import BiMamba, Block
-from ..ops import RMSNorm, norm_forward, norm_into
+from ..ops import RMSNorm, add_norm_into, norm_forward
 from .config import VideoMambaConfig
 from .embed import PatchEmbed2d, PatchEmbed3d
 from .hooks import installed
@@ -306,24 +306,34 @@ class VisionMamba(nn.Module):
         ``hidden + residual`` sums in the same order of blocks, without a second stream. Beyond the stream, the
         mixers' buffers come from :attr:`inference_workspace` (the backward direction's output and one chunk's
         tensors in chunks; the whole sequence's otherwise), allocated once and reused by every block."""
-        from ..modules.mixer_chunked import mixer_chunked, mixer_whole, runs_in_chunks
+        from ..modules.mixer_chunked import fused_call_conditions, mixer_chunked, mixer_whole, runs_in_chunks
 
         dtype = x.dtype
         residual = x.float() if self.residual_in_fp32 and x.dtype != torch.float64 else x
         B, L, _ = residual.shape
         ws = self.inference_workspace
+        pending = None   # a whole-sequence block's output, added to the stream by the next block's norm pass
+        conditions = fused_call_conditions(residual, dtype)   # (what the packed parameters depend on)
         for layer in self.layers:
             mixer = layer.mixer
             if runs_in_chunks(mixer.inference_chunk, L):
+                if pending is not None:
+                    residual += pending
+                    pending = None
                 mixer_chunked(mixer, residual, out=residual, norm=layer.norm, accumulate=True,
                               hidden_dtype=dtype, memory=self.inference_memory, workspace=ws)
+                continue
+            if residual.dtype == dtype:   # residual += pending; h = norm(residual), in one pass where it can
+                h = add_norm_into(layer.norm, residual, pending, ws.take("h", residual.shape, dtype, residual.device))
             else:
-                if residual.dtype == dtype:
-                    h = norm_into(layer.norm, residual, ws.take("h", residual.shape, dtype, residual.device))
-                else:
-                    h = norm_forward(layer.norm, residual, None, prenorm=False).to(dtype)
-                residual += mixer_whole(mixer, h, ws, out=h)   # (h is dead once projected: its buffer serves)
-                del h
+                if pending is not None:
+                    residual += pending
+                h = norm_forward(layer.norm, residual, None, prenorm=False).to(dtype)
+            pending = mixer_whole(mixer, h, ws, out=h, conditions=conditions)   # (h is dead once projected)
+            del h
+        if pending is not None:
+            residual += pending
+        del pending
         # The final norm chunk by chunk, in place where the dtypes allow: a whole-sequence norm would hold two
         # more stream-sized temporaries, the peak of the whole forward at long clips.
         out = residual if residual.dtype == dtype else torch.empty_like(residual, dtype=dtype)

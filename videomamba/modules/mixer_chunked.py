@@ -28,7 +28,7 @@ from ..ops import fused_mixer_cpu, norm_forward, norm_into
 from ..ops.selective_scan import ENV_VAR as SCAN_BACKEND_VAR
 from . import mixer_math
 from .mixer_math import (_weight_matmul, fused_applies, fused_direction, gated_scan_sum, project_in_half,
-                         project_out, scan_backend_for, scan_direction)
+                         project_out, project_out_tokens, scan_backend_for, scan_direction)
 from .workspace import Workspace
 
 
@@ -223,20 +223,34 @@ def _write(out, s, e, o, accumulate):
         out[:, s:e] = o
 
 
-def _fused_pair(mixer, x: torch.Tensor):
+def fused_call_conditions(x: torch.Tensor, dtype: torch.dtype | None = None):
+    """What a packed pair of :func:`_fused_pair` depends on beyond the parameters, for activations like ``x``
+    (in ``dtype`` when given): the kernel build, the scan backend variable, the fused-kernel switch, gradient
+    mode, the dtype and device; None where nothing may be packed (not eager). The block loop computes it once
+    per forward, not per block."""
+    if not _eager(x):
+        return None
+    return (fused_mixer_cpu.cpu_arch(), os.environ.get(SCAN_BACKEND_VAR), mixer_math.FUSED_ENABLED,
+            torch.is_grad_enabled(), dtype or x.dtype, x.device.type)
+
+
+_UNSET = object()
+
+
+def _fused_pair(mixer, x: torch.Tensor, conditions=_UNSET):
     """The mixer's two directions packed for the fused kernel (:class:`~videomamba.ops.fused_mixer_cpu.
     PackedPair`), kept on the mixer; None where the fused kernel does not apply. The cache holds while every
-    parameter has the same address, dtype and shape, and the per-call conditions (kernel build, scan backend
-    variable, fused-kernel switch, gradients, x's dtype and device) are unchanged; in-place updates need no
-    re-packing (the kernel reads the parameters' memory)."""
-    if not _eager(x):
+    parameter has the same address, dtype and shape, and the per-call conditions (:func:`fused_call_conditions`,
+    given by a caller that computed them for this call) are unchanged; in-place updates need no re-packing (the
+    kernel reads the parameters' memory)."""
+    if conditions is _UNSET:
+        conditions = fused_call_conditions(x)
+    if conditions is None:
         return None
     tensors = mixer.direction_tensors() if hasattr(mixer, "direction_tensors") else None
     if tensors is None:
         return None
-    signature = (fused_mixer_cpu.cpu_arch(), os.environ.get(SCAN_BACKEND_VAR), mixer_math.FUSED_ENABLED,
-                 torch.is_grad_enabled(), x.dtype, x.device.type,
-                 tuple(None if t is None else (t.data_ptr(), t.dtype, t.shape) for t in tensors))
+    signature = (conditions, tuple(None if t is None else (t.data_ptr(), t.dtype, t.shape) for t in tensors))
     cached = mixer.__dict__.get("_fused_pair_cache")
     if cached is not None and cached[0] == signature:
         return cached[1]
@@ -249,11 +263,13 @@ def _fused_pair(mixer, x: torch.Tensor):
 
 
 @torch.no_grad()
-def mixer_whole(mixer, h: torch.Tensor, workspace: Workspace, out: torch.Tensor | None = None) -> torch.Tensor:
+def mixer_whole(mixer, h: torch.Tensor, workspace: Workspace, out: torch.Tensor | None = None,
+                conditions=_UNSET) -> torch.Tensor:
     """``mixer(h)`` without gradients over the whole sequence (no chunks: the fastest way for sequences up to
     two chunks), every ``(b, d_inner, L)`` tensor a view of ``workspace``. The result goes to ``out``, which may
     be ``h`` itself (only in_proj reads h, before out is written), else to the workspace's ``"o"`` buffer: use
-    it before the next call."""
+    it before the next call. ``conditions``: :func:`fused_call_conditions` of this call's activations, when the
+    caller computed them once for all its blocks."""
     b, L, _ = h.shape
     Di, ws = mixer.d_inner, workspace
     w_in, b_in = mixer.in_proj.weight, mixer.in_proj.bias
@@ -266,11 +282,16 @@ def mixer_whole(mixer, h: torch.Tensor, workspace: Workspace, out: torch.Tensor 
     else:
         x = project_in_half(h, w_in, b_in, 0, out=ws.take("x", (b, Di, L), h.dtype, h.device))
         z = project_in_half(h, w_in, b_in, 1, out=ws.take("z", (b, Di, L), h.dtype, h.device))
-    pair = _fused_pair(mixer, x)
+    pair = _fused_pair(mixer, x, conditions)
     scale = 0.5 if mixer.divide_output else 1.0
-    if pair is not None:
+    if out is None:
+        out = ws.take("o", (b, L, mixer.out_proj.weight.shape[0]), h.dtype, h.device)
+    if pair is not None:   # the result token-major (out_proj reads its rows faster than a transposed view), in
+        # x's memory: the kernel reads x only before its final pass, which writes the result
         y = fused_mixer_cpu.mixer_fwd_packed(pair, x, z, ws.take("y", (b, Di, L), torch.float32, h.device),
-                                             ws.take("y_b", (b * Di * L,), torch.float32, h.device), scale)
+                                             ws.take("y_b", (b * Di * L,), torch.float32, h.device), scale,
+                                             out_tokens=x.view(b, L, Di))
+        return project_out_tokens(y.to(h.dtype), mixer.out_proj.weight, mixer.out_proj.bias, out=out)
     else:
         params = (mixer.direction_params(False), mixer.direction_params(True))
         if fused_applies(x, params[0]):
@@ -279,6 +300,4 @@ def mixer_whole(mixer, h: torch.Tensor, workspace: Workspace, out: torch.Tensor 
                                           scratch=ws.take("y_b", (b * Di * L,), torch.float32, h.device))
         else:
             y = gated_scan_sum(x, z, params, mixer.dt_rank, mixer.d_state, mixer.divide_output)
-    if out is None:
-        out = ws.take("o", (b, L, mixer.out_proj.weight.shape[0]), h.dtype, h.device)
     return project_out(y.to(h.dtype), mixer.out_proj.weight, mixer.out_proj.bias, out=out)

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import rms_norm_cpu
+
 
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor | None, eps: float = 1e-5) -> torch.Tensor:
     """``x * rsqrt(mean(x^2) + eps) * weight`` over the last dim, computed in x's dtype."""
@@ -72,6 +74,17 @@ def norm_into(norm: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tens
         scale = out.mean(dim=-1, keepdim=True).add_(norm.eps).rsqrt_()
         return torch.mul(x, scale, out=out).mul_(norm.weight)
     return out.copy_(norm_forward(norm, x))
+
+
+def add_norm_into(norm: nn.Module, stream: torch.Tensor, add: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    """``stream += add`` (when given), then ``out = norm(stream)``: the no-gradient block loop's residual update and
+    the next block's norm. fp32 RMSNorm on CPU takes one native pass per row (:mod:`.rms_norm_cpu`; ``out`` may
+    then be ``add`` itself); everything else the torch ops of :func:`norm_into`."""
+    if isinstance(norm, RMSNorm) and rms_norm_cpu.add_rms_norm_(stream, add, norm.weight, norm.eps, out):
+        return out
+    if add is not None:
+        stream += add
+    return norm_into(norm, stream, out)
 
 
 def norm_forward(norm: nn.Module, x, residual=None, prenorm=False, residual_in_fp32=False):
