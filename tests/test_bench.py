@@ -55,6 +55,34 @@ def test_model_bench_measures_one_config(name, mode):
     assert res["status"] == "ok" and res["clips_per_s"] > 0 and res["peak_mem_mb"] is not None
 
 
+def test_model_bench_rounds_take_the_points_in_turn_and_combine_them(tmp_path, monkeypatch):
+    """--rounds: every point measured once per round, all points before any again; the speed the median of the
+    rounds (by hand below), the memory the largest; a point that failed is not measured again."""
+    order, seconds = [], {"a": [0.3, 0.1, 0.2], "b": [0.5, 0.4, 0.9, 0.6]}
+
+    def fake(cfg, timeout, mem_limit_gb, in_process):
+        key = "a" if cfg["model"] == "videomamba_tiny" else ("b" if cfg["model"] == "deit_tiny_sdpa" else "x")
+        order.append(key)
+        if key == "x":
+            return dict(cfg, status="OOM")
+        n = order.count(key) - 1
+        return dict(cfg, status="ok", seconds=seconds[key][n], clips_per_s=1 / seconds[key][n], peak_mem_mb=10.0 + n)
+
+    monkeypatch.setattr(model, "measure", fake)
+    points = [model.point("videomamba_tiny", 1, "infer"), model.point("deit_tiny_sdpa", 1, "infer"),
+              model.point("timesformer_tiny_naive", 2, "infer")]
+    out = model.run(points=points, rounds=3, out_dir=str(tmp_path), targets="cpu")
+    assert order == ["a", "b", "x", "a", "b", "a", "b"]
+    a, b, x = out["results"]
+    assert a["seconds"] == 0.2 and a["clips_per_s"] == 5.0 and a["peak_mem_mb"] == 12.0
+    assert b["seconds"] == 0.5 and b["round_seconds"] == [0.5, 0.4, 0.9]
+    assert x["status"] == "OOM"
+    assert model.combine_rounds([dict(a, seconds=0.1, status="ok"), dict(a, seconds=0.4, status="ok")])["seconds"] == 0.25
+    assert "median of 3 processes per point" in (tmp_path / "model.txt").read_text()
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        model.run(points=points, rounds=0, out_dir=str(tmp_path))
+
+
 def test_model_bench_subprocess_reports_oom_instead_of_crashing():
     cfg = dict(model="timesformer_tiny_naive", frames=2, batch=1, mode="infer", device="cpu", img_size=32,
                warmup=1, repeats=1, max_seconds=10)
@@ -129,7 +157,8 @@ def test_cli_bench_options_parse():
                                    "videomamba_tiny", "videomamba_middle", "--scan-backends", "triton", "mamba_ssm",
                                    "--compile", "off", "reduce-overhead", "--amp", "bf16"])
     assert a.batch == [1, "official"] and a.scan_backends == ["triton", "mamba_ssm"]
-    assert a.compile == ["off", "reduce-overhead"] and not a.compile_train
+    assert a.compile == ["off", "reduce-overhead"] and not a.compile_train and a.rounds == 1
+    assert build_parser().parse_args(["bench", "model", "--rounds", "3"]).rounds == 3
     a = build_parser().parse_args(["bench", "scan", "--device", "cuda", "--dtypes", "bf16", "--peak-bandwidth-gbs",
                                    "3350", "--shapes", "64,384,1569,16"])
     assert a.dtypes == ["bf16"] and a.peak_bandwidth_gbs == 3350

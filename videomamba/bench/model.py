@@ -313,11 +313,16 @@ def run(device: str = "cpu", frames=(1, 8, 16, 32, 64, 128), modes=("infer", "tr
         img_size: int = 224, models=MODELS, archs=None, infer_extra_frames=(256,), vm_kwargs=None, amp=None,
         scan_backends=None, compile_modes=("off",), compile_train=False, points=None, name: str = "model",
         targets: str = "auto", in_process: bool = False, budget_s: float | None = None,
-        gpu_target_frames=None, memory_limits_mb=None) -> dict:
+        gpu_target_frames=None, memory_limits_mb=None, rounds: int = 1) -> dict:
     """Measure every model at every clip length; VideoMamba once per kernel build in ``archs`` (CPU) and per
     scan backend in ``scan_backends``. ``points``: an explicit list of :func:`point` configs instead of the
     grid. ``targets``: "cpu" (issue 24's bars), "gpu" (issue 21's) or "auto" (by device). ``budget_s``:
-    points not started within it are skipped. Writes ``name``.json/.txt/.png into ``out_dir``."""
+    points not started within it are skipped. ``rounds``: every point measured that many times, each time in a
+    fresh process, the points taken in turn (all once, then all again): a shared machine whose speed drifts for
+    seconds at a time then slows every point alike rather than one of a pair; the speed is the median of the
+    rounds, the memory their largest. Writes ``name``.json/.txt/.png into ``out_dir``."""
+    if rounds < 1:
+        raise ValueError(f"bench model: rounds must be >= 1, got {rounds}")
     cpu = torch.device(device).type == "cpu"
     archs = list(archs) if (archs and cpu) else [None]
     if points is None:
@@ -332,26 +337,32 @@ def run(device: str = "cpu", frames=(1, 8, 16, 32, 64, 128), modes=("infer", "tr
         + (f" (official per-GPU training batch of clips: {', '.join(f'{m} {b}' for m, b in official.items())})"
            if official else "")
         + f", {points[0]['img_size'] if points else img_size}px, median of {repeats}"
+        + (f" steps per process, median of {rounds} processes per point taken in turn" if rounds > 1 else "")
         + (f"; VideoMamba kernel builds: {', '.join(archs)}" if archs != [None] else "")
         + (f"; VideoMamba options: {vm_kwargs}" if vm_kwargs else "")
         + (f"; autocast {amp_used}" if amp_used and not cpu else (f"; autocast {amp}" if amp else "")))
-    results = []
     start = time.time()
-    for cfg in points:
-        t0 = time.time()
-        why = unavailable_backend(cfg.get("scan_backend"), cfg["device"])
-        if why:
-            res = dict(cfg, status=f"skipped: {why}")
-        elif budget_s is not None and t0 - start > budget_s:
-            res = dict(cfg, status="skipped: time budget")
-        else:
-            res = measure(cfg, timeout, mem_limit_gb, in_process)
-        res["wall_s"] = time.time() - t0
-        results.append(res)
-        say(f"  {cfg['mode']} T={cfg['frames']}" + (f" B={cfg['batch']}" if cfg["batch"] != 1 else "")
-            + f" {label(cfg)}: {res['status']}"
-            + (f", {res['clips_per_s']:.3g} clips/s, {res['peak_mem_mb'] or float('nan'):.0f} MB"
-               if res["status"] == "ok" else ""))
+    measured = [[] for _ in points]
+    for rnd in range(rounds):
+        for i, cfg in enumerate(points):
+            t0 = time.time()
+            over_budget = budget_s is not None and t0 - start > budget_s
+            if rnd > 0 and (measured[i][0]["status"] != "ok" or over_budget):
+                continue   # (a point that failed once is not measured again; a late round may stop early)
+            why = unavailable_backend(cfg.get("scan_backend"), cfg["device"])
+            if why:
+                res = dict(cfg, status=f"skipped: {why}")
+            elif over_budget:
+                res = dict(cfg, status="skipped: time budget")
+            else:
+                res = measure(cfg, timeout, mem_limit_gb, in_process)
+            res["wall_s"] = time.time() - t0
+            measured[i].append(res)
+            say(f"  {cfg['mode']} T={cfg['frames']}" + (f" B={cfg['batch']}" if cfg["batch"] != 1 else "")
+                + f" {label(cfg)}" + (f" (round {rnd + 1}/{rounds})" if rounds > 1 else "") + f": {res['status']}"
+                + (f", {res['clips_per_s']:.3g} clips/s, {res['peak_mem_mb'] or float('nan'):.0f} MB"
+                   if res["status"] == "ok" else ""))
+    results = [combine_rounds(runs) for runs in measured]
     for variant in vm_variants(results):
         arch, sb, comp, b = variant
         rows = comparison_rows(results, arch, scan_backend=sb, compile=comp, batch=b)
@@ -391,6 +402,21 @@ def run(device: str = "cpu", frames=(1, 8, 16, 32, 64, 128), modes=("infer", "tr
     png = try_plot(f"{out_dir}/{name}.png", lambda plt: _plot(plt, results, modes))
     print(f"wrote {path}, {name}.txt" + (f" and {png}" if png else ""))
     return payload
+
+
+def combine_rounds(runs: list[dict]) -> dict:
+    """One point's result from its rounds: the median speed (of an odd count the middle round, else the mean of
+    the two middle ones) and the largest memory; the first failure if any round failed."""
+    failed = [r for r in runs if r["status"] != "ok"]
+    if failed or len(runs) == 1:
+        return failed[0] if failed else runs[0]
+    seconds = sorted(r["seconds"] for r in runs)
+    mid = len(seconds) // 2
+    median = seconds[mid] if len(seconds) % 2 else 0.5 * (seconds[mid - 1] + seconds[mid])
+    peaks = [r["peak_mem_mb"] for r in runs if r.get("peak_mem_mb") is not None]
+    return dict(runs[0], seconds=median, clips_per_s=runs[0]["batch"] / median,
+                peak_mem_mb=max(peaks) if peaks else None, wall_s=sum(r["wall_s"] for r in runs),
+                round_seconds=[r["seconds"] for r in runs])
 
 
 _DEFAULTS = dict(arch=None, scan_backend=None, compile="off", batch_spec=None, vm_kwargs=None)

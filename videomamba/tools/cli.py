@@ -245,7 +245,7 @@ def cmd_bench(args) -> int:
                                                ("recompute", args.recompute)) if v},
                   amp=args.amp or ("bf16" if cuda else None),
                   scan_backends=args.scan_backends or (["triton", "mamba_ssm"] if cuda else None),
-                  compile_modes=tuple(args.compile), compile_train=args.compile_train)
+                  compile_modes=tuple(args.compile), compile_train=args.compile_train, rounds=args.rounds)
     elif args.what == "extract":
         from ..bench import extract
 
@@ -306,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cuda" if _cuda() else "cpu")
     b.add_argument("--out", default="bench_results", help="folder for the JSON and PNG files")
     b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--rounds", type=int, default=1,
+                   help="model: measure every point this many times, each in a fresh process, all points in turn; "
+                        "the median speed and the largest memory are reported (a drifting shared machine)")
     b.add_argument("--shapes", nargs="*", help="scan shapes as B,D,L,N (default: on CPU the four of issue 9; on CUDA "
                                                "issue 21's (64,384,1569,16), (16,1152,1569,16), (1,384,12545,16), "
                                                "(1,384,197,16), (1,384,1569,16))")
