@@ -70,14 +70,7 @@ MUTATIONS = [
      "const int64_t shift = reverse ? 0 : L_in - L_out;",
      "const int64_t shift = reverse ? 0 : L_in - L_out + (L_in > L_out ? 1 : 0);"),
     # issue 24: the fused mixer
-    # the token-major sum and the block loop's add + norm
-    ("fused mixer tokens: rows of the sum written a channel row apart", "cpu/fused_mixer.cpp",
-     "float* dst = out_tokens + (bi * n + t) * Di + c0;", "float* dst = out_tokens + (bi * n + t) * Di + c0 * n;"),
-    ("fused mixer tokens: a partial channel block drops its last channel", "cpu/fused_mixer.cpp",
-     "for (int64_t l = 0; l < rows; ++l) dst[p * Di + l] = tile[l];",
-     "for (int64_t l = 0; l + 1 < rows; ++l) dst[p * Di + l] = tile[l];"),
-    ("fused mixer tokens: the backward direction left out of the sum", "cpu/fused_mixer.cpp",
-     "vf a = load_n(y_fwd + off, nn) + load_n(y_bwd + off, nn);", "vf a = load_n(y_fwd + off, nn);"),
+    # the block loop's add + norm
     ("rms norm: the addend is not kept in the stream", "cpu/rms_norm.cpp",
      "            store(s + i, v0);\n", ""),
     ("rms norm: the mean of squares over cols - 1", "cpu/rms_norm.cpp",

@@ -180,31 +180,6 @@ def test_windows_with_halos_and_carried_states_equal_the_whole_sequence(kernel_t
     close(state, ef, "forward state after the last window")
 
 
-@pytest.mark.parametrize("Di,L", [(24, 1), (24, 37), (20, 37), (40, 197), (16, 8)])
-@pytest.mark.parametrize("batch,threads", [(1, 1), (1, 2), (2, 2)])
-@pytest.mark.parametrize("into_x", [False, True], ids=["buffer", "in x"])
-def test_packed_pair_writes_the_sum_token_major(kernel_target, Di, L, batch, threads, into_x):
-    """out_tokens: the gated sum of both directions written (b, L, Di), channel blocks and position blocks with
-    tails (Di 20 and 40 are not multiples of 16; L 37 not of the lanes), into a buffer or into x's own memory."""
-    N, R, K = 16, 3, 4
-    g = torch.Generator().manual_seed(Di + L)
-    x, z = torch.randn(batch, Di, L, generator=g), torch.randn(batch, Di, L, generator=g)
-    fwd, bwd = direction(Di, N, R, K, 1), direction(Di, N, R, K, 2)
-    expected, _ = oracle(x, fwd, bwd, z=z, scale=0.5)
-    pair = fused_mixer_cpu.pack_pair(fwd, bwd)
-    x_in = x.clone()
-    tokens = x_in.view(batch, L, Di) if into_x else torch.full((batch, L, Di), float("nan"))
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        got = fused_mixer_cpu.mixer_fwd_packed(pair, x_in, z, torch.empty(batch, Di, L), torch.empty(batch * Di * L),
-                                               0.5, out_tokens=tokens)
-    finally:
-        torch.set_num_threads(old)
-    assert got.data_ptr() == tokens.data_ptr() and got.shape == (batch, L, Di)
-    close(got, expected.transpose(1, 2), f"token-major sum, Di={Di} L={L} batch={batch} threads={threads}")
-
-
 def test_bad_arguments_say_what_is_wrong():
     Di, N, R, K = 8, 4, 2, 4
     x = torch.randn(1, Di, 10)
@@ -215,10 +190,6 @@ def test_bad_arguments_say_what_is_wrong():
         mixer_fwd(x, fwd, None, z=torch.randn(1, Di, 9))
     with pytest.raises(ValueError, match="at least one direction"):
         mixer_fwd(x, None, None)
-    pair = fused_mixer_cpu.pack_pair(fwd, direction(Di, N, R, K, 2))
-    with pytest.raises(ValueError, match=r"out_tokens must be a contiguous fp32 tensor of shape \(1, 10, 8\)"):
-        fused_mixer_cpu.mixer_fwd_packed(pair, x, torch.randn(1, Di, 10), torch.empty(1, Di, 10), torch.empty(Di * 10),
-                                         out_tokens=torch.empty(1, Di, 10))
     assert fused_mixer_cpu.available()
 
 

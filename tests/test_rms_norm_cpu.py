@@ -74,7 +74,7 @@ def test_other_inputs_take_the_torch_ops():
 
 
 def test_the_lean_image_forward_equals_the_plain_one(monkeypatch):
-    """The no-gradient block loop (add + norm by the kernel, the mixers' sums token-major) against the plain
+    """The no-gradient block loop (add + norm by the kernel) against the plain
     forward in fp64 (chunking off: every intermediate kept, torch ops, the unfused mixer), on a small image model."""
     from videomamba.factory import create_model
 

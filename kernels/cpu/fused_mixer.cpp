@@ -388,44 +388,6 @@ void run_item(const Shape& s, const Direction& dir, const float* x, int64_t bi, 
                     dir.h_last[(bi * Di + blk * W + l) * NP + n] = buf.state[(blk * NP + n) * W + l];
 }
 
-// The two directions' sum of channels [c0, c0 + W) of batch row bi, gated, written token-major: out_tokens
-// (batch, n, Di) = ((y_fwd + y_bwd + add) * silu(z) * scale) transposed, W x W blocks through registers. out_proj
-// reads token-major rows faster than the transposed view of channel rows (24 out_projs of an image: 4.5 against
-// 5.3 ms on 2 Zen 4 cores).
-inline void sum_to_tokens(int64_t bi, int64_t c0, int64_t Di, int64_t n, const float* y_fwd, const float* y_bwd,
-                          const float* z, const float* add, float scale, float* out_tokens) {
-    const int64_t rows = std::min<int64_t>(W, Di - c0);
-    alignas(64) float tile[W * W];
-    for (int64_t t = 0; t < n; t += W) {
-        const int64_t nn = std::min<int64_t>(W, n - t);
-        vf v[W];
-        for (int64_t l = 0; l < W; ++l) {
-            if (l >= rows) {
-                v[l] = splat(0.0f);
-                continue;
-            }
-            const int64_t off = (bi * Di + c0 + l) * n + t;
-            vf a = load_n(y_fwd + off, nn) + load_n(y_bwd + off, nn);
-            if (add) a += load_n(add + off, nn);
-            if (z) {
-                const vf zz = load_n(z + off, nn);
-                a = a * zz * vsigmoid(zz);
-            }
-            v[l] = a * scale;
-        }
-        transpose_regs(v);   // v[p]: the W channels at position t + p
-        float* dst = out_tokens + (bi * n + t) * Di + c0;
-        for (int64_t p = 0; p < nn; ++p) {
-            if (rows == W) {
-                store(dst + p * Di, v[p]);
-            } else {
-                store(tile, v[p]);
-                for (int64_t l = 0; l < rows; ++l) dst[p * Di + l] = tile[l];
-            }
-        }
-    }
-}
-
 Direction direction(const float* const* p, bool reverse) {
     return Direction{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], const_cast<float*>(p[8]), reverse};
 }
@@ -436,7 +398,7 @@ VM_EXPORT_TARGET_INFO(vm_fused_mixer)
 
 extern "C" {
 
-int vm_fused_mixer_version() { return 2; }
+int vm_fused_mixer_version() { return 1; }
 
 // x: (batch, Di, Lx), the x half of in_proj; outputs for window positions [lo, lo + n).
 // fwd / bwd: the forward / backward direction's 9 pointers, or null to skip the direction:
@@ -448,16 +410,12 @@ int vm_fused_mixer_version() { return 2; }
 // direction out may be z itself (each element of z is read before the same element of out is written).
 // scratch: (batch, Di, n), needed when both directions run (the backward direction's output until the sum).
 // sub: positions per sub-chunk (the cache-resident working set); num_threads: the OpenMP team.
-// out_tokens: null, or (batch, n, Di) with both directions: the sum goes there token-major (out then holds the
-// forward direction's ungated output). It may be x itself when lo == 0 and n == Lx: the final pass, which
-// writes it, starts after every thread has finished reading x.
 int vm_fused_mixer_fwd(const float* x, int64_t batch, int64_t Di, int64_t Lx, int64_t lo, int64_t n, int64_t K,
                        int64_t R, int64_t N, int64_t NP, const float* const* fwd, const float* const* bwd,
                        const float* z, const float* add, float scale, float* out, float* scratch, int64_t sub,
-                       int num_threads, float* out_tokens) {
+                       int num_threads) {
     if (lo < 0 || n < 0 || lo + n > Lx || K < 1 || sub < 1 || (!fwd && !bwd) || N > NP) return 2;
     if (fwd && bwd && !scratch) return 3;
-    if (out_tokens && !(fwd && bwd)) return 4;
     if (n == 0) return 0;
     const int64_t S = std::min(sub, n), Sp = (S + 2 * W - 1) / (2 * W) * (2 * W);
     const Shape s{batch, Di, Lx, lo, n, K, R, N, NP, S, Sp, (Di + W - 1) / W * W};
@@ -496,12 +454,7 @@ int vm_fused_mixer_fwd(const float* x, int64_t batch, int64_t Di, int64_t Lx, in
                     run_item(s, dir, x, bi, buf, tb, barriers[team], member, my_size, dst, z, add, !both, scale);
                 }
             }
-            if (both && out_tokens) {
-#pragma omp barrier
-#pragma omp for schedule(static)
-                for (int64_t r = 0; r < batch * s.Dp / W; ++r)
-                    sum_to_tokens(r / (s.Dp / W), r % (s.Dp / W) * W, Di, n, out, scratch, z, add, scale, out_tokens);
-            } else if (both) {
+            if (both) {
 #pragma omp barrier
 #pragma omp for schedule(static)
                 for (int64_t r = 0; r < batch * Di; ++r) {

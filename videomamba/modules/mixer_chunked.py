@@ -28,7 +28,7 @@ from ..ops import fused_mixer_cpu, norm_forward, norm_into
 from ..ops.selective_scan import ENV_VAR as SCAN_BACKEND_VAR
 from . import mixer_math
 from .mixer_math import (_weight_matmul, fused_applies, fused_direction, gated_scan_sum, project_in_half,
-                         project_out, project_out_tokens, scan_backend_for, scan_direction)
+                         project_out, scan_backend_for, scan_direction)
 from .workspace import Workspace
 
 
@@ -284,14 +284,9 @@ def mixer_whole(mixer, h: torch.Tensor, workspace: Workspace, out: torch.Tensor 
         z = project_in_half(h, w_in, b_in, 1, out=ws.take("z", (b, Di, L), h.dtype, h.device))
     pair = _fused_pair(mixer, x, conditions)
     scale = 0.5 if mixer.divide_output else 1.0
-    if out is None:
-        out = ws.take("o", (b, L, mixer.out_proj.weight.shape[0]), h.dtype, h.device)
-    if pair is not None:   # the result token-major (out_proj reads its rows faster than a transposed view), in
-        # x's memory: the kernel reads x only before its final pass, which writes the result
+    if pair is not None:
         y = fused_mixer_cpu.mixer_fwd_packed(pair, x, z, ws.take("y", (b, Di, L), torch.float32, h.device),
-                                             ws.take("y_b", (b * Di * L,), torch.float32, h.device), scale,
-                                             out_tokens=x.view(b, L, Di))
-        return project_out_tokens(y.to(h.dtype), mixer.out_proj.weight, mixer.out_proj.bias, out=out)
+                                             ws.take("y_b", (b * Di * L,), torch.float32, h.device), scale)
     else:
         params = (mixer.direction_params(False), mixer.direction_params(True))
         if fused_applies(x, params[0]):
@@ -300,4 +295,6 @@ def mixer_whole(mixer, h: torch.Tensor, workspace: Workspace, out: torch.Tensor 
                                           scratch=ws.take("y_b", (b * Di * L,), torch.float32, h.device))
         else:
             y = gated_scan_sum(x, z, params, mixer.dt_rank, mixer.d_state, mixer.divide_output)
+    if out is None:
+        out = ws.take("o", (b, L, mixer.out_proj.weight.shape[0]), h.dtype, h.device)
     return project_out(y.to(h.dtype), mixer.out_proj.weight, mixer.out_proj.bias, out=out)

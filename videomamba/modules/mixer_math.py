@@ -146,16 +146,6 @@ def project_out(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return out if bias is None else out.add_(bias)
 
 
-def project_out_tokens(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                       out: torch.Tensor | None = None) -> torch.Tensor:
-    """out_proj of token-major ``y (b, L, Di)`` -> ``(b, L, D)`` (into ``out`` when given)."""
-    if out is None:
-        out = torch.matmul(y, weight.t())
-        return out if bias is None else out + bias
-    torch.matmul(y, weight.t(), out=out)
-    return out if bias is None else out.add_(bias)
-
-
 def _weight_matmul(weight: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``weight (out, in) @ x (b, in, L) -> (b, out, L)`` as one bmm writing a contiguous result
     (``torch.matmul`` of a 2-D by a 3-D tensor computes the transpose and copies it)."""

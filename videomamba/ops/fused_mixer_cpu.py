@@ -61,7 +61,7 @@ def _lib():
         if lib is not None:
             lib.vm_fused_mixer_fwd.argtypes = [_f, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _i64,
                                                ctypes.c_void_p, ctypes.c_void_p, _f, _f, ctypes.c_float, _f, _f,
-                                               _i64, ctypes.c_int, _f]
+                                               _i64, ctypes.c_int]
             lib.vm_fused_mixer_fwd.restype = ctypes.c_int
             lib.vm_fused_mixer_lanes.restype = ctypes.c_int
             _typed[arch] = lib
@@ -80,7 +80,7 @@ def _raw_entry():
         fn = lib["vm_fused_mixer_fwd"]   # a second function object: its own argument types
         vp = ctypes.c_void_p
         fn.argtypes = [vp, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _i64, _i64, vp, vp, vp, vp, ctypes.c_float,
-                       vp, vp, _i64, ctypes.c_int, vp]
+                       vp, vp, _i64, ctypes.c_int]
         fn.restype = ctypes.c_int
         _raw[arch] = fn
     return fn
@@ -172,7 +172,7 @@ def mixer_fwd(x: torch.Tensor, forward: FusedDirection | None, backward: FusedDi
                                 None if packed[0] is None else packed[0].array,
                                 None if packed[1] is None else packed[1].array,
                                 _ptr(zz), _ptr(aa), float(scale), _ptr(out), _ptr(scratch) if both else None,
-                                int(sub), torch.get_num_threads(), None)
+                                int(sub), torch.get_num_threads())
     if rc != 0:
         raise RuntimeError(f"fused mixer CPU kernel failed (code {rc})")
     if not return_last_state:
@@ -208,32 +208,25 @@ def pack_pair(forward: FusedDirection, backward: FusedDirection) -> PackedPair |
 
 
 def mixer_fwd_packed(pair: PackedPair, x: torch.Tensor, z: torch.Tensor, out: torch.Tensor,
-                     scratch: torch.Tensor, scale: float = 1.0, sub: int | None = None,
-                     out_tokens: torch.Tensor | None = None) -> torch.Tensor:
+                     scratch: torch.Tensor, scale: float = 1.0, sub: int | None = None) -> torch.Tensor:
     """:func:`mixer_fwd` of both directions over the whole of ``x (b, Di, L)`` with a :class:`PackedPair`:
     ``out (b, Di, L) = (y_fwd + y_bwd) * silu(z) * scale``. x, z, out: fp32 and contiguous; scratch: a contiguous
-    fp32 buffer of ``>= b * Di * L`` elements. With ``out_tokens`` (contiguous fp32 ``(b, L, Di)``) the result is
-    written there token-major instead (``out`` is then a working buffer) and returned; it may be x's memory
-    (``x.view(b, L, Di)``), which the kernel no longer reads when it writes the result."""
+    fp32 buffer of ``>= b * Di * L`` elements."""
     b, Di, L = x.shape
     for name, t in (("x", x), ("z", z), ("out", out)):
         if t.dtype != torch.float32 or not t.is_contiguous() or t.shape != x.shape:
             raise ValueError(f"mixer_fwd_packed: {name} must be a contiguous fp32 tensor of shape {tuple(x.shape)}")
-    if out_tokens is not None and (out_tokens.dtype != torch.float32 or not out_tokens.is_contiguous()
-                                   or out_tokens.shape != (b, L, Di)):
-        raise ValueError(f"mixer_fwd_packed: out_tokens must be a contiguous fp32 tensor of shape {(b, L, Di)}")
     if Di != pair.Di:
         raise ValueError(f"mixer_fwd_packed: x has {Di} channels, the packed pair {pair.Di}")
     if scratch.dtype != torch.float32 or scratch.numel() < b * Di * L or not scratch.is_contiguous():
         raise ValueError(f"mixer_fwd_packed: scratch must be a contiguous fp32 buffer of >= {b * Di * L} elements")
-    result = out if out_tokens is None else out_tokens
     if L == 0:
-        return result
+        return out
     sub = default_sub(Di, pair.N, pair.R) if sub is None else sub
     rc = _raw_entry()(x.data_ptr(), b, Di, L, 0, L, pair.K, pair.R, pair.N, pair.NP,
                       ctypes.addressof(pair.packed[0].array), ctypes.addressof(pair.packed[1].array),
                       z.data_ptr(), None, float(scale), out.data_ptr(), scratch.data_ptr(), int(sub),
-                      torch.get_num_threads(), None if out_tokens is None else out_tokens.data_ptr())
+                      torch.get_num_threads())
     if rc != 0:
         raise RuntimeError(f"fused mixer CPU kernel failed (code {rc})")
-    return result
+    return out
