@@ -24,7 +24,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from ..ops import fused_mixer_cpu, norm_forward, norm_into
+from ..ops import add_norm_into, fused_mixer_cpu, norm_forward
 from ..ops.selective_scan import ENV_VAR as SCAN_BACKEND_VAR
 from . import mixer_math
 from .mixer_math import (_weight_matmul, fused_applies, fused_direction, gated_scan_sum, project_in_half,
@@ -129,7 +129,7 @@ def mixer_chunked(mixer, src: torch.Tensor, *, out: torch.Tensor, norm=None, acc
     def mixer_input(s, e):
         h = src[:, s:e]
         if norm is not None and h.dtype == dtype:   # normalised into the workspace (no allocation per chunk)
-            h = norm_into(norm, h, ws.take("h", h.shape, dtype, h.device))
+            h = add_norm_into(norm, h, None, ws.take("h", h.shape, dtype, h.device))
         elif norm is not None:
             h = norm_forward(norm, h, None, prenorm=False).to(dtype)
         return h
