@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from videomamba.ops import causal_conv1d_fn, causal_conv1d_ref, selective_scan_fn, selective_scan_ref
-from videomamba.ops import causal_conv1d, selective_scan_cpu
+from videomamba.ops import causal_conv1d, rms_norm_cpu, selective_scan_cpu
 from videomamba.ops._build import ARCH_ENV, load_native
 
 from test_selective_scan_ref import stepwise_scan
@@ -54,6 +54,7 @@ def kernel_target(request, monkeypatch):
     if isa is not None:
         assert selective_scan_cpu.target() == f"{isa}, {LANES[isa]} lanes"
         assert causal_conv1d.native_target() == f"{isa}, {LANES[isa]} lanes"
+        assert rms_norm_cpu.target() == f"{isa}, {LANES[isa]} lanes"
     return arch
 
 

@@ -47,15 +47,15 @@ def add_rms_norm_(stream: torch.Tensor, add: torch.Tensor | None, weight: torch.
                   out: torch.Tensor) -> bool:
     """``stream += add`` (when given), then ``out = rms_norm(stream) * weight`` over the last dimension, in one
     pass per row; ``out`` may be ``add``. Returns False, touching nothing, where the kernel does not apply
-    (not fp32 contiguous CPU tensors of one shape, or no kernel): the caller then takes the torch ops."""
-    cols = stream.shape[-1]
-    if not (_plain_f32(stream) and _plain_f32(out) and _plain_f32(weight) and out.shape == stream.shape
+    (not fp32 contiguous CPU tensors of one shape, an empty last dimension, or no kernel): the caller then takes the torch ops."""
+    cols = stream.shape[-1] if stream.dim() else 0
+    if cols == 0 or not (_plain_f32(stream) and _plain_f32(out) and _plain_f32(weight) and out.shape == stream.shape
             and weight.shape == (cols,) and (add is None or (_plain_f32(add) and add.shape == stream.shape))):
         return False
     fn = _entry()
     if fn is None or (torch.is_grad_enabled() and (stream.requires_grad or (add is not None and add.requires_grad))):
         return False
-    rows = stream.numel() // cols if cols else 0
+    rows = stream.numel() // cols
     rc = fn(stream.data_ptr(), None if add is None else add.data_ptr(), weight.data_ptr(), float(eps),
             out.data_ptr(), rows, cols, torch.get_num_threads())
     if rc != 0:
