@@ -176,6 +176,7 @@ _MV, _TR, _LVU = ["tests/test_numbers_multiview.py"], ["tests/test_numbers_eval_
 _VT, _MF, _AL = ["tests/test_numbers_video_text.py"], ["tests/test_numbers_model_folder.py"], ["tests/test_numbers_alignment.py"]
 _OPT = ["tests/test_engine_basics.py", "tests/test_engine_run.py"]
 MANUAL, _MB = "videomamba/modules/mixer_recompute.py", ["tests/test_manual_backward.py"]
+_LEAN = ["tests/test_lean.py", "tests/test_fused_mixer.py"]
 MUTATIONS += [
     # the multi-view test
     ("multiview: logits averaged instead of probabilities", MULTIVIEW,
@@ -312,6 +313,15 @@ MUTATIONS += [
     ("optim: module_lr matches bare prefixes", "videomamba/engine/optim.py",
      'hits = [p for p in prefixes if name == p or name.startswith(p + ".")]',
      "hits = [p for p in prefixes if name.startswith(p)]", _OPT),
+    # the block loop's per-forward caches (issue 24)
+    ("lean loop: the stack of packed pairs kept whatever the parameters", "videomamba/modules/mixer_chunked.py",
+     "    signature = (conditions, tuple([None if t is None else (t.data_ptr(), t.shape) for ts in stack for t in ts]))",
+     "    signature = (conditions,)", _LEAN),
+    ("workspace: a view with autograd history handed out again", "videomamba/modules/workspace.py",
+     "if last is not None and last[0] == request and not last[1].requires_grad:",
+     "if last is not None and last[0] == request:", _LEAN),
+    ("workspace: the last view reused for another dtype", "videomamba/modules/workspace.py",
+     "        request = (shape, dtype, device)\n", "        request = (shape, device)\n", _LEAN),
 ]
 
 TESTS = ["tests/test_kernels_cpu.py", "tests/test_fused_mixer.py", "tests/test_lean.py", "tests/test_rms_norm_cpu.py"]

@@ -351,3 +351,67 @@ def test_inference_workspace_is_reused_across_calls_and_never_copied():
     assert ws.take("a", (5,), torch.float32, "cpu").data_ptr() == a.data_ptr()     # smaller: the same buffer
     assert ws.take("a", (4, 4), torch.float32, "cpu").numel() == 16                  # larger: grown
     assert ws.take("a", (2,), torch.float64, "cpu").dtype == torch.float64           # another dtype: replaced
+
+
+def test_workspace_hands_back_its_last_view_only_while_the_request_and_buffer_are_the_same():
+    """``take`` keeps the last view per name (a block loop asks for the same views block after block): the same
+    request gets the same view object; another shape, dtype or a regrown buffer gets a fresh view of the current
+    buffer; a view with autograd history is never handed out again; ``clear`` forgets the views."""
+    from videomamba.modules import Workspace
+
+    ws = Workspace()
+    a = ws.take("a", (2, 3), torch.float32, "cpu")
+    assert ws.take("a", (2, 3), torch.float32, "cpu") is a
+    b = ws.take("a", (3, 2), torch.float32, "cpu")
+    assert b is not a and b.shape == (3, 2) and b.data_ptr() == a.data_ptr()
+    grown = ws.take("a", (8, 8), torch.float32, "cpu")
+    assert grown.numel() == 64
+    again = ws.take("a", (2, 3), torch.float32, "cpu")       # a view of the grown buffer, not the stale one
+    assert again is not a and again.data_ptr() == grown.data_ptr()
+    d = ws.take("a", (2, 3), torch.float64, "cpu")
+    assert d.dtype == torch.float64 and ws.take("a", (2, 3), torch.float64, "cpu") is d
+    v = ws.take("v", (4,), torch.float32, "cpu")
+    v.copy_(torch.ones(4, requires_grad=True) * 2)            # the view now has autograd history
+    assert v.requires_grad and ws.take("v", (4,), torch.float32, "cpu") is not v
+    w = ws.take("w", (4,), torch.float32, "cpu")
+    ws.clear()
+    assert ws.take("w", (4,), torch.float32, "cpu") is not w
+
+
+def test_the_stack_of_packed_pairs_is_checked_once_per_forward_and_follows_every_parameter():
+    """The lean loop takes all blocks' packed pairs at once (mixer_chunked.fused_pairs): unchanged parameters
+    give the very same list on the next forward; a parameter of any block moved through ``.data`` gives a new
+    list whose forward equals the unfused path's logits; the list is not kept in copies or pickles."""
+    import copy
+    import pickle
+
+    from videomamba.modules import mixer_chunked, mixer_math
+
+    torch.manual_seed(0)
+    m = VisionMamba(img_size=32, depth=3, embed_dim=32, num_classes=5, num_frames=2).eval()
+    x = torch.randn(1, 3, 2, 32, 32)
+
+    def unfused():
+        saved = mixer_math.FUSED_ENABLED
+        mixer_math.FUSED_ENABLED = False
+        try:
+            return m(x)
+        finally:
+            mixer_math.FUSED_ENABLED = saved
+
+    with torch.no_grad():
+        m(x)
+        first = m.__dict__["_fused_pairs_cache"][1]
+        assert all(p is not None for p in first), "the fused kernel did not apply"
+        m(x)
+        assert m.__dict__["_fused_pairs_cache"][1] is first
+        for block in (0, 2):
+            w = m.layers[block].mixer.x_proj_b.weight
+            w.data = w.data * -1.5                                # new storage: the stack must be packed anew
+            fast = m(x)
+            assert m.__dict__["_fused_pairs_cache"][1] is not first
+            first = m.__dict__["_fused_pairs_cache"][1]
+            torch.testing.assert_close(fast, unfused(), rtol=1e-4, atol=1e-5)
+    for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert "_fused_pairs_cache" not in clone.__dict__
+    assert mixer_chunked.fused_pairs(m, [b.mixer for b in m.layers], x, None) == [None] * 3

@@ -179,6 +179,7 @@ class VisionMamba(nn.Module):
         state = super().__getstate__()
         state = dict(state)
         state.pop("_inference_workspace", None)
+        state.pop("_fused_pairs_cache", None)   # (ctypes pointers: a copy packs anew)
         return state
 
     def set_inference_chunk(self, tokens: int):
@@ -306,7 +307,8 @@ class VisionMamba(nn.Module):
         ``hidden + residual`` sums in the same order of blocks, without a second stream. Beyond the stream, the
         mixers' buffers come from :attr:`inference_workspace` (the backward direction's output and one chunk's
         tensors in chunks; the whole sequence's otherwise), allocated once and reused by every block."""
-        from ..modules.mixer_chunked import fused_call_conditions, mixer_chunked, mixer_whole, runs_in_chunks
+        from ..modules.mixer_chunked import (fused_call_conditions, fused_pairs, mixer_chunked, mixer_whole,
+                                             runs_in_chunks)
 
         dtype = x.dtype
         residual = x.float() if self.residual_in_fp32 and x.dtype != torch.float64 else x
@@ -314,7 +316,9 @@ class VisionMamba(nn.Module):
         ws = self.inference_workspace
         pending = None   # a whole-sequence block's output, added to the stream by the next block's norm pass
         conditions = fused_call_conditions(residual, dtype)   # (what the packed parameters depend on)
-        for layer in self.layers:
+        pairs = fused_pairs(self, [layer.mixer for layer in self.layers],
+                            torch.empty(0, dtype=dtype, device=residual.device), conditions)
+        for layer, pair in zip(self.layers, pairs):
             mixer = layer.mixer
             if runs_in_chunks(mixer.inference_chunk, L):
                 if pending is not None:
@@ -329,7 +333,7 @@ class VisionMamba(nn.Module):
                 if pending is not None:
                     residual += pending
                 h = norm_forward(layer.norm, residual, None, prenorm=False).to(dtype)
-            pending = mixer_whole(mixer, h, ws, out=h, conditions=conditions)   # (h is dead once projected)
+            pending = mixer_whole(mixer, h, ws, out=h, pair=pair)   # (h is dead once projected)
             del h
         if pending is not None:
             residual += pending

@@ -20,20 +20,31 @@ class Workspace:
 
     def __init__(self):
         self._buffers: dict[str, torch.Tensor] = {}
+        # name -> (the last request, its view): a block loop asks for the same views block after block, and
+        # building a view costs a few microseconds (a sizeable part of an image block's Python time)
+        self._last: dict[str, tuple] = {}
 
     def take(self, name: str, shape, dtype: torch.dtype, device) -> torch.Tensor:
+        request = (shape, dtype, device)
+        last = self._last.get(name)
+        if last is not None and last[0] == request and not last[1].requires_grad:   # (no autograd history kept)
+            return last[1]
         n = math.prod(shape)
         buf = self._buffers.get(name)
         if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != torch.device(device):
             del buf
+            self._last.pop(name, None)
             self._buffers.pop(name, None)   # the old buffer goes before the new one is allocated
             buf = self._buffers[name] = torch.empty(n, dtype=dtype, device=device)
-        return buf[:n].view(shape)
+        view = buf[:n].view(shape)
+        self._last[name] = (request, view)
+        return view
 
     def nbytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self._buffers.values())
 
     def clear(self):
+        self._last.clear()
         self._buffers.clear()
 
     def __repr__(self):
