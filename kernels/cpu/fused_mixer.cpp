@@ -83,20 +83,31 @@ inline void share(int64_t total, int m, int size, int64_t& begin, int64_t& end) 
     end = total * (m + 1) / size;
 }
 
+// Floats per value of B and C in the scan's copies: AVX2 keeps each value broadcast to a whole vector, so that
+// the scan reads it as the memory operand of its multiply and multiply-add (no broadcast instruction per state
+// and step: the AVX2 scan is bound by how many vector instructions it issues); AVX-512 broadcasts from memory
+// within the instruction.
+#if defined(__AVX2__) && !defined(__AVX512F__)
+constexpr int64_t kBCWidth = W;
+#else
+constexpr int64_t kBCWidth = 1;
+#endif
+
 // Team-shared buffers of one work item: the sub-chunk's conv output (Dp rows of Sp; the rows past Di stay
-// zero), x_dbl (R + 2N rows of Sp), B and C time-major (Sp rows of NP, zero beyond N), and the carried state
-// in blocks of W channels, state-major within a block (Dp / W blocks of NP rows of W lanes).
+// zero), x_dbl (R + 2N rows of Sp), B and C time-major (Sp rows of NP values of kBCWidth floats, zero beyond
+// N), and the carried state in blocks of W channels, state-major within a block (Dp / W blocks of NP rows of W
+// lanes).
 struct ItemBuffers {
     float *xc, *x_dbl, *Bt, *Ct, *state;
     static int64_t floats(const Shape& s) {
-        return s.Dp * s.Sp + (s.R + 2 * s.N) * s.Sp + 2 * s.Sp * s.NP + s.Dp * s.NP;
+        return s.Dp * s.Sp + (s.R + 2 * s.N) * s.Sp + 2 * s.Sp * s.NP * kBCWidth + s.Dp * s.NP;
     }
     ItemBuffers(float* base, const Shape& s) {
         xc = base;
         x_dbl = xc + s.Dp * s.Sp;
         Bt = x_dbl + (s.R + 2 * s.N) * s.Sp;
-        Ct = Bt + s.Sp * s.NP;
-        state = Ct + s.Sp * s.NP;
+        Ct = Bt + s.Sp * s.NP * kBCWidth;
+        state = Ct + s.Sp * s.NP * kBCWidth;
     }
 };
 
@@ -221,9 +232,12 @@ inline void project_x(const Shape& s, const Direction& dir, const float* xc, int
     }
     const int64_t bc0 = std::max<int64_t>(j0, s.R);
     for (int64_t j = bc0; j < j1; ++j) {   // B / C rows, transposed
-        float* dst = j < s.R + s.N ? Bt + (j - s.R) : Ct + (j - s.R - s.N);
+        float* dst = j < s.R + s.N ? Bt + (j - s.R) * kBCWidth : Ct + (j - s.R - s.N) * kBCWidth;
         const float* src = x_dbl + j * Sp;
-        for (int64_t t = 0; t < m; ++t) dst[t * s.NP] = src[t];
+        if constexpr (kBCWidth > 1)
+            for (int64_t t = 0; t < m; ++t) store(dst + t * s.NP * kBCWidth, splat(src[t]));
+        else
+            for (int64_t t = 0; t < m; ++t) dst[t * s.NP] = src[t];
     }
 }
 
@@ -273,16 +287,18 @@ inline void scan_group(int64_t m, int64_t NP, const float* Bt, const float* Ct, 
     for (int64_t i = 0; i < m; ++i) {
         const int64_t t = REV ? m - 1 - i : i;
         const vf dt = load(dtT + t * W), dtu = dt * load(uT + t * W);
-        const float* b = Bt + t * NP;
-        const float* c = Ct + t * NP;
+        const float* b = Bt + t * NP * kBCWidth;
+        const float* c = Ct + t * NP * kBCWidth;
         vf y0 = first ? splat(0.0f) : load(yT + t * W), y1 = splat(0.0f);   // two sums: half the add chain
 #pragma GCC unroll 16
         for (int k = 0; k < G; ++k) {
             // dt >= 0, A < 0; BOUNDED: dt * A2 >= -125 (checked by dt_lanes)
             const vf decay = BOUNDED ? vexp2_product_bounded(load(A2T + k * W), dt) : vexp2_nonpos(load(A2T + k * W) * dt);
-            h[k] = decay * h[k] + dtu * b[k];
-            if (k % 2) y1 += h[k] * c[k];
-            else y0 += h[k] * c[k];
+            const vf bk = kBCWidth > 1 ? load(b + k * kBCWidth) : splat(b[k]);
+            const vf ck = kBCWidth > 1 ? load(c + k * kBCWidth) : splat(c[k]);
+            h[k] = decay * h[k] + dtu * bk;
+            if (k % 2) y1 += h[k] * ck;
+            else y0 += h[k] * ck;
         }
         store(yT + t * W, y0 + y1);
     }
@@ -332,7 +348,7 @@ inline void scan_blocks(const Shape& s, const Direction& dir, const ItemBuffers&
             const bool bounded = dt_lanes(s, buf.x_dbl + p0, tb.dtpT + cb, load(tb.biasT + cb), load(tb.limT + cb),
                                           tm, tb.dtT);
             for (int64_t n0 = 0; n0 < NP; n0 += W) {
-                const float *Bt = buf.Bt + p0 * NP + n0, *Ct = buf.Ct + p0 * NP + n0;
+                const float *Bt = buf.Bt + (p0 * NP + n0) * kBCWidth, *Ct = buf.Ct + (p0 * NP + n0) * kBCWidth;
                 if (bounded)
                     scan_group<REV, true>(tm, NP, Bt, Ct, tb.uT, tb.dtT, A2T + n0 * W, hT + n0 * W, tb.yT, n0 == 0);
                 else
