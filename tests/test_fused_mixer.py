@@ -146,6 +146,25 @@ def test_state_sizes_batches_and_teams(kernel_target, N, batch, threads):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+def test_scratch_kept_between_calls_is_right_for_every_layout(kernel_target, threads):
+    """The kernel keeps its buffers from one call to the next and zeroes them only when their layout changes.
+    Calls in a row whose layouts differ (more states then fewer in the same padded width, more channels then
+    fewer, another sub-chunk) must each equal the oracle: values a wider call left where a narrower one relies
+    on zeros (states past N, channels past Di) would leak into its output."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for Di, N, L, sub in ((20, 16, 40, 32), (20, 9, 40, 32), (20, 16, 40, 32), (29, 7, 33, 16), (17, 7, 33, 16),
+                              (17, 3, 70, 64), (17, 3, 70, 64)):
+            g = torch.Generator().manual_seed(Di * N + L)
+            x, z = torch.randn(1, Di, L, generator=g), torch.randn(1, Di, L, generator=g)
+            fwd, bwd = direction(Di, N, 2, 4, N), direction(Di, N, 2, 4, N + 1)
+            close(mixer_fwd(x, fwd, bwd, z=z, sub=sub), oracle(x, fwd, bwd, z=z)[0], f"Di={Di} N={N} L={L} sub={sub}")
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 def test_windows_with_halos_and_carried_states_equal_the_whole_sequence(kernel_target, threads):
     """What a chunked caller does: the backward direction over windows from last to first, then the forward one
     from first to last with the backward output added and the gate, each window given its conv halo and the
