@@ -265,7 +265,7 @@ def _fused_pair(mixer, x: torch.Tensor, conditions=_UNSET):
 def fused_pairs(owner, mixers, probe: torch.Tensor, conditions) -> list:
     """:func:`_fused_pair` of every mixer of a stack, for one forward over all of them, with one check of the
     whole stack (every parameter's address and shape, and the per-call conditions) instead of one per block:
-    the per-block check cost about 20 us per block of an image forward, 1.5% of it. The list is kept on
+    the per-block check cost about 20-25 us per block of an image forward, 1.5-2% of it. The list is kept on
     ``owner`` (``_fused_pairs_cache``; drop it when pickling: it holds ctypes pointers). ``probe``: a tensor
     with the in_proj output's dtype and device."""
     if conditions is None:
