@@ -325,7 +325,7 @@ MUTATIONS += [
      "hits = [p for p in prefixes if name.startswith(p)]", _OPT),
     # the block loop's per-forward caches (issue 24)
     ("lean loop: the stack of packed pairs kept whatever the parameters", "videomamba/modules/mixer_chunked.py",
-     "    signature = (conditions, tuple([None if t is None else (t.data_ptr(), t.shape) for ts in stack for t in ts]))",
+     "    signature = (conditions, tuple(_parameters_signature(tensors) for tensors in stack))",
      "    signature = (conditions,)", _LEAN),
     ("workspace: a view with autograd history handed out again", "videomamba/modules/workspace.py",
      "if last is not None and last[0] == request and not last[1].requires_grad:",

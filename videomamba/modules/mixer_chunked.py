@@ -237,6 +237,12 @@ def fused_call_conditions(x: torch.Tensor, dtype: torch.dtype | None = None):
 _UNSET = object()
 
 
+def _parameters_signature(tensors) -> tuple:
+    """What a packed pair depends on in its parameters: each one's address, dtype and shape (None kept in
+    place). In-place updates leave it unchanged and need no re-packing: the kernel reads the parameters' memory."""
+    return tuple([None if t is None else (t.data_ptr(), t.dtype, t.shape) for t in tensors])
+
+
 def _fused_pair(mixer, x: torch.Tensor, conditions=_UNSET):
     """The mixer's two directions packed for the fused kernel (:class:`~videomamba.ops.fused_mixer_cpu.
     PackedPair`), kept on the mixer; None where the fused kernel does not apply. The cache holds while every
@@ -250,7 +256,7 @@ def _fused_pair(mixer, x: torch.Tensor, conditions=_UNSET):
     tensors = mixer.direction_tensors() if hasattr(mixer, "direction_tensors") else None
     if tensors is None:
         return None
-    signature = (conditions, tuple(None if t is None else (t.data_ptr(), t.dtype, t.shape) for t in tensors))
+    signature = (conditions, _parameters_signature(tensors))
     cached = mixer.__dict__.get("_fused_pair_cache")
     if cached is not None and cached[0] == signature:
         return cached[1]
@@ -264,7 +270,7 @@ def _fused_pair(mixer, x: torch.Tensor, conditions=_UNSET):
 
 def fused_pairs(owner, mixers, probe: torch.Tensor, conditions) -> list:
     """:func:`_fused_pair` of every mixer of a stack, for one forward over all of them, with one check of the
-    whole stack (every parameter's address and shape, and the per-call conditions) instead of one per block:
+    whole stack (every parameter's address, dtype and shape, and the per-call conditions) instead of one per block:
     the per-block check cost about 20-25 us per block of an image forward, 1.5-2% of it. The list is kept on
     ``owner`` (``_fused_pairs_cache``; drop it when pickling: it holds ctypes pointers). ``probe``: a tensor
     with the in_proj output's dtype and device."""
@@ -273,7 +279,7 @@ def fused_pairs(owner, mixers, probe: torch.Tensor, conditions) -> list:
     stack = [m.direction_tensors() if hasattr(m, "direction_tensors") else None for m in mixers]
     if any(tensors is None for tensors in stack):
         return [_fused_pair(m, probe, conditions) for m in mixers]
-    signature = (conditions, tuple([None if t is None else (t.data_ptr(), t.shape) for ts in stack for t in ts]))
+    signature = (conditions, tuple(_parameters_signature(tensors) for tensors in stack))
     cached = owner.__dict__.get("_fused_pairs_cache")
     if cached is not None and cached[0] == signature:
         return cached[1]
