@@ -79,7 +79,20 @@ constexpr int W = 4;
 typedef float vf __attribute__((vector_size(W * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(W * sizeof(int32_t))));
 
-VM_INLINE vf splat(float x) { return vf{} + x; }
+// Every lane x, as one broadcast (from memory where x is loaded). Not `vf{} + x`: adding +0.0 is no identity
+// for -0.0, so GCC kept a scalar add before each broadcast (32 per step of the AVX-512 scan); a lane loop
+// became inserts lane by lane.
+VM_INLINE vf splat(float x) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_set1_ps(x);
+#elif defined(__AVX__)
+    return (vf)_mm256_set1_ps(x);
+#elif defined(__SSE2__)
+    return (vf)_mm_set1_ps(x);
+#else
+    return x - vf{};   // x - (+0.0) is x for every x, -0.0 included, so the subtraction folds away
+#endif
+}
 VM_INLINE vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof(v)); return v; }
 VM_INLINE void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
 
