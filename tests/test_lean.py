@@ -415,3 +415,40 @@ def test_the_stack_of_packed_pairs_is_checked_once_per_forward_and_follows_every
     for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
         assert "_fused_pairs_cache" not in clone.__dict__
     assert mixer_chunked.fused_pairs(m, [b.mixer for b in m.layers], x, None) == [None] * 3
+
+
+def test_in_proj_in_blocks_of_columns_equals_one_fp64_product(monkeypatch):
+    """in_proj past IN_PROJ_COLUMNS positions runs in balanced blocks of columns (shrunk here to 5, so that 23
+    positions make blocks of 5, 5, 5, 5, 3): each half, both halves at once, into buffers or not, against
+    h @ W^T + b in fp64; with autograd recording it stays one product (out= has no gradients)."""
+    from videomamba.modules import mixer_math
+
+    monkeypatch.setattr(mixer_math, "IN_PROJ_COLUMNS", 5)
+    torch.manual_seed(0)
+    b, L, D, Di = 2, 23, 6, 4
+    h, W, bias = torch.randn(b, L, D), torch.randn(2 * Di, D), torch.randn(2 * Di)
+    want = (torch.einsum("bld,od->bol", h.double(), W.double()) + bias.double()[:, None]).float()
+    for half, rows in ((0, slice(0, Di)), (1, slice(Di, 2 * Di)), (None, slice(0, 2 * Di))):
+        got = mixer_math.project_in_half(h, W, bias, half, out=torch.full((b, rows.stop - rows.start, L), 7.0))
+        _close(got, want[:, rows], 1e-6, 1e-5, f"half={half}")
+        _close(mixer_math.project_in_half(h, W, None, half), want[:, rows] - bias[rows, None], 1e-6, 1e-5, "no bias")
+    x, z = mixer_math.project_in(h, W, bias)
+    _close(torch.cat([x, z], 1), want, 1e-6, 1e-5, "project_in")
+    hg = h.clone().requires_grad_()
+    x, z = mixer_math.project_in(hg, W, bias)
+    (x.sum() + 2 * z.sum()).backward()
+    _close(hg.grad, (W[:Di].sum(0) + 2 * W[Di:].sum(0)).expand(b, L, D), 1e-6, 1e-5, "gradient")
+
+
+@pytest.mark.parametrize("chunk", [0, 16])
+def test_lean_inference_with_in_proj_in_blocks_matches_official_logits(chunk, monkeypatch):
+    """The lean loop's in_proj in blocks of 7 columns (whole sequence and chunks), against the official logits."""
+    from videomamba.modules import mixer_math
+
+    monkeypatch.setattr(mixer_math, "IN_PROJ_COLUMNS", 7)
+    fx = load_official("video_depth2_dim96_f4_64px")
+    m = VisionMamba(**fx["kwargs"], inference_chunk=chunk).eval()
+    m.load_state_dict(fx["state_dict"], strict=True)
+    with torch.no_grad():
+        out = m(fx["input"])
+    assert (out - fx["output"]).abs().max().item() <= 1e-5
