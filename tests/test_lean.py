@@ -452,3 +452,32 @@ def test_lean_inference_with_in_proj_in_blocks_matches_official_logits(chunk, mo
     with torch.no_grad():
         out = m(fx["input"])
     assert (out - fx["output"]).abs().max().item() <= 1e-5
+
+
+def test_recomputed_training_with_in_proj_in_blocks_equals_plain_autograd(monkeypatch):
+    """The recomputing (manual) backward projects in blocks of columns (shrunk to 5 of 17 tokens: 5, 5, 5, 2);
+    under a random upstream gradient its gradients equal plain autograd's, whose products stay whole (it
+    records, and out= has no gradients)."""
+    from videomamba.modules import mixer_math
+
+    monkeypatch.setattr(mixer_math, "IN_PROJ_COLUMNS", 5)
+    calls = []
+    real_bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda a, b, **kw: calls.append(b.shape[-1]) or real_bmm(a, b, **kw))
+    torch.manual_seed(1)
+    m = VisionMamba(img_size=32, depth=2, embed_dim=32, num_classes=5, num_frames=4, drop_path_rate=0.0)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    x, upstream = torch.randn(2, 3, 4, 32, 32), torch.randn(2, 5)
+    grads = {}
+    for mode in ("none", "block"):
+        m.zero_grad(set_to_none=True)
+        m.set_recompute(mode)
+        calls.clear()
+        (m(x) * upstream).sum().backward()
+        grads[mode] = {k: p.grad.clone() for k, p in m.named_parameters()}
+        if mode == "block":   # the manual backward's in_proj took blocks (the plain path's products are whole)
+            assert calls.count(2) >= 2 * 2 and calls.count(5) >= 2 * 2 * 3, calls
+    for k, g in grads["none"].items():
+        _close(grads["block"][k], g, 1e-4, 1e-6 * g.abs().max().item() + 1e-9, k)
