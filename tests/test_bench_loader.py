@@ -53,12 +53,16 @@ def test_loader_bench_tiny_end_to_end(tmp_path):
     assert json.loads((out / "loader.json").read_text())["workers"] == payload["workers"]
 
     # the same measurement against other GPU speeds, without measuring again (through the CLI)
-    gpu.write_text(json.dumps({"videomamba_tiny": {"8": 1000.0}}))
+    # a GPU 20.5x one worker's speed, so this needs more than 8 workers on any machine (a fixed 1,000 clips/s
+    # did not: a fast CPU decodes 150 clips/s per worker)
+    fast_gpu = 20.5 * r["per_worker_clips_per_s"]
+    gpu.write_text(json.dumps({"videomamba_tiny": {"8": fast_gpu}}))
     again = tmp_path / "again"
     assert cli.main(["bench", "loader", "--measured", str(out / "loader.json"), "--gpu-speed", str(gpu),
                      "--out", str(again)]) == 0
     (w2,) = json.loads((again / "loader.json").read_text())["workers"]
-    assert w2["workers_needed"] == math.ceil(1000.0 / r["per_worker_clips_per_s"]) and w2["ok"] is False
+    assert w2["gpu_clips_per_s"] == fast_gpu
+    assert w2["workers_needed"] == math.ceil(fast_gpu / r["per_worker_clips_per_s"]) == 21 and w2["ok"] is False
 
 
 def test_workers_arithmetic_by_hand():
