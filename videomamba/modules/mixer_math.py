@@ -163,9 +163,8 @@ def _in_proj_matmul(weight: torch.Tensor, x: torch.Tensor, out: torch.Tensor | N
         out = x.new_empty((x.shape[0], weight.shape[0], L))
     blocks = -(-L // IN_PROJ_COLUMNS)
     size = -(-L // blocks)
-    w = weight.unsqueeze(0).expand(x.shape[0], -1, -1)
     for start in range(0, L, size):
-        torch.bmm(w, x[..., start:start + size], out=out[..., start:start + size])
+        _weight_matmul(weight, x[..., start:start + size], out=out[..., start:start + size])
     return out
 
 
